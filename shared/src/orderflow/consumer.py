@@ -1,0 +1,266 @@
+"""Consuming with the reliability recipe: inbox de-duplication in the effect's transaction,
+ack only after commit, transient faults retried with back-off, and a message that can never
+succeed dead-lettered with the reason in its headers while the consumer carries on.
+
+`ReliableConsumer` is a faststream broker middleware, so every subscriber of a service gets
+the same behaviour; subscribers use `AckPolicy.MANUAL` and leave acknowledging to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import asyncpg
+import pydantic
+import structlog
+from fast_depends.exceptions import ValidationError as DependsValidationError
+from faststream import BaseMiddleware
+from faststream.message import StreamMessage
+from prometheus_client import Counter, Histogram
+
+from . import inbox
+from .db import Connection, Pool
+from .publisher import Publisher, PublishError
+from .topology import DLX
+from .tracing import set_current_trace, trace_id_of
+
+if TYPE_CHECKING:
+    from faststream._internal.context.repository import ContextRepo
+
+log = structlog.get_logger(__name__)
+
+CONSUMED = Counter(
+    "orderflow_messages_consumed_total",
+    "Messages consumed, by queue and outcome",
+    ["queue", "outcome"],
+)
+HANDLING_SECONDS = Histogram(
+    "orderflow_message_handling_seconds", "Time to handle one message", ["queue"]
+)
+
+
+class PermanentError(Exception):
+    """This message can never succeed (unknown order, broken invariant): dead-letter it."""
+
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.AdminShutdownError,
+    asyncpg.QueryCanceledError,
+    PublishError,
+)
+
+POISON: tuple[type[BaseException], ...] = (
+    PermanentError,
+    pydantic.ValidationError,
+    DependsValidationError,
+    json.JSONDecodeError,
+    UnicodeDecodeError,
+)
+
+
+class ConsumerRuntime(Protocol):
+    """What the middleware needs from the running service (filled in at start)."""
+
+    service: str
+
+    @property
+    def pool(self) -> Pool: ...
+
+    @property
+    def publisher(self) -> Publisher: ...
+
+
+class RetryPolicy:
+    def __init__(
+        self,
+        *,
+        transient_for: float = 300.0,
+        unexpected_attempts: int = 3,
+        base: float = 0.2,
+        cap: float = 10.0,
+    ) -> None:
+        self.transient_for = transient_for
+        self.unexpected_attempts = unexpected_attempts
+        self.base = base
+        self.cap = cap
+
+    def delay(self, attempt: int) -> float:
+        # full jitter: replicas that failed together do not retry together
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        parts = [
+            f"/{'/'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:20]
+        ]
+        return "invalid message: " + "; ".join(parts)
+    if isinstance(exc, DependsValidationError):
+        return f"invalid message: {exc}"
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return f"body is not JSON: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def queue_of(context: ContextRepo, msg: StreamMessage[Any]) -> str:
+    handler = context.get_local("handler_")
+    queue = getattr(handler, "queue", None)
+    name = getattr(queue, "name", None)
+    return str(name) if name else str(msg.raw_message.routing_key)
+
+
+class ReliableConsumer(BaseMiddleware):
+    """Acknowledges after the handler returned (its transaction committed), retries transient
+    faults, dead-letters poison with the reason. Build with `ReliableConsumer.factory(...)`."""
+
+    runtime: ConsumerRuntime
+    policy: RetryPolicy
+
+    @classmethod
+    def factory(
+        cls, runtime: ConsumerRuntime, policy: RetryPolicy | None = None
+    ) -> Callable[..., ReliableConsumer]:
+        chosen = policy or RetryPolicy()
+
+        def build(msg: Any, /, *, context: ContextRepo) -> ReliableConsumer:
+            mw = cls(msg, context=context)
+            mw.runtime = runtime
+            mw.policy = chosen
+            return mw
+
+        return build
+
+    async def consume_scope(
+        self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any]
+    ) -> Any:
+        queue = queue_of(self.context, msg)
+        headers = msg.headers or {}
+        set_current_trace(trace_id_of(headers.get("traceparent")))
+        bound = log.bind(
+            queue=queue,
+            message_id=msg.message_id,
+            message_type=msg.raw_message.type,
+            correlation_id=msg.correlation_id,
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        attempt = 0
+        while True:
+            try:
+                with HANDLING_SECONDS.labels(queue).time():
+                    result = await call_next(msg)
+            except POISON as exc:
+                await self._dead_letter(msg, queue, exc, bound)
+                return None
+            except TRANSIENT as exc:
+                waited = loop.time() - started
+                if waited > self.policy.transient_for:
+                    # give the message back; the delivery limit stops an endless loop
+                    bound.error("transient fault persists, requeueing", error=repr(exc))
+                    CONSUMED.labels(queue, "requeued").inc()
+                    await msg.nack(requeue=True)  # type: ignore[call-arg]
+                    return None
+                delay = self.policy.delay(attempt)
+                bound.warning("transient fault, retrying", error=repr(exc), retry_in=delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            except asyncio.CancelledError:
+                await msg.nack(requeue=True)  # type: ignore[call-arg]
+                raise
+            except Exception as exc:
+                attempt += 1
+                if attempt >= self.policy.unexpected_attempts:
+                    bound.exception("handler keeps failing, dead-lettering")
+                    await self._dead_letter(msg, queue, exc, bound)
+                    return None
+                bound.warning("handler failed, retrying", error=repr(exc), attempt=attempt)
+                await asyncio.sleep(self.policy.delay(attempt))
+                continue
+            await msg.ack()
+            CONSUMED.labels(queue, "ok").inc()
+            return result
+
+    async def _dead_letter(
+        self,
+        msg: StreamMessage[Any],
+        queue: str,
+        exc: BaseException,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        reason = describe(exc)[:4000]
+        raw = msg.raw_message
+        headers = dict(raw.headers or {})
+        headers.update(
+            {
+                "x-orderflow-reason": reason,
+                "x-orderflow-error": type(exc).__name__,
+                "x-orderflow-queue": queue,
+                "x-orderflow-service": self.runtime.service,
+                "x-orderflow-dead-lettered-at": datetime.now(UTC).isoformat(),
+                "x-orderflow-original-exchange": raw.exchange or "",
+                "x-orderflow-original-routing-key": raw.routing_key or "",
+            }
+        )
+        try:
+            await self.runtime.publisher.publish(
+                exchange=DLX,
+                routing_key=queue,
+                body=raw.body,
+                message_id=raw.message_id or "",
+                message_type=raw.type or "",
+                correlation_id=raw.correlation_id,
+                reply_to=raw.reply_to,
+                headers=headers,
+                timestamp=raw.timestamp,
+            )
+        except PublishError as pub_exc:
+            # not lost: back into the queue, and the delivery limit dead-letters it at last
+            bound.error("dead-lettering failed, requeueing", error=repr(pub_exc))
+            CONSUMED.labels(queue, "requeued").inc()
+            await msg.nack(requeue=True)  # type: ignore[call-arg]
+            return
+        bound.warning("message dead-lettered", reason=reason)
+        CONSUMED.labels(queue, "dead_lettered").inc()
+        await msg.ack()
+
+
+async def apply_once(
+    pool: Pool,
+    msg: StreamMessage[Any],
+    *,
+    consumer: str,
+    effect: Callable[[Connection], Awaitable[None]],
+) -> bool:
+    """Run `effect` in one transaction with the inbox claim; False for a duplicate."""
+    # the AMQP property itself: faststream would invent an id for a message without one,
+    # and a made-up id cannot catch a redelivery
+    message_id = msg.raw_message.message_id
+    if not message_id:
+        raise PermanentError("message has no message_id (required for de-duplication)")
+    async with pool.acquire() as conn, conn.transaction():
+        if not await inbox.claim(
+            conn,
+            consumer=consumer,
+            message_id=message_id,
+            message_type=msg.raw_message.type,
+        ):
+            log.info("duplicate message ignored", consumer=consumer, message_id=message_id)
+            return False
+        await effect(conn)
+    return True

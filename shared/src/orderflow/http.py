@@ -1,0 +1,150 @@
+"""HTTP pieces every service shares: RFC 9457 problem details, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from .service import ServiceRuntime
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    pointer: str = Field(description="JSON pointer to the offending field, e.g. /customer/email")
+    detail: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details; `errors` lists every field problem at once."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldProblem] = Field(default_factory=list)
+
+
+class Problem(Exception):
+    """Raise to answer with problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type_: str = "about:blank",
+        errors: Sequence[FieldProblem] = (),
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type_
+        self.errors = list(errors)
+        self.headers = headers
+        self.extra = extra or {}
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": ProblemDetails, "description": "Invalid input; every field problem listed"},
+}
+
+
+def pointer(loc: Sequence[str | int]) -> str:
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
+    return "/" + "/".join(parts) if parts else ""
+
+
+def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    body = ProblemDetails(
+        type=problem.type,
+        title=problem.title,
+        status=problem.status,
+        detail=problem.detail,
+        instance=str(request.url.path),
+        errors=problem.errors,
+    ).model_dump(exclude_none=True)
+    body.update(problem.extra)
+    return JSONResponse(
+        body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            loc = list(err.get("loc", ()))
+            where = loc[0] if loc else "body"
+            rest = loc[1:] if where in ("body", "query", "path", "header") else loc
+            ptr = pointer(rest)
+            if where != "body":
+                ptr = f"{where}:{ptr or '/'}"
+            errors.append(FieldProblem(pointer=ptr or "/", detail=str(err.get("msg", "invalid"))))
+        return problem_response(
+            Problem(
+                422,
+                "Invalid request",
+                f"{len(errors)} problem(s) in the request",
+                type_="urn:orderflow:problem:invalid-request",
+                errors=errors,
+            ),
+            request,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(
+            Problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)),
+            request,
+        )
+
+
+def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
+    @app.get("/health/live", tags=["operations"])
+    async def live() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["operations"])
+    async def ready() -> JSONResponse:
+        """Database and broker reachable; 503 otherwise."""
+        checks = await runtime.ready()
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_service_app(
+    runtime: ServiceRuntime, *, title: str, description: str, version: str = "0.1.0"
+) -> FastAPI:
+    """A FastAPI app whose lifespan runs the service runtime."""
+    app = FastAPI(title=title, description=description, version=version, lifespan=runtime.lifespan)
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    install_operational_routes(app, runtime)
+    return app

@@ -1,0 +1,106 @@
+"""Every command and event of Orderflow: one pydantic model each, used by publisher and consumer."""
+
+from .base import DecimalStr, Document, Message
+from .commands import Problem, SubmitOrder, SubmitOrderReply
+from .events import (
+    ContractDrafted,
+    ContractSigned,
+    DepartmentFeedback,
+    NotificationDelivered,
+    NotificationFailed,
+    OrderApproved,
+    OrderChangesRequested,
+    OrderSubmitted,
+    OrderWithdrawn,
+    ReviewOverdue,
+    ReviewRoundOpened,
+    VerdictRecorded,
+)
+from .order import (
+    Company,
+    ConfirmationMethod,
+    CreditStanding,
+    Customer,
+    CustomerConfirmation,
+    Delivery,
+    Language,
+    OrderDocument,
+    OrderLine,
+    OrderType,
+    Payment,
+    Salesperson,
+    ServiceTerms,
+    Totals,
+)
+from .reviews import (
+    Annotation,
+    Decision,
+    Department,
+    ReviewCancelled,
+    Reviewer,
+    ReviewRequested,
+    Severity,
+    VerdictGiven,
+)
+
+#: Events published on `orderflow.events`, by AMQP `type`.
+EVENTS: dict[str, type[Message]] = {
+    m.message_type: m
+    for m in (
+        OrderSubmitted,
+        OrderWithdrawn,
+        ReviewRoundOpened,
+        VerdictRecorded,
+        OrderApproved,
+        OrderChangesRequested,
+        ReviewOverdue,
+        ContractDrafted,
+        ContractSigned,
+        NotificationDelivered,
+        NotificationFailed,
+    )
+}
+
+__all__ = [
+    "EVENTS",
+    "Annotation",
+    "Company",
+    "ConfirmationMethod",
+    "ContractDrafted",
+    "ContractSigned",
+    "CreditStanding",
+    "Customer",
+    "CustomerConfirmation",
+    "DecimalStr",
+    "Decision",
+    "Delivery",
+    "Department",
+    "DepartmentFeedback",
+    "Document",
+    "Language",
+    "Message",
+    "NotificationDelivered",
+    "NotificationFailed",
+    "OrderApproved",
+    "OrderChangesRequested",
+    "OrderDocument",
+    "OrderLine",
+    "OrderSubmitted",
+    "OrderType",
+    "OrderWithdrawn",
+    "Payment",
+    "Problem",
+    "ReviewCancelled",
+    "ReviewOverdue",
+    "ReviewRequested",
+    "ReviewRoundOpened",
+    "Reviewer",
+    "Salesperson",
+    "ServiceTerms",
+    "Severity",
+    "SubmitOrder",
+    "SubmitOrderReply",
+    "Totals",
+    "VerdictGiven",
+    "VerdictRecorded",
+]

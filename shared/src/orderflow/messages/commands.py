@@ -1,0 +1,45 @@
+"""Commands on `orderflow.commands` (direct exchange, routing key = the command name)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+from uuid import UUID
+
+from pydantic import Field
+
+from .base import Document, Message
+from .order import OrderDocument
+
+
+class SubmitOrder(OrderDocument):
+    """`order.submit`: the order document itself, as another company system sends it.
+
+    Without `order_id` a new order is created and submitted; with it, a new revision of an
+    order that is in `draft` or `changes_requested` is submitted.
+    """
+
+    message_type: ClassVar[str] = "order.submit"
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID | None = None
+
+    @classmethod
+    def schema_name(cls) -> str:
+        return f"orderflow.{cls.message_type}"
+
+
+class Problem(Document):
+    pointer: str = Field(description="JSON pointer to the field, e.g. /customer/email")
+    detail: str
+
+
+class SubmitOrderReply(Message):
+    """Sent to the command's `reply_to`, when it has one."""
+
+    message_type = "order.submit.reply"
+
+    accepted: bool
+    order_id: UUID | None = None
+    revision: Annotated[int, Field(ge=1)] | None = None
+    status: str | None = None
+    problems: list[Problem] = Field(default_factory=list)

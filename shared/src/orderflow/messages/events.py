@@ -1,0 +1,154 @@
+"""Events on `orderflow.events` (topic exchange, routing key = the event type)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field
+
+from .base import DecimalStr, Document, Message
+from .order import OrderDocument, Salesperson, Totals
+from .reviews import Annotation, Decision, Department, Reviewer
+
+
+class OrderSubmitted(Message):
+    """A revision of an order passed the self-check and is ready for review."""
+
+    message_type = "order.submitted"
+
+    order_id: UUID
+    revision: Annotated[int, Field(ge=1)]
+    order: OrderDocument
+    totals: Totals
+    channel: str = Field(description="Where it came from: api, console or bus")
+    submitted_at: datetime
+
+
+class OrderWithdrawn(Message):
+    message_type = "order.withdrawn"
+
+    order_id: UUID
+    revision: int
+    reason: str | None = None
+    withdrawn_at: datetime
+
+
+class ReviewRoundOpened(Message):
+    """The router has asked the departments of a revision's first stage to review."""
+
+    message_type = "review.round_opened"
+
+    round_id: UUID
+    order_id: UUID
+    revision: int
+    departments: list[Department] = Field(description="Every department that will review")
+    opened_at: datetime
+
+
+class VerdictRecorded(Message):
+    """A department's verdict was recorded against a review round."""
+
+    message_type = "review.verdict_recorded"
+
+    review_id: UUID
+    order_id: UUID
+    revision: int
+    department: Department
+    decision: Decision
+    reviewer: Reviewer
+    comment: str | None = None
+    annotations: list[Annotation] = Field(default_factory=list)
+    recorded_at: datetime
+
+
+class DepartmentFeedback(Document):
+    department: Department
+    decision: Decision
+    reviewer: Reviewer
+    comment: str | None = None
+    annotations: list[Annotation] = Field(default_factory=list)
+
+
+class OrderApproved(Message):
+    """Every department approved this revision."""
+
+    message_type = "order.approved"
+
+    order_id: UUID
+    revision: int
+    order: OrderDocument
+    totals: Totals
+    approvals: list[DepartmentFeedback]
+    approved_at: datetime
+
+
+class OrderChangesRequested(Message):
+    """At least one department asked for changes: back to the salesperson with all feedback."""
+
+    message_type = "order.changes_requested"
+
+    order_id: UUID
+    revision: int
+    salesperson: Salesperson
+    feedback: list[DepartmentFeedback] = Field(description="Every verdict of the round")
+    annotations: list[Annotation] = Field(description="Every annotation, as one checklist")
+    decided_at: datetime
+
+
+class ReviewOverdue(Message):
+    message_type = "review.overdue"
+
+    review_id: UUID
+    order_id: UUID
+    revision: int
+    department: Department
+    due_at: datetime
+
+
+class ContractDrafted(Message):
+    message_type = "contract.drafted"
+
+    contract_id: UUID
+    contract_number: str
+    order_id: UUID
+    revision: int
+    salesperson: Salesperson
+    customer_name: str | None = None
+    currency: str
+    total: DecimalStr
+    drafted_at: datetime
+
+
+class ContractSigned(Message):
+    message_type = "contract.signed"
+
+    contract_id: UUID
+    contract_number: str
+    order_id: UUID
+    revision: int
+    signed_at: datetime
+
+
+class NotificationDelivered(Message):
+    message_type = "notification.delivered"
+
+    notification_id: UUID
+    order_id: UUID | None = None
+    recipient: str
+    channel: str
+    event_type: str
+    delivered_at: datetime
+
+
+class NotificationFailed(Message):
+    message_type = "notification.failed"
+
+    notification_id: UUID
+    order_id: UUID | None = None
+    recipient: str
+    channel: str
+    event_type: str
+    error: str
+    failed_at: datetime

@@ -1,0 +1,86 @@
+"""Review requests to department queues, and the verdicts departments send back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field
+
+from .base import Document, Message
+from .order import OrderDocument, Totals
+
+Department = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REQUEST_CHANGES = "request_changes"
+
+
+class Severity(StrEnum):
+    BLOCKER = "blocker"
+    MAJOR = "major"
+    MINOR = "minor"
+    INFO = "info"
+
+
+class Annotation(Document):
+    """A department's remark on one field of the order."""
+
+    field: Annotated[str, Field(pattern=r"^(/[^/]*)*$", max_length=300)] = Field(
+        description="JSON pointer into the order document, e.g. /lines/0/unit_price"
+    )
+    message: Annotated[str, Field(min_length=1, max_length=2000)]
+    severity: Severity = Severity.MAJOR
+
+
+class Reviewer(Document):
+    id: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Annotated[str, Field(max_length=200)] | None = None
+
+
+class ReviewRequested(Message):
+    """Sent to `orderflow.reviews` with the department as routing key: please review."""
+
+    message_type = "review.requested"
+
+    review_id: UUID
+    order_id: UUID
+    revision: int
+    department: Department
+    stage: int
+    order: OrderDocument
+    totals: Totals
+    requested_at: datetime
+    due_at: datetime | None = None
+
+
+class ReviewCancelled(Message):
+    """Sent to a department queue when a pending review is no longer needed."""
+
+    message_type = "review.cancelled"
+
+    review_id: UUID
+    order_id: UUID
+    revision: int
+    department: Department
+    reason: str
+    cancelled_at: datetime
+
+
+class VerdictGiven(Message):
+    """A department's verdict, published to `orderflow.verdicts` with the department as key."""
+
+    message_type = "review.verdict"
+
+    review_id: UUID
+    order_id: UUID
+    revision: Annotated[int, Field(ge=1)]
+    department: Department
+    decision: Decision
+    reviewer: Reviewer
+    comment: Annotated[str, Field(max_length=4000)] | None = None
+    annotations: list[Annotation] = Field(default_factory=list, max_length=200)

@@ -1,0 +1,117 @@
+"""Publishing with the guarantees the outbox relies on: publisher confirms, persistent
+messages, mandatory routing (an unroutable message is an error, not a silent drop) and a
+timeout, because a publish on a lost connection can otherwise hang."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+
+log = structlog.get_logger(__name__)
+
+
+class PublishError(Exception):
+    """The broker did not confirm the message (returned, nacked, timed out, or away)."""
+
+
+class Publisher:
+    def __init__(self, url: str, *, app_id: str, timeout: float = 10.0) -> None:
+        self._url = url
+        self._app_id = app_id
+        self._timeout = timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self._url, client_properties={"connection_name": f"{self._app_id}-publisher"}
+        )
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+
+    @property
+    def channel(self) -> AbstractRobustChannel:
+        if self._channel is None:
+            raise PublishError("publisher is not connected")
+        return self._channel
+
+    @property
+    def is_connected(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = None
+        self._channel = None
+        self._exchanges.clear()
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        if name == "":
+            return self.channel.default_exchange
+        if name not in self._exchanges:
+            self._exchanges[name] = await self.channel.get_exchange(name, ensure=False)
+        return self._exchanges[name]
+
+    async def publish(
+        self,
+        *,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        message_type: str,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        mandatory: bool = True,
+        user_id: str | None = None,
+    ) -> None:
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            type=message_type,
+            app_id=self._app_id,
+            timestamp=timestamp,
+            headers=dict(headers or {}),
+            user_id=user_id,
+        )
+        try:
+            target = await asyncio.wait_for(self._exchange(exchange), self._timeout)
+            confirmation = await target.publish(
+                message, routing_key=routing_key, mandatory=mandatory, timeout=self._timeout
+            )
+        except (aio_pika.exceptions.DeliveryError, aio_pika.exceptions.PublishError) as exc:
+            raise PublishError(
+                f"{exchange or '(default)'}/{routing_key}: refused by the broker "
+                f"(unroutable or nacked): {exc!r}"
+            ) from exc
+        except TimeoutError as exc:
+            raise PublishError(
+                f"{exchange}/{routing_key}: no confirm within {self._timeout}s"
+            ) from exc
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            # the exchange cache may hold a channel that died; start afresh next time
+            self._exchanges.clear()
+            raise PublishError(f"{exchange}/{routing_key}: {exc!r}") from exc
+        if isinstance(confirmation, DeliveredMessage):
+            raise PublishError(f"{exchange}/{routing_key}: returned by the broker as unroutable")

@@ -1,0 +1,141 @@
+"""The running parts every service has: pool, migrations, publisher, topology, outbox relay
+and the faststream broker, started and stopped in order by the FastAPI lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from faststream.rabbit import Channel, RabbitBroker
+
+from . import topology
+from .consumer import ReliableConsumer, RetryPolicy
+from .db import Pool, create_pool, migrate
+from .outbox import OutboxRelay
+from .publisher import Publisher
+from .settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+class ServiceRuntime:
+    """Built at the composition root; connects only in `lifespan()`, never at import."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        schema: str,
+        package: str,
+        settings: ServiceSettings,
+        queues: Sequence[topology.QueueSpec] | Callable[[], Sequence[topology.QueueSpec]] = (),
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.service = service
+        self.schema = schema
+        self.package = package
+        self.settings = settings
+        self._queues = queues
+        self._pool: Pool | None = None
+        self._publisher: Publisher | None = None
+        self.relay: OutboxRelay | None = None
+        self.broker = RabbitBroker(
+            settings.amqp_url,
+            app_id=service,
+            graceful_timeout=settings.graceful_timeout,
+            default_channel=Channel(prefetch_count=settings.prefetch),
+            middlewares=[ReliableConsumer.factory(self, retry_policy)],
+            reconnect_interval=2.0,
+            log_level=logging.DEBUG,  # one line per message only when asked for
+        )
+
+    @property
+    def queues(self) -> Sequence[topology.QueueSpec]:
+        return self._queues() if callable(self._queues) else self._queues
+
+    @property
+    def pool(self) -> Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.service} is not started: no database pool")
+        return self._pool
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            raise RuntimeError(f"{self.service} is not started: no publisher")
+        return self._publisher
+
+    async def _retry(self, what: str, connect: Callable[[], Any], attempts: int = 30) -> Any:
+        # at start-up the database or broker may still be coming up (compose, k8s)
+        for attempt in range(attempts):
+            try:
+                return await connect()
+            except Exception as exc:
+                if attempt == attempts - 1:
+                    raise
+                delay = min(5.0, 0.5 * 2**attempt)
+                log.warning(f"{what} not reachable, retrying", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def start(self) -> None:
+        s = self.settings
+        self._pool = await self._retry(
+            "database",
+            lambda: create_pool(
+                s.dsn, schema=self.schema, min_size=s.db_pool_min, max_size=s.db_pool_max
+            ),
+        )
+        await migrate(self.pool, schema=self.schema, package=self.package)
+        self._publisher = Publisher(s.amqp_url, app_id=self.service, timeout=s.publish_timeout)
+        await self._retry("broker", self._publisher.connect)
+        await topology.declare(self.publisher.channel, self.queues)
+        self.relay = OutboxRelay(
+            self.pool,
+            self.publisher,
+            schema=self.schema,
+            batch=s.outbox_batch,
+            poll_interval=s.outbox_poll_interval,
+        )
+        self.relay.start()
+        await self._retry("broker (consumers)", self.broker.start)
+        log.info("service started", queues=[q.name for q in self.queues])
+
+    async def stop(self) -> None:
+        # consumers first, letting in-flight messages finish (graceful_timeout); then the
+        # relay publishes what they wrote; then the connections close
+        await self.broker.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        if self._publisher is not None:
+            await self._publisher.close()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("service stopped")
+
+    @asynccontextmanager
+    async def lifespan(self, *_: Any) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def ready(self) -> dict[str, bool]:
+        checks = {"database": False, "broker": False, "publisher": False}
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.fetchval("SELECT 1"), 2)
+                checks["database"] = True
+            except Exception:
+                checks["database"] = False
+        checks["publisher"] = self._publisher is not None and self._publisher.is_connected
+        try:
+            checks["broker"] = bool(await asyncio.wait_for(self.broker.ping(timeout=2), 3))
+        except Exception:
+            checks["broker"] = False
+        return checks

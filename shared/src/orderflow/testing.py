@@ -1,0 +1,260 @@
+"""Pytest fixtures for tests against the real RabbitMQ and PostgreSQL.
+
+Where they come from, in order: `ORDERFLOW_TEST_AMQP_URL` / `ORDERFLOW_TEST_DATABASE_URL`
+(and `ORDERFLOW_TEST_RABBITMQ_API` for the management API), else the local services on
+127.0.0.1, else containers started with testcontainers (a laptop with Docker).
+
+Every test gets its own vhost and its own database, removed afterwards, so two runs (or
+two tests) never see each other's messages or rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+import httpx
+import pytest
+
+
+@dataclass(frozen=True)
+class Servers:
+    amqp_url: str  # without a vhost path
+    database_url: str  # an admin database to create test databases from
+    management_api: str | None  # http://user:pass@host:15672
+
+
+@dataclass(frozen=True)
+class Infra:
+    """One test's own vhost and database."""
+
+    amqp_url: str
+    database_url: str
+    vhost: str
+    database: str
+
+
+def _reachable(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    amqp = os.environ.get("ORDERFLOW_TEST_AMQP_URL")
+    pg = os.environ.get("ORDERFLOW_TEST_DATABASE_URL")
+    api = os.environ.get("ORDERFLOW_TEST_RABBITMQ_API")
+    if amqp and pg:
+        yield Servers(amqp, pg, api)
+        return
+    if _reachable("127.0.0.1", 5672) and _reachable("127.0.0.1", 5432):
+        local_api = "http://guest:guest@127.0.0.1:15672" if _reachable("127.0.0.1", 15672) else None
+        yield Servers(
+            "amqp://guest:guest@127.0.0.1:5672",
+            "postgresql://postgres@127.0.0.1:5432/postgres",
+            api or local_api,
+        )
+        return
+    # a developer laptop with Docker and no local services
+    from testcontainers.postgres import PostgresContainer
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with (
+        RabbitMqContainer("rabbitmq:3.13-management").with_exposed_ports(15672) as rabbit,
+        PostgresContainer("postgres:16", driver=None) as postgres,
+    ):
+        host = rabbit.get_container_host_ip()
+        yield Servers(
+            f"amqp://guest:guest@{host}:{rabbit.get_exposed_port(5672)}",
+            postgres.get_connection_url(),
+            f"http://guest:guest@{host}:{rabbit.get_exposed_port(15672)}",
+        )
+
+
+def _vhost_via_api(api: str, vhost: str, user: str, *, create: bool) -> None:
+    parts = urlsplit(api)
+    auth = (parts.username or "guest", parts.password or "guest")
+    base = urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or 15672}", "", "", ""))
+    name = quote(vhost, safe="")
+    with httpx.Client(base_url=base, auth=auth, timeout=30) as client:
+        if create:
+            client.put(f"/api/vhosts/{name}").raise_for_status()
+            client.put(
+                f"/api/permissions/{name}/{quote(user, safe='')}",
+                json={"configure": ".*", "write": ".*", "read": ".*"},
+            ).raise_for_status()
+        else:
+            client.delete(f"/api/vhosts/{name}")
+
+
+def _vhost_via_ctl(vhost: str, user: str, *, create: bool) -> None:
+    if create:
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
+    else:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True
+        )
+
+
+def manage_vhost(servers: Servers, vhost: str, *, create: bool) -> None:
+    user = urlsplit(servers.amqp_url).username or "guest"
+    if servers.management_api:
+        _vhost_via_api(servers.management_api, vhost, user, create=create)
+    elif shutil.which("rabbitmqctl"):
+        _vhost_via_ctl(vhost, user, create=create)
+    else:
+        raise RuntimeError(
+            "cannot create a test vhost: set ORDERFLOW_TEST_RABBITMQ_API to the management API "
+            "or install rabbitmqctl"
+        )
+
+
+async def _create_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def infra(servers: Servers) -> AsyncIterator[Infra]:
+    tag = uuid.uuid4().hex[:12]
+    vhost = f"orderflow-test-{tag}"
+    database = f"orderflow_test_{tag}"
+    await asyncio.to_thread(manage_vhost, servers, vhost, create=True)
+    await _create_database(servers.database_url, database)
+    try:
+        yield Infra(
+            amqp_url=_with_path(servers.amqp_url, "/" + quote(vhost, safe="")),
+            database_url=_with_path(servers.database_url, "/" + database),
+            vhost=vhost,
+            database=database,
+        )
+    finally:
+        await asyncio.to_thread(manage_vhost, servers, vhost, create=False)
+        await _drop_database(servers.database_url, database)
+
+
+@pytest.fixture
+async def amqp(infra: Infra) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def get_messages(
+    connection: aio_pika.abc.AbstractConnection,
+    queue: str,
+    count: int,
+    *,
+    timeout: float = 15.0,
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Take `count` messages from a queue (acknowledging them), waiting up to `timeout`."""
+    got: list[aio_pika.abc.AbstractIncomingMessage] = []
+    async with connection.channel() as channel:
+        q = await channel.get_queue(queue, ensure=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(got) < count and loop.time() < deadline:
+            msg = await q.get(fail=False, no_ack=True)
+            if msg is None:
+                await asyncio.sleep(0.05)
+                continue
+            got.append(msg)
+    if len(got) < count:
+        raise AssertionError(
+            f"expected {count} message(s) on {queue}, got {len(got)} in {timeout}s"
+        )
+    return got
+
+
+async def queue_depth(connection: aio_pika.abc.AbstractConnection, queue: str) -> int:
+    async with connection.channel() as channel:
+        q = await channel.declare_queue(queue, passive=True)
+        return int(q.declaration_result.message_count or 0)
+
+
+async def eventually(check: Any, *, timeout: float = 15.0, interval: float = 0.1) -> Any:
+    """Await `check()` until it returns a truthy value (or raise its last AssertionError)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: BaseException | None = None
+    while loop.time() < deadline:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result
+        except AssertionError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    if last is not None:
+        raise last
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def publish(
+    connection: aio_pika.abc.AbstractConnection,
+    *,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    message_id: str | None = None,
+    message_type: str | None = None,
+    correlation_id: str | None = None,
+    reply_to: str | None = None,
+    user_id: str | None = None,
+) -> str:
+    """Publish as an outside system would (confirmed, persistent, mandatory)."""
+    mid = message_id or str(uuid.uuid4())
+    async with connection.channel(publisher_confirms=True, on_return_raises=True) as channel:
+        ex = await channel.get_exchange(exchange) if exchange else channel.default_exchange
+        await ex.publish(
+            aio_pika.Message(
+                body,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=mid,
+                type=message_type,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                user_id=user_id,
+            ),
+            routing_key=routing_key,
+            mandatory=True,
+        )
+    return mid

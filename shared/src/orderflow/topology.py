@@ -1,0 +1,126 @@
+"""The bus topology in one place: exchanges, queues, bindings and dead-lettering.
+
+Every service declares what it uses from here at start (declaring is idempotent), so the
+arguments of a queue are the same whoever declares it first; a mismatch would make RabbitMQ
+refuse the declaration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
+
+COMMANDS = "orderflow.commands"
+EVENTS = "orderflow.events"
+REVIEWS = "orderflow.reviews"
+VERDICTS = "orderflow.verdicts"
+DLX = "orderflow.dlx"
+
+#: Departments of the process document; a review policy may add more.
+DEFAULT_DEPARTMENTS: tuple[str, ...] = (
+    "supervisor",
+    "production",
+    "service_delivery",
+    "finance",
+    "technical",
+)
+
+#: A message redelivered this many times (a crash loop, a fault that never clears) is
+#: dead-lettered by RabbitMQ itself, so one bad message cannot block a queue for ever.
+DELIVERY_LIMIT = 10
+
+_EXCHANGE_TYPES: dict[str, ExchangeType] = {
+    COMMANDS: ExchangeType.DIRECT,
+    EVENTS: ExchangeType.TOPIC,
+    REVIEWS: ExchangeType.DIRECT,
+    VERDICTS: ExchangeType.DIRECT,
+    DLX: ExchangeType.DIRECT,
+}
+
+
+def exchange(name: str) -> RabbitExchange:
+    return RabbitExchange(name, type=_EXCHANGE_TYPES[name], durable=True)
+
+
+def dead_letter_queue_name(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+def queue_arguments(name: str) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": DLX,
+        "x-dead-letter-routing-key": name,
+        # at-least-once dead-lettering: RabbitMQ keeps the message until the DLQ confirms it
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A work queue: quorum, delivery limit, and its own `<name>.dlq`."""
+
+    name: str
+    exchange: str
+    routing_keys: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def dlq(self) -> str:
+        return dead_letter_queue_name(self.name)
+
+    def rabbit_queue(self, routing_key: str | None = None) -> RabbitQueue:
+        """The faststream queue object, for `@broker.subscriber` (with identical arguments)."""
+        key = routing_key if routing_key is not None else (self.routing_keys or [""])[0]
+        args: Any = queue_arguments(self.name)
+        return RabbitQueue(self.name, queue_type=QueueType.QUORUM, arguments=args, routing_key=key)
+
+
+def department_queue(department: str) -> QueueSpec:
+    return QueueSpec(f"review.{department}", REVIEWS, (department,))
+
+
+def verdict_queue(departments: Iterable[str]) -> QueueSpec:
+    return QueueSpec("review-router.verdicts", VERDICTS, tuple(departments))
+
+
+# The services' own queues, `<service>.<purpose>`.
+INTAKE_COMMANDS = QueueSpec("intake.commands", COMMANDS, ("order.submit",))
+INTAKE_PROJECTION = QueueSpec("intake.projection", EVENTS, ("#",))
+ROUTER_SUBMITTED = QueueSpec("review-router.order-submitted", EVENTS, ("order.submitted",))
+ROUTER_WITHDRAWN = QueueSpec("review-router.order-withdrawn", EVENTS, ("order.withdrawn",))
+CONTRACTS_APPROVED = QueueSpec("contracts.order-approved", EVENTS, ("order.approved",))
+# One queue per event type, so each subscriber is typed with its message model (and
+# documented as such in AsyncAPI).
+NOTIFIER_CHANGES_REQUESTED = QueueSpec(
+    "notifier.order-changes-requested", EVENTS, ("order.changes_requested",)
+)
+NOTIFIER_APPROVED = QueueSpec("notifier.order-approved", EVENTS, ("order.approved",))
+NOTIFIER_CONTRACT_DRAFTED = QueueSpec("notifier.contract-drafted", EVENTS, ("contract.drafted",))
+
+
+async def declare_exchanges(channel: aio_pika.abc.AbstractChannel) -> None:
+    for name, kind in _EXCHANGE_TYPES.items():
+        await channel.declare_exchange(name, aio_pika.ExchangeType(kind.value), durable=True)
+
+
+async def declare_queue(channel: aio_pika.abc.AbstractChannel, spec: QueueSpec) -> None:
+    """Declare a queue, its bindings and its dead-letter queue."""
+    dlq = await channel.declare_queue(spec.dlq, durable=True, arguments={"x-queue-type": "quorum"})
+    await dlq.bind(DLX, routing_key=spec.name)
+    queue = await channel.declare_queue(
+        spec.name, durable=True, arguments=queue_arguments(spec.name)
+    )
+    for key in spec.routing_keys:
+        await queue.bind(spec.exchange, routing_key=key)
+
+
+async def declare(channel: aio_pika.abc.AbstractChannel, queues: Iterable[QueueSpec] = ()) -> None:
+    await declare_exchanges(channel)
+    for spec in queues:
+        await declare_queue(channel, spec)
