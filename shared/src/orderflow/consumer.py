@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +26,8 @@ from prometheus_client import Counter, Histogram
 
 from . import inbox
 from .db import Connection, Pool
+from .messages import Problem, SubmitOrderReply
+from .outbox import envelope_headers
 from .publisher import Publisher, PublishError
 from .topology import DLX
 from .tracing import set_current_trace, trace_id_of
@@ -45,7 +48,14 @@ HANDLING_SECONDS = Histogram(
 
 
 class PermanentError(Exception):
-    """This message can never succeed (unknown order, broken invariant): dead-letter it."""
+    """This message can never succeed (unknown order, broken invariant): dead-letter it.
+
+    `problems` name the fields at fault; a command with `reply_to` gets them in its reply.
+    """
+
+    def __init__(self, reason: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(reason)
+        self.problems = list(problems)
 
 
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -115,6 +125,17 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return f"body is not JSON: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def problems_of(exc: BaseException) -> list[Problem]:
+    if isinstance(exc, PermanentError):
+        return exc.problems
+    if isinstance(exc, pydantic.ValidationError):
+        return [
+            Problem(pointer="/" + "/".join(str(p) for p in err["loc"]), detail=err["msg"])
+            for err in exc.errors()
+        ]
+    return [Problem(pointer="", detail=describe(exc))]
 
 
 def queue_of(context: ContextRepo, msg: StreamMessage[Any]) -> str:
@@ -237,7 +258,33 @@ class ReliableConsumer(BaseMiddleware):
             return
         bound.warning("message dead-lettered", reason=reason)
         CONSUMED.labels(queue, "dead_lettered").inc()
+        if raw.reply_to:
+            await self._reply_rejected(msg, exc, reason, bound)
         await msg.ack()
+
+    async def _reply_rejected(
+        self,
+        msg: StreamMessage[Any],
+        exc: BaseException,
+        reason: str,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        """A command's sender waiting on `reply_to` learns at once why it was refused."""
+        raw = msg.raw_message
+        reply = SubmitOrderReply(accepted=False, reason=reason, problems=problems_of(exc))
+        try:
+            await self.runtime.publisher.publish(
+                exchange="",
+                routing_key=str(raw.reply_to),
+                body=reply.model_dump_json().encode(),
+                message_id=str(uuid.uuid4()),
+                message_type=f"{raw.type or 'command'}.reply",
+                correlation_id=raw.correlation_id or raw.message_id,
+                headers=envelope_headers(reply),
+                mandatory=False,  # the sender may have gone; the message is in the DLQ anyway
+            )
+        except PublishError as pub_exc:
+            bound.warning("rejection reply not sent", error=repr(pub_exc))
 
 
 async def apply_once(

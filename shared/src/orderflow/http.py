@@ -13,14 +13,14 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .messages import Problem as MessageProblem
 from .service import ServiceRuntime
 
 PROBLEM_JSON = "application/problem+json"
 
 
-class FieldProblem(BaseModel):
-    pointer: str = Field(description="JSON pointer to the offending field, e.g. /customer/email")
-    detail: str
+# the same shape in HTTP problem details and in command replies
+FieldProblem = MessageProblem
 
 
 class ProblemDetails(BaseModel):

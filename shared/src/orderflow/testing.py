@@ -258,3 +258,13 @@ async def publish(
             mandatory=True,
         )
     return mid
+
+
+@contextlib.asynccontextmanager
+async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Run a service app in this process (its lifespan: pool, broker, relay) with a client."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        yield client

@@ -104,6 +104,23 @@ NOTIFIER_APPROVED = QueueSpec("notifier.order-approved", EVENTS, ("order.approve
 NOTIFIER_CONTRACT_DRAFTED = QueueSpec("notifier.contract-drafted", EVENTS, ("contract.drafted",))
 
 
+#: Every queue of the system. Each service declares all of them at start, so an event is
+#: routable (and waits in its queue) even while the service that consumes it is not yet
+#: deployed: the outbox treats an unroutable message as an error, not as delivered.
+SERVICE_QUEUES: tuple[QueueSpec, ...] = (
+    INTAKE_COMMANDS,
+    INTAKE_PROJECTION,
+    ROUTER_SUBMITTED,
+    ROUTER_WITHDRAWN,
+    verdict_queue(DEFAULT_DEPARTMENTS),
+    CONTRACTS_APPROVED,
+    NOTIFIER_CHANGES_REQUESTED,
+    NOTIFIER_APPROVED,
+    NOTIFIER_CONTRACT_DRAFTED,
+    *(department_queue(d) for d in DEFAULT_DEPARTMENTS),
+)
+
+
 async def declare_exchanges(channel: aio_pika.abc.AbstractChannel) -> None:
     for name, kind in _EXCHANGE_TYPES.items():
         await channel.declare_exchange(name, aio_pika.ExchangeType(kind.value), durable=True)

@@ -29,6 +29,8 @@ class SubmitOrder(OrderDocument):
 
 
 class Problem(Document):
+    """One problem with one field, as RFC 9457 `errors` entries and command replies carry it."""
+
     pointer: str = Field(description="JSON pointer to the field, e.g. /customer/email")
     detail: str
 
@@ -39,6 +41,7 @@ class SubmitOrderReply(Message):
     message_type = "order.submit.reply"
 
     accepted: bool
+    reason: str | None = Field(default=None, description="Why it was refused, in one line")
     order_id: UUID | None = None
     revision: Annotated[int, Field(ge=1)] | None = None
     status: str | None = None

@@ -1,0 +1,12 @@
+"""Notifier settings, read from `NOTIFIER_*` environment variables."""
+
+from __future__ import annotations
+
+from orderflow.settings import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFIER_", extra="ignore")
+
+    http_port: int = 8003

@@ -1,0 +1,116 @@
+"""The notifier against the real broker and database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from notifier.main import create_app
+from notifier.settings import Settings
+from orderflow import topology
+from orderflow.messages import (
+    Annotation,
+    ContractDrafted,
+    Decision,
+    DepartmentFeedback,
+    OrderChangesRequested,
+    Reviewer,
+    Salesperson,
+)
+from orderflow.testing import Infra, eventually, get_messages, publish, running
+
+
+def settings(infra: Infra) -> Settings:
+    return Settings(
+        database_url=infra.database_url,
+        amqp_url=infra.amqp_url,
+        console_base_url="http://console.example",
+    )
+
+
+def changes_requested() -> OrderChangesRequested:
+    annotations = [
+        Annotation(field="/payment/terms", message="预付比例至少 50%", severity="blocker"),
+        Annotation(field="/lines/0/unit_price", message="低于成本价 90.00", severity="blocker"),
+    ]
+    return OrderChangesRequested(
+        order_id=uuid.uuid4(),
+        revision=1,
+        salesperson=Salesperson(id="zhang.wei", name="张伟"),
+        feedback=[
+            DepartmentFeedback(
+                department="finance",
+                decision=Decision.REQUEST_CHANGES,
+                reviewer=Reviewer(id="wang.fang"),
+                annotations=annotations,
+            )
+        ],
+        annotations=annotations,
+        decided_at=datetime.now(UTC),
+    )
+
+
+async def test_duplicate_event_makes_one_notification(infra: Infra, amqp: Any) -> None:
+    async with running(create_app(settings(infra))) as client:
+        event = changes_requested()
+        mid = str(uuid.uuid4())
+        for _ in range(2):
+            await publish(
+                amqp,
+                exchange=topology.EVENTS,
+                routing_key=event.message_type,
+                body=event.model_dump_json().encode(),
+                message_id=mid,
+                message_type=event.message_type,
+            )
+
+        async def inbox() -> Any:
+            page = (await client.get("/api/v1/inbox/zhang.wei")).json()
+            return page if page["total"] >= 1 else None
+
+        page = await eventually(inbox)
+        [note] = page["items"]
+        assert page["unread"] == 1
+        assert note["link"] == f"http://console.example/orders/{event.order_id}"
+        assert [c["field"] for c in note["data"]["checklist"]] == [
+            "/payment/terms",
+            "/lines/0/unit_price",
+        ]
+        assert "预付比例至少 50%" in note["body"]
+        assert (await client.post(f"/api/v1/inbox/zhang.wei/{note['id']}/read")).status_code == 204
+        page = (await client.get("/api/v1/inbox/zhang.wei?unread=true")).json()
+        assert page["unread"] == 0 and page["items"] == []
+        missing = await client.post(f"/api/v1/inbox/zhang.wei/{uuid.uuid4()}/read")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_contract_drafted_reaches_the_salesperson(infra: Infra, amqp: Any) -> None:
+    async with running(create_app(settings(infra))) as client:
+        event = ContractDrafted(
+            contract_id=uuid.uuid4(),
+            contract_number="HT-2026-000001",
+            order_id=uuid.uuid4(),
+            revision=2,
+            salesperson=Salesperson(id="chen.jing"),
+            currency="CNY",
+            total="50880.00",
+            drafted_at=datetime.now(UTC),
+        )
+        await publish(
+            amqp,
+            exchange=topology.EVENTS,
+            routing_key=event.message_type,
+            body=event.model_dump_json().encode(),
+            message_type=event.message_type,
+        )
+        page = await eventually(
+            lambda: _first(client, "/api/v1/inbox/chen.jing"),
+        )
+        assert "HT-2026-000001" in page["items"][0]["body"]
+
+
+async def _first(client: Any, url: str) -> Any:
+    page = (await client.get(url)).json()
+    return page if page["items"] else None
