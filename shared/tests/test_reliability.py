@@ -13,6 +13,7 @@ import aio_pika
 import httpx
 from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
+
 from orderflow import outbox, topology
 from orderflow.consumer import PermanentError, RetryPolicy, apply_once
 from orderflow.messages import OrderWithdrawn

@@ -268,3 +268,112 @@ async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
     ):
         yield client
+
+
+SERVICE_MODULES = {
+    "intake": ("intake.main", "INTAKE_"),
+    "review-router": ("review_router.main", "REVIEW_ROUTER_"),
+    "contracts": ("contracts.main", "CONTRACTS_"),
+    "notifier": ("notifier.main", "NOTIFIER_"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    """One service running as its own OS process, as in production."""
+
+    name: str
+    port: int
+    log_path: Any
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text: str = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def terminate(self, timeout: float = 30) -> int | None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+
+def service_env(infra: Infra, name: str, port: int, **extra: str) -> dict[str, str]:
+    _, prefix = SERVICE_MODULES[name]
+    env = dict(os.environ)
+    env.update(
+        {
+            f"{prefix}DATABASE_URL": infra.database_url,
+            f"{prefix}AMQP_URL": infra.amqp_url,
+            f"{prefix}HTTP_PORT": str(port),
+            f"{prefix}LOG_JSON": "false",
+            f"{prefix}GRACEFUL_TIMEOUT": "10",
+            "CONTRACTS_SELLER_NAME": env.get("CONTRACTS_SELLER_NAME", "Orderflow Test Seller Ltd."),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def start_service(infra: Infra, name: str, log_dir: Any, **extra: str) -> ServiceProcess:
+    import sys
+
+    module, _ = SERVICE_MODULES[name]
+    port = free_port()
+    log_path = log_dir / f"{name}-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=service_env(infra, name, port, **extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return ServiceProcess(name, port, log_path, process)
+
+
+async def wait_ready(service: ServiceProcess, *, timeout: float = 60) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient(base_url=service.url, timeout=2) as client:
+        while loop.time() < deadline:
+            if service.process.poll() is not None:
+                raise AssertionError(
+                    f"{service.name} exited with {service.process.returncode}:\n"
+                    f"{service.log_tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get("/health/ready")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{service.name} not ready in {timeout}s:\n{service.log_tail()}")
+
+
+@contextlib.asynccontextmanager
+async def service_processes(
+    infra: Infra, log_dir: Any, names: Any = tuple(SERVICE_MODULES), **extra: str
+) -> AsyncIterator[dict[str, ServiceProcess]]:
+    """Start the named services as separate processes and wait until each is ready."""
+    started = {name: start_service(infra, name, log_dir, **extra) for name in names}
+    try:
+        await asyncio.gather(*(wait_ready(s) for s in started.values()))
+        yield started
+    finally:
+        for s in started.values():
+            await asyncio.to_thread(s.terminate)

@@ -1,0 +1,215 @@
+"""The whole pipeline, four services as separate processes on the real RabbitMQ and
+PostgreSQL: an order travels from submission through review to a drafted contract."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+
+from orderflow import topology
+from orderflow.messages import ReviewRequested, SubmitOrderReply, VerdictGiven
+from orderflow.testing import (
+    Infra,
+    eventually,
+    get_messages,
+    publish,
+    queue_depth,
+    service_processes,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+
+
+def example(name: str) -> dict[str, Any]:
+    """An example order with its dates moved into the future, so the self-check passes on
+    whatever day the test runs."""
+    order: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
+    start = date.today() + timedelta(days=60)
+    order["delivery"]["date"] = start.isoformat()
+    for line in order["lines"]:
+        if "service" in line:
+            line["service"]["period_start"] = start.isoformat()
+            line["service"]["period_end"] = (start + timedelta(days=364)).isoformat()
+    return order
+
+
+async def take_review(amqp: Any, department: str) -> ReviewRequested:
+    [msg] = await get_messages(amqp, f"review.{department}", 1, timeout=30)
+    assert msg.type == "review.requested"
+    return ReviewRequested.model_validate_json(msg.body)
+
+
+async def answer(
+    amqp: Any,
+    review: ReviewRequested,
+    decision: str = "approve",
+    annotations: list[dict[str, str]] | None = None,
+) -> None:
+    verdict = VerdictGiven(
+        review_id=review.review_id,
+        order_id=review.order_id,
+        revision=review.revision,
+        department=review.department,
+        decision=decision,  # type: ignore[arg-type]
+        reviewer={"id": f"{review.department}.reviewer", "name": "Reviewer"},  # type: ignore[arg-type]
+        comment="ok" if decision == "approve" else "please revise",
+        annotations=annotations or [],  # type: ignore[arg-type]
+    )
+    await publish(
+        amqp,
+        exchange=topology.VERDICTS,
+        routing_key=review.department,
+        body=verdict.model_dump_json().encode(),
+        message_type=VerdictGiven.message_type,
+        correlation_id=str(review.order_id),
+    )
+
+
+async def order_status(client: httpx.AsyncClient, order_id: str, wanted: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(f"/api/v1/orders/{order_id}")).json()
+        return body if body.get("status") == wanted else None
+
+    try:
+        result: dict[str, Any] = await eventually(check, timeout=30)
+    except AssertionError:
+        body = (await client.get(f"/api/v1/orders/{order_id}")).json()
+        raise AssertionError(f"order {order_id} never reached {wanted}: {body}") from None
+    return result
+
+
+@pytest.mark.timeout(240)
+async def test_orders_travel_from_submission_to_contract(
+    infra: Infra, amqp: aio_pika.abc.AbstractRobustConnection, tmp_path: Path
+) -> None:
+    async with service_processes(infra, tmp_path) as services:
+        intake = httpx.AsyncClient(base_url=services["intake"].url, timeout=10)
+        contracts = httpx.AsyncClient(base_url=services["contracts"].url, timeout=10)
+        notifier = httpx.AsyncClient(base_url=services["notifier"].url, timeout=10)
+        try:
+            await _product_order_with_changes_then_contract(amqp, intake, contracts, notifier)
+            await _service_order_over_the_bus(amqp, intake)
+        except BaseException:
+            for s in services.values():
+                print(f"----- {s.name} -----\n{s.log_tail(80)}")
+            raise
+        finally:
+            for c in (intake, contracts, notifier):
+                await c.aclose()
+
+
+async def _product_order_with_changes_then_contract(
+    amqp: Any, intake: httpx.AsyncClient, contracts: httpx.AsyncClient, notifier: httpx.AsyncClient
+) -> None:
+    order = example("order-product")
+    created = await intake.post("/api/v1/orders", params={"submit": "true"}, json=order)
+    assert created.status_code == 201, created.text
+    order_id = created.json()["id"]
+
+    # the business supervisor reviews first; nobody else is asked yet
+    supervisor = await take_review(amqp, "supervisor")
+    assert supervisor.order_id == uuid.UUID(order_id) and supervisor.revision == 1
+    for department in ("production", "finance", "technical", "service_delivery"):
+        assert await queue_depth(amqp, f"review.{department}") == 0
+    await answer(amqp, supervisor)
+
+    # then production, finance and technical (the order has technical requirements)
+    production = await take_review(amqp, "production")
+    finance = await take_review(amqp, "finance")
+    technical = await take_review(amqp, "technical")
+    assert await queue_depth(amqp, "review.service_delivery") == 0
+    await order_status(intake, order_id, "in_review")
+
+    await answer(amqp, production)
+    await answer(
+        amqp,
+        finance,
+        "request_changes",
+        [
+            {"field": "/payment/terms", "message": "预付比例至少 50%", "severity": "blocker"},
+            {"field": "/lines/0/unit_price", "message": "低于成本价 90.00", "severity": "blocker"},
+        ],
+    )
+    await answer(amqp, technical)
+
+    # back to the salesperson with the annotations
+    returned = await order_status(intake, order_id, "changes_requested")
+    text = json.dumps(returned, ensure_ascii=False)
+    assert "/payment/terms" in text and "预付比例至少 50%" in text and "/lines/0/unit_price" in text
+
+    # the salesperson revises and resubmits: revision 2
+    order["payment"]["terms"] = "50% 预付，50% 货到后 30 天内付清"
+    order["lines"][0]["unit_price"] = "95.00"
+    updated = await intake.put(f"/api/v1/orders/{order_id}", json=order)
+    assert updated.status_code in (200, 201), updated.text
+    submitted = await intake.post(f"/api/v1/orders/{order_id}/submit")
+    assert submitted.status_code in (200, 202), submitted.text
+
+    supervisor = await take_review(amqp, "supervisor")
+    assert supervisor.revision == 2
+    assert supervisor.order.payment.terms == order["payment"]["terms"]
+    await answer(amqp, supervisor)
+    for department in ("production", "finance", "technical"):
+        review = await take_review(amqp, department)
+        assert review.revision == 2
+        await answer(amqp, review)
+
+    await order_status(intake, order_id, "contract_drafted")
+
+    listing = (await contracts.get("/api/v1/contracts", params={"order_id": order_id})).json()
+    items = listing["items"] if isinstance(listing, dict) else listing
+    assert len(items) == 1
+    contract = items[0]
+    assert contract["revision"] == 2
+    assert contract["number"].startswith(f"HT-{date.today().year}-")
+
+    async def inbox() -> list[str] | None:
+        page = (await notifier.get("/api/v1/inbox/zhang.wei")).json()
+        titles = sorted(n["title"] for n in page["items"])
+        return titles if len(titles) >= 3 else None
+
+    titles = await eventually(inbox, timeout=30)
+    assert titles == ["Changes requested", "Contract ready", "Order approved"]
+
+
+async def _service_order_over_the_bus(amqp: Any, intake: httpx.AsyncClient) -> None:
+    async with amqp.channel() as channel:
+        replies = await channel.declare_queue(exclusive=True)
+        command_id = await publish(
+            amqp,
+            exchange=topology.COMMANDS,
+            routing_key="order.submit",
+            body=json.dumps(example("order-service"), ensure_ascii=False).encode(),
+            message_type="order.submit",
+            reply_to=replies.name,
+        )
+        message = None
+        for _ in range(300):
+            message = await replies.get(fail=False, no_ack=True)
+            if message is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert message is not None, "no reply to the order.submit command"
+        reply = SubmitOrderReply.model_validate_json(message.body)
+        assert reply.accepted, reply
+        assert message.correlation_id == command_id
+        order_id = str(reply.order_id)
+
+    supervisor = await take_review(amqp, "supervisor")
+    assert str(supervisor.order_id) == order_id
+    await answer(amqp, supervisor)
+    delivery = await take_review(amqp, "service_delivery")
+    finance = await take_review(amqp, "finance")
+    assert await queue_depth(amqp, "review.production") == 0
+    assert await queue_depth(amqp, "review.technical") == 0
+    await answer(amqp, delivery)
+    await answer(amqp, finance)
+    await order_status(intake, order_id, "contract_drafted")
