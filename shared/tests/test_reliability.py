@@ -208,3 +208,80 @@ async def test_message_without_id_is_dead_lettered(
             assert response.json() == {"routed": True}
         [dead] = await get_messages(amqp, PROBE.dlq, 1)
         assert "message_id" in dead.headers["x-orderflow-reason"]
+
+
+def make_flaky_runtime(
+    infra: Infra, *, failures: int, delay: float, effects: list[Any], started: asyncio.Event
+) -> ServiceRuntime:
+    """A consumer whose first `failures` attempts hit a transient fault, then take `delay`."""
+    settings = ServiceSettings(database_url=infra.database_url, amqp_url=infra.amqp_url)
+    runtime = ServiceRuntime(
+        service="probe",
+        schema="probe",
+        package="orderflow",
+        settings=settings,
+        queues=[PROBE],
+        retry_policy=RetryPolicy(transient_for=30, base=0.01, cap=0.05),
+    )
+    attempts = {"n": 0}
+
+    @runtime.broker.subscriber(
+        PROBE.rabbit_queue(), topology.exchange(topology.EVENTS), ack_policy=AckPolicy.MANUAL
+    )
+    async def on_withdrawn(event: OrderWithdrawn, msg: RabbitMessage) -> None:
+        async def effect(conn: Any) -> None:
+            attempts["n"] += 1
+            if attempts["n"] <= failures:
+                raise ConnectionResetError("database connection lost")
+            started.set()
+            await asyncio.sleep(delay)
+            await conn.execute("SELECT 1")
+            effects.append(event.order_id)
+
+        await apply_once(runtime.pool, msg, consumer="probe.withdrawn", effect=effect)
+
+    return runtime
+
+
+async def test_transient_fault_is_retried_and_applied_once(infra: Infra, amqp: Any) -> None:
+    effects: list[Any] = []
+    runtime = make_flaky_runtime(
+        infra, failures=3, delay=0, effects=effects, started=asyncio.Event()
+    )
+    async with runtime.lifespan():
+        event = withdrawn()
+        await publish(
+            amqp,
+            exchange=topology.EVENTS,
+            routing_key="order.withdrawn",
+            body=event.model_dump_json().encode(),
+            message_type="order.withdrawn",
+        )
+        await eventually(lambda: effects == [event.order_id])
+        await asyncio.sleep(0.3)
+        assert await queue_depth(amqp, PROBE.name) == 0
+        assert await queue_depth(amqp, PROBE.dlq) == 0
+        # the failed attempts rolled back their inbox claim with their effect
+        assert await runtime.pool.fetchval("SELECT count(*) FROM inbox") == 1
+
+
+async def test_shutdown_finishes_the_message_in_flight(infra: Infra, amqp: Any) -> None:
+    effects: list[Any] = []
+    started = asyncio.Event()
+    runtime = make_flaky_runtime(infra, failures=0, delay=1.5, effects=effects, started=started)
+    await runtime.start()
+    try:
+        event = withdrawn()
+        await publish(
+            amqp,
+            exchange=topology.EVENTS,
+            routing_key="order.withdrawn",
+            body=event.model_dump_json().encode(),
+            message_type="order.withdrawn",
+        )
+        await asyncio.wait_for(started.wait(), 15)
+    finally:
+        await runtime.stop()  # as on SIGTERM: consumers stop, the in-flight message finishes
+    assert effects == [event.order_id]
+    # acknowledged before the connection closed: nothing comes back
+    assert await queue_depth(amqp, PROBE.name) == 0
