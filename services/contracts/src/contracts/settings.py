@@ -1,0 +1,81 @@
+"""Contracts settings, read from `CONTRACTS_*` environment variables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, StringConstraints, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from orderflow.settings import ServiceSettings
+
+from . import domain
+
+Detail = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="CONTRACTS_", extra="ignore")
+
+    http_port: int = 8002
+
+    # The seller is the company itself. Its name has no default: a contract must never go
+    # out under a made-up seller.
+    seller_name: Detail = Field(description="The seller's legal name, as on the contract")
+    seller_address: Detail | None = None
+    seller_contact: Detail | None = Field(default=None, description="The seller's contact person")
+    seller_phone: Detail | None = None
+    seller_email: Detail | None = None
+    seller_tax_id: Detail | None = Field(default=None, description="Taxpayer identification")
+    seller_bank_name: Detail | None = None
+    seller_bank_account_name: Detail | None = None
+    seller_bank_account: Detail | None = None
+
+    contract_number_pattern: str = Field(
+        default=domain.DEFAULT_NUMBER_PATTERN,
+        description="Contract numbers: {seq} (required) and {year}, with format specs",
+    )
+    number_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="The time zone whose calendar year a contract number carries",
+    )
+
+    @field_validator("contract_number_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        return domain.check_number_pattern(value)
+
+    @field_validator("number_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        cls._zone(value)
+        return value
+
+    @staticmethod
+    def _zone(name: str) -> dt.tzinfo:
+        if name.upper() == "UTC":
+            return dt.UTC  # needs no time zone database
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+
+    @property
+    def timezone(self) -> dt.tzinfo:
+        return self._zone(self.number_timezone)
+
+    @property
+    def seller(self) -> domain.Party:
+        return domain.Party(
+            name=self.seller_name,
+            address=self.seller_address,
+            contact=self.seller_contact,
+            phone=self.seller_phone,
+            email=self.seller_email,
+            tax_id=self.seller_tax_id,
+            bank_name=self.seller_bank_name,
+            bank_account_name=self.seller_bank_account_name,
+            bank_account=self.seller_bank_account,
+        )
