@@ -138,6 +138,10 @@ async def declare_queue(channel: aio_pika.abc.AbstractChannel, spec: QueueSpec) 
 
 
 async def declare(channel: aio_pika.abc.AbstractChannel, queues: Iterable[QueueSpec] = ()) -> None:
+    """Declare the exchanges, every service queue, and `queues` (a service's extras)."""
     await declare_exchanges(channel)
-    for spec in queues:
-        await declare_queue(channel, spec)
+    seen: set[QueueSpec] = set()
+    for spec in (*SERVICE_QUEUES, *queues):
+        if spec not in seen:
+            seen.add(spec)
+            await declare_queue(channel, spec)
