@@ -18,7 +18,7 @@ from orderflow.messages import (
     Reviewer,
     Salesperson,
 )
-from orderflow.testing import Infra, eventually, get_messages, publish, running
+from orderflow.testing import Infra, eventually, publish, running
 
 
 def settings(infra: Infra) -> Settings:

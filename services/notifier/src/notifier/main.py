@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uvicorn
 from fastapi import FastAPI
+
 from orderflow.http import create_service_app
 from orderflow.logging import configure_logging
 from orderflow.service import ServiceRuntime

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
+
 from orderflow import topology
 from orderflow.consumer import apply_once
 from orderflow.db import Connection

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
 from orderflow.db import Pool
 from orderflow.http import Problem
-from pydantic import BaseModel
 
 from ..adapters import repository
 

@@ -1,0 +1,49 @@
+"""Composition root of intake: settings, runtime, broker, HTTP app. No I/O here until the
+app's lifespan starts."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from orderflow.http import create_service_app
+from orderflow.logging import configure_logging
+from orderflow.service import ServiceRuntime
+
+from .entrypoints import bus, http
+from .settings import Settings
+
+SERVICE = "intake"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()  # type: ignore[call-arg]  # values come from the env
+    runtime = ServiceRuntime(
+        service=SERVICE, schema="intake", package="intake", settings=settings, queues=bus.QUEUES
+    )
+    app = create_service_app(
+        runtime,
+        title="Orderflow intake",
+        description="Orders and their revisions: create, self-check, submit, follow the review.",
+    )
+    # the business day, for the self-check; one clock for HTTP and bus, replaceable in tests
+    app.state.today = settings.today
+    bus.register(runtime, today=lambda: app.state.today())
+    app.include_router(http.router)
+    return app
+
+
+def run() -> None:
+    settings = Settings()  # type: ignore[call-arg]
+    configure_logging(SERVICE, level=settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.graceful_timeout),
+    )
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,34 @@
+"""Intake settings, read from `INTAKE_*` environment variables."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from orderflow.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INTAKE_", extra="ignore")
+
+    http_port: int = 8000
+    business_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="IANA time zone of the business day: a delivery date before today's date "
+        "there is in the past",
+    )
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (is tzdata installed?)") from exc
+        return value
+
+    def today(self) -> date:
+        return datetime.now(ZoneInfo(self.business_timezone)).date()

@@ -1,0 +1,422 @@
+"""Intake's rules, without I/O: the self-check, editing and submitting, the projection."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from intake import domain
+from intake.domain import Status
+from intake.settings import Settings
+from orderflow.messages import OrderDocument
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
+TODAY = date(2026, 12, 1)
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def load(name: str) -> dict[str, Any]:
+    return copy.deepcopy(json.loads((EXAMPLES / f"{name}.json").read_text(encoding="utf-8")))
+
+
+def pointers(document: dict[str, Any]) -> list[str]:
+    problems = domain.self_check(OrderDocument.model_validate(document), today=TODAY)
+    assert all(p.detail for p in problems), problems
+    return [p.pointer for p in problems]
+
+
+def setter(path: str, value: Any) -> Mutation:
+    """Set (or with `...`, remove) the field at a JSON pointer."""
+
+    def mutate(doc: dict[str, Any]) -> None:
+        *parents, last = path.strip("/").split("/")
+        node: Any = doc
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if value is ...:
+            del node[last]
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+def both(*mutations: Mutation) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> None:
+        for m in mutations:
+            m(doc)
+
+    return mutate
+
+
+@pytest.mark.parametrize("name", ["order-product", "order-service"])
+def test_examples_pass_the_self_check(name: str) -> None:
+    assert pointers(load(name)) == []
+
+
+# (example, mutation, the problems expected, by pointer)
+CASES: list[tuple[str, str, Mutation, list[str]]] = [
+    # customer (process 2.1)
+    ("no customer name", "order-product", setter("/customer/name", ...), ["/customer/name"]),
+    ("blank customer name", "order-product", setter("/customer/name", "   "), ["/customer/name"]),
+    (
+        "no contact person",
+        "order-product",
+        setter("/customer/contact_name", ...),
+        ["/customer/contact_name"],
+    ),
+    (
+        "neither phone nor email",
+        "order-product",
+        both(setter("/customer/phone", ...), setter("/customer/email", ...)),
+        ["/customer/phone"],
+    ),
+    ("email alone is enough", "order-product", setter("/customer/phone", ...), []),
+    ("phone alone is enough", "order-product", setter("/customer/email", ...), []),
+    (
+        "not a phone number",
+        "order-product",
+        setter("/customer/phone", "ask Li"),
+        ["/customer/phone"],
+    ),
+    ("too few digits", "order-product", setter("/customer/phone", "+86 12"), ["/customer/phone"]),
+    ("phone with extension", "order-product", setter("/customer/phone", "021-5555 0101 转 8"), []),
+    ("no address", "order-product", setter("/customer/address", ...), ["/customer/address"]),
+    (
+        "company without its kind",
+        "order-product",
+        setter("/customer/company/kind", ...),
+        ["/customer/company/kind"],
+    ),
+    (
+        "company without business scope",
+        "order-product",
+        setter("/customer/company/business_scope", ""),
+        ["/customer/company/business_scope"],
+    ),
+    (
+        "company without credit standing",
+        "order-product",
+        setter("/customer/company/credit_standing", ...),
+        ["/customer/company/credit_standing"],
+    ),
+    ("a private customer has no company", "order-product", setter("/customer/company", ...), []),
+    (
+        "no customer confirmation",
+        "order-product",
+        setter("/customer_confirmation", ...),
+        ["/customer_confirmation"],
+    ),
+    (
+        "confirmed in the future",
+        "order-product",
+        setter("/customer_confirmation/confirmed_at", "2026-12-05T09:00:00+08:00"),
+        ["/customer_confirmation/confirmed_at"],
+    ),
+    # lines
+    ("no lines", "order-product", setter("/lines", []), ["/lines"]),
+    ("line without item", "order-product", setter("/lines/1/item", ...), ["/lines/1/item"]),
+    ("no quantity", "order-product", setter("/lines/0/quantity", ...), ["/lines/0/quantity"]),
+    ("zero quantity", "order-product", setter("/lines/0/quantity", "0"), ["/lines/0/quantity"]),
+    (
+        "negative quantity",
+        "order-product",
+        setter("/lines/1/quantity", "-4"),
+        ["/lines/1/quantity"],
+    ),
+    ("no unit", "order-product", setter("/lines/0/unit", " "), ["/lines/0/unit"]),
+    ("no unit price", "order-product", setter("/lines/0/unit_price", ...), ["/lines/0/unit_price"]),
+    (
+        "negative unit price",
+        "order-product",
+        setter("/lines/0/unit_price", "-0.01"),
+        ["/lines/0/unit_price"],
+    ),
+    ("free of charge", "order-product", setter("/lines/1/unit_price", "0"), []),
+    (
+        "amount differs from quantity x price",
+        "order-product",
+        setter("/lines/0/amount", "17100.01"),
+        ["/lines/0/amount"],
+    ),
+    ("amount that adds up", "order-product", setter("/lines/0/amount", "17100.00"), []),
+    ("amount without cents", "order-product", setter("/lines/1/amount", "1280"), []),
+    (
+        "product line without specification or model",
+        "order-product",
+        both(setter("/lines/0/specification", ...), setter("/lines/0/model", ...)),
+        ["/lines/0/specification"],
+    ),
+    ("a model is enough", "order-product", setter("/lines/0/specification", ...), []),
+    ("a specification is enough", "order-product", setter("/lines/0/model", ...), []),
+    # custom orders
+    (
+        "custom order without technical requirements",
+        "order-product",
+        both(setter("/order_type", "custom"), setter("/technical_requirements", ...)),
+        ["/technical_requirements"],
+    ),
+    (
+        "custom order with blank technical requirements",
+        "order-product",
+        both(setter("/order_type", "custom"), setter("/technical_requirements", "  ")),
+        ["/technical_requirements"],
+    ),
+    (
+        "custom line without specification or model",
+        "order-product",
+        both(
+            setter("/order_type", "custom"),
+            setter("/lines/1/specification", ...),
+            setter("/lines/1/model", ""),
+        ),
+        ["/lines/1/specification"],
+    ),
+    ("custom order complete", "order-product", setter("/order_type", "custom"), []),
+    # service orders
+    (
+        "service line without terms",
+        "order-service",
+        setter("/lines/0/service", ...),
+        ["/lines/0/service"],
+    ),
+    (
+        "service without content",
+        "order-service",
+        setter("/lines/0/service/content", ...),
+        ["/lines/0/service/content"],
+    ),
+    (
+        "service without standard",
+        "order-service",
+        setter("/lines/0/service/standard", ""),
+        ["/lines/0/service/standard"],
+    ),
+    (
+        "service without start",
+        "order-service",
+        setter("/lines/0/service/period_start", ...),
+        ["/lines/0/service/period_start"],
+    ),
+    (
+        "service without end",
+        "order-service",
+        setter("/lines/0/service/period_end", ...),
+        ["/lines/0/service/period_end"],
+    ),
+    (
+        "service ends before it starts",
+        "order-service",
+        setter("/lines/0/service/period_end", "2026-12-31"),
+        ["/lines/0/service/period_end"],
+    ),
+    (
+        "service period over",
+        "order-service",
+        both(
+            setter("/lines/0/service/period_start", "2026-01-01"),
+            setter("/lines/0/service/period_end", "2026-11-30"),
+        ),
+        ["/lines/0/service/period_end"],
+    ),
+    # delivery, payment, money
+    ("no delivery date", "order-product", setter("/delivery/date", ...), ["/delivery/date"]),
+    (
+        "delivery date in the past",
+        "order-product",
+        setter("/delivery/date", str(TODAY - timedelta(days=1))),
+        ["/delivery/date"],
+    ),
+    ("delivery today", "order-product", setter("/delivery/date", str(TODAY)), []),
+    ("no delivery method", "order-service", setter("/delivery/method", ...), ["/delivery/method"]),
+    ("no payment method", "order-product", setter("/payment/method", ""), ["/payment/method"]),
+    ("no payment terms", "order-product", setter("/payment/terms", ...), ["/payment/terms"]),
+    ("no tax rate", "order-product", setter("/tax_rate", ...), ["/tax_rate"]),
+    ("tax exempt", "order-product", setter("/tax_rate", "0"), []),
+    ("unknown currency", "order-product", setter("/currency", "XYZ"), ["/currency"]),
+    ("another currency", "order-service", setter("/currency", "USD"), []),
+]
+
+
+@pytest.mark.parametrize(
+    ("example", "mutation", "expected"),
+    [pytest.param(ex, m, exp, id=name) for name, ex, m, exp in CASES],
+)
+def test_self_check_rule(example: str, mutation: Mutation, expected: list[str]) -> None:
+    document = load(example)
+    mutation(document)
+    assert pointers(document) == expected
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    bare = {"order_type": "product", "salesperson": {"id": "zhang.wei"}}
+    assert sorted(pointers(bare)) == sorted(
+        [
+            "/customer/name",
+            "/customer/contact_name",
+            "/customer/phone",
+            "/customer/address",
+            "/customer_confirmation",
+            "/lines",
+            "/tax_rate",
+            "/delivery/date",
+            "/delivery/method",
+            "/payment/method",
+            "/payment/terms",
+        ]
+    )
+
+
+def test_problems_of_several_lines_name_their_line() -> None:
+    document = load("order-product")
+    document["lines"][0]["quantity"] = "0"
+    document["lines"][1]["unit_price"] = "-1"
+    document["lines"].append({"item": "螺栓"})
+    document["delivery"]["date"] = "2020-01-01"
+    assert pointers(document) == [
+        "/lines/0/quantity",
+        "/lines/1/unit_price",
+        "/lines/2/quantity",
+        "/lines/2/unit",
+        "/lines/2/unit_price",
+        "/lines/2/specification",
+        "/delivery/date",
+    ]
+
+
+def test_problem_details_say_what_is_wrong() -> None:
+    document = load("order-product")
+    document["lines"][0]["amount"] = "100.00"
+    document["delivery"]["date"] = "2026-11-01"
+    [amount, delivery] = domain.self_check(OrderDocument.model_validate(document), today=TODAY)
+    assert "100.00" in amount.detail and "17100.00" in amount.detail
+    assert "2026-11-01" in delivery.detail and "past" in delivery.detail
+
+
+# ---------------------------------------------------------------------------------------
+# editing and submitting
+
+
+def test_a_draft_is_edited_in_place() -> None:
+    target = domain.edit_target(status=Status.DRAFT, current_revision=1, submitted=False)
+    assert target == domain.EditTarget(revision=1, replace=True)
+
+
+def test_editing_after_changes_requested_makes_a_new_revision() -> None:
+    target = domain.edit_target(status=Status.CHANGES_REQUESTED, current_revision=2, submitted=True)
+    assert target == domain.EditTarget(revision=3, replace=False)
+    # and editing that new revision again replaces it, until it is submitted
+    again = domain.edit_target(status=Status.CHANGES_REQUESTED, current_revision=3, submitted=False)
+    assert again == domain.EditTarget(revision=3, replace=True)
+
+
+@pytest.mark.parametrize(
+    "status", [s for s in Status if s not in (Status.DRAFT, Status.CHANGES_REQUESTED)]
+)
+def test_other_statuses_are_not_editable(status: Status) -> None:
+    with pytest.raises(domain.NotEditable) as caught:
+        domain.edit_target(status=status, current_revision=1, submitted=True)
+    assert status.value in str(caught.value)
+    with pytest.raises(domain.NotEditable):
+        domain.check_submittable(status=status, current_revision=1, submitted=True)
+
+
+def test_submitting_twice_without_changes_is_refused() -> None:
+    domain.check_submittable(status=Status.DRAFT, current_revision=1, submitted=False)
+    domain.check_submittable(status=Status.CHANGES_REQUESTED, current_revision=2, submitted=False)
+    with pytest.raises(domain.AlreadySubmitted, match="revision 1"):
+        domain.check_submittable(
+            status=Status.CHANGES_REQUESTED, current_revision=1, submitted=True
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# the projection: (status, current revision, event, event revision) -> new status or None
+
+S = Status
+PROJECTIONS: list[tuple[Status, int, str, int | None, Status | None]] = [
+    # the happy path, one step at a time
+    (S.DRAFT, 1, "order.submitted", 1, S.SUBMITTED),
+    (S.SUBMITTED, 1, "review.round_opened", 1, S.IN_REVIEW),
+    (S.IN_REVIEW, 1, "order.changes_requested", 1, S.CHANGES_REQUESTED),
+    (S.IN_REVIEW, 2, "order.approved", 2, S.APPROVED),
+    (S.APPROVED, 2, "contract.drafted", 2, S.CONTRACT_DRAFTED),
+    (S.CONTRACT_DRAFTED, 2, "contract.signed", 2, S.CONTRACT_SIGNED),
+    # intake sets `submitted` itself, so its own event changes nothing
+    (S.SUBMITTED, 1, "order.submitted", 1, None),
+    # a step that arrived late or not at all is skipped, forwards only
+    (S.SUBMITTED, 1, "order.approved", 1, S.APPROVED),
+    (S.SUBMITTED, 1, "order.changes_requested", 1, S.CHANGES_REQUESTED),
+    (S.IN_REVIEW, 1, "contract.drafted", 1, S.CONTRACT_DRAFTED),
+    (S.APPROVED, 1, "contract.signed", 1, S.CONTRACT_SIGNED),
+    # never backwards
+    (S.APPROVED, 1, "review.round_opened", 1, None),
+    (S.CHANGES_REQUESTED, 1, "review.round_opened", 1, None),
+    (S.CHANGES_REQUESTED, 1, "order.submitted", 1, None),
+    (S.CONTRACT_DRAFTED, 1, "order.approved", 1, None),
+    (S.CONTRACT_SIGNED, 1, "contract.drafted", 1, None),
+    (S.IN_REVIEW, 1, "review.round_opened", 1, None),
+    # one round decides once
+    (S.CHANGES_REQUESTED, 1, "order.approved", 1, None),
+    (S.APPROVED, 1, "order.changes_requested", 1, None),
+    # an older revision's events change nothing
+    (S.SUBMITTED, 2, "review.round_opened", 1, None),
+    (S.IN_REVIEW, 2, "order.changes_requested", 1, None),
+    (S.IN_REVIEW, 2, "order.approved", 1, None),
+    (S.CHANGES_REQUESTED, 3, "order.withdrawn", 2, None),
+    # nor does a revision intake never made
+    (S.SUBMITTED, 1, "order.approved", 2, None),
+    # withdrawn before approval only, and for good
+    (S.DRAFT, 1, "order.withdrawn", 1, S.WITHDRAWN),
+    (S.IN_REVIEW, 1, "order.withdrawn", 1, S.WITHDRAWN),
+    (S.CHANGES_REQUESTED, 1, "order.withdrawn", 1, S.WITHDRAWN),
+    (S.APPROVED, 1, "order.withdrawn", 1, None),
+    (S.CONTRACT_SIGNED, 1, "order.withdrawn", 1, None),
+    (S.WITHDRAWN, 1, "review.round_opened", 1, None),
+    (S.WITHDRAWN, 1, "order.approved", 1, None),
+    # events that only go on the timeline
+    (S.IN_REVIEW, 1, "review.verdict_recorded", 1, None),
+    (S.IN_REVIEW, 1, "review.overdue", 1, None),
+    (S.APPROVED, 1, "notification.delivered", None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "current", "event_type", "revision", "expected"),
+    [
+        pytest.param(*case, id=f"{case[0].value}@{case[1]}+{case[2]}@{case[3]}")
+        for case in PROJECTIONS
+    ],
+)
+def test_projection(
+    status: Status, current: int, event_type: str, revision: int | None, expected: Status | None
+) -> None:
+    projection = domain.project(
+        status=status, current_revision=current, event_type=event_type, event_revision=revision
+    )
+    assert projection.status == expected
+    assert projection.outcome
+    if revision is not None and revision < current:
+        assert "older" in projection.outcome
+
+
+def test_every_projected_event_is_a_known_event() -> None:
+    from orderflow.messages import EVENTS
+
+    assert set(domain.EVENT_STATUS) <= set(EVENTS)
+
+
+def test_business_day_time_zone() -> None:
+    urls = {"database_url": "postgresql://u@db/intake", "amqp_url": "amqp://u:p@mq:5672/"}
+    assert isinstance(Settings(**urls).today(), date)
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        Settings(**urls, business_timezone="Mars/Olympus")
