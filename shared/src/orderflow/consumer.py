@@ -12,7 +12,7 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -114,11 +114,24 @@ class RetryPolicy:
         return random.uniform(0, min(self.cap, self.base * 2**attempt))
 
 
-def describe(exc: BaseException) -> str:
+def _pointer(loc: Sequence[int | str]) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc)
+
+
+def body_problems(exc: pydantic.ValidationError, handlers: Collection[str] = ()) -> list[Problem]:
+    """The validation errors as field problems, pointing into the message body."""
+    # fast_depends validates a subscriber's arguments as one model named after the function,
+    # so its locations start with the argument's name, which the sender never saw
+    strip = exc.title in handlers
+    return [
+        Problem(pointer=_pointer(err["loc"][1:] if strip else err["loc"]), detail=err["msg"])
+        for err in exc.errors()
+    ]
+
+
+def describe(exc: BaseException, handlers: Collection[str] = ()) -> str:
     if isinstance(exc, pydantic.ValidationError):
-        parts = [
-            f"/{'/'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:20]
-        ]
+        parts = [f"{p.pointer}: {p.detail}" for p in body_problems(exc, handlers)[:20]]
         return "invalid message: " + "; ".join(parts)
     if isinstance(exc, DependsValidationError):
         return f"invalid message: {exc}"
@@ -127,15 +140,17 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def problems_of(exc: BaseException) -> list[Problem]:
+def problems_of(exc: BaseException, handlers: Collection[str] = ()) -> list[Problem]:
     if isinstance(exc, PermanentError):
         return exc.problems
     if isinstance(exc, pydantic.ValidationError):
-        return [
-            Problem(pointer="/" + "/".join(str(p) for p in err["loc"]), detail=err["msg"])
-            for err in exc.errors()
-        ]
+        return body_problems(exc, handlers)
     return [Problem(pointer="", detail=describe(exc))]
+
+
+def handler_names(context: ContextRepo) -> set[str]:
+    subscriber = context.get_local("handler_")
+    return {str(call.name) for call in getattr(subscriber, "calls", ())}
 
 
 def queue_of(context: ContextRepo, msg: StreamMessage[Any]) -> str:
@@ -224,7 +239,7 @@ class ReliableConsumer(BaseMiddleware):
         exc: BaseException,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
-        reason = describe(exc)[:4000]
+        reason = describe(exc, handler_names(self.context))[:4000]
         raw = msg.raw_message
         headers = dict(raw.headers or {})
         headers.update(
@@ -271,7 +286,9 @@ class ReliableConsumer(BaseMiddleware):
     ) -> None:
         """A command's sender waiting on `reply_to` learns at once why it was refused."""
         raw = msg.raw_message
-        reply = SubmitOrderReply(accepted=False, reason=reason, problems=problems_of(exc))
+        reply = SubmitOrderReply(
+            accepted=False, reason=reason, problems=problems_of(exc, handler_names(self.context))
+        )
         try:
             await self.runtime.publisher.publish(
                 exchange="",
