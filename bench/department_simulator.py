@@ -1,0 +1,345 @@
+"""Department simulator: answers review requests the way department systems would.
+
+Consumes the `review.<department>` queues and answers each `review.requested` with a
+`review.verdict` on `orderflow.verdicts` (routing key = the department): approve, or ask
+for changes with one or two annotations on fields of the order. Decisions come from a
+seeded random generator, so a run with the same seed and the same requests makes the same
+decisions. `review.cancelled` is acknowledged and ignored.
+
+A request is acknowledged only after its verdict was confirmed by the broker, so stopping
+the simulator (SIGINT or SIGTERM) never loses a review: an unanswered one is redelivered
+to the next reviewer.
+
+    uv run python bench/department_simulator.py \
+        --amqp-url amqp://guest:guest@127.0.0.1:5672/ \
+        --departments supervisor,production,service_delivery,finance,technical \
+        --approve-rate 0.9 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import re
+import signal
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from pydantic import ValidationError
+
+from orderflow import topology
+from orderflow.messages import (
+    Annotation,
+    Decision,
+    ReviewCancelled,
+    Reviewer,
+    ReviewRequested,
+    Severity,
+    VerdictGiven,
+)
+from orderflow.outbox import envelope_headers
+
+log = logging.getLogger("department-simulator")
+
+APP_ID = "department-simulator"
+DEPARTMENT = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+# What each department typically objects to (process section 3.2), as JSON pointers into
+# the order document. Only remarks whose field exists in the order under review are used.
+REMARKS: dict[str, list[tuple[str, str, Severity]]] = {
+    "supervisor": [
+        (
+            "/customer/company/credit_standing",
+            "Credit record needs a second check by the risk desk",
+            Severity.MAJOR,
+        ),
+        (
+            "/customer/company/business_scope",
+            "Business scope does not match the order",
+            Severity.MINOR,
+        ),
+        ("/external_ref", "Give the customer's purchase order number", Severity.MINOR),
+    ],
+    "production": [
+        (
+            "/delivery/date",
+            "Capacity is booked until then; two weeks later is possible",
+            Severity.BLOCKER,
+        ),
+        ("/lines/0/quantity", "Deliver in two batches at this quantity", Severity.MAJOR),
+        ("/quality_requirements", "Name the inspection standard", Severity.MINOR),
+    ],
+    "service_delivery": [
+        (
+            "/lines/0/service/period_start",
+            "No engineers free before the second week",
+            Severity.BLOCKER,
+        ),
+        (
+            "/lines/0/service/standard",
+            "A 4-hour response needs an engineer on site; price it",
+            Severity.MAJOR,
+        ),
+        ("/delivery/address", "Give the site address for the service team", Severity.MINOR),
+    ],
+    "finance": [
+        ("/payment/terms", "Advance payment must be at least 50%", Severity.BLOCKER),
+        ("/lines/0/unit_price", "Below cost price", Severity.BLOCKER),
+        (
+            "/payment/settlement_days",
+            "Settlement period longer than 30 days needs approval",
+            Severity.MAJOR,
+        ),
+        ("/tax_rate", "Check the tax rate for this customer", Severity.MINOR),
+    ],
+    "technical": [
+        ("/technical_requirements", "Attach the drawing the tolerances refer to", Severity.BLOCKER),
+        ("/lines/0/specification", "Specification is ambiguous; give the standard", Severity.MAJOR),
+    ],
+}
+FALLBACK = [("/notes", "Please add the details this review needs", Severity.MAJOR)]
+
+
+@dataclass(frozen=True)
+class Config:
+    amqp_url: str
+    departments: tuple[str, ...]
+    approve_rate: float = 1.0
+    duplicate_rate: float = 0.0
+    seed: int | None = None
+    prefetch: int = 20
+    think_time: float = 0.0
+    publish_timeout: float = 10.0
+
+
+def _resolves(document: Any, pointer: str) -> bool:
+    node = document
+    for token in pointer.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return False
+    return True
+
+
+class Simulator:
+    """Answers the review requests of some departments until told to stop."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.stats: Counter[str] = Counter()
+        self._exchange: AbstractExchange | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def answer(self, request: ReviewRequested) -> VerdictGiven:
+        """The department's verdict; draws from the generator before anything is awaited, so
+        the sequence of decisions depends only on the seed and the order of requests."""
+        approve = self.rng.random() < self.config.approve_rate
+        annotations: list[Annotation] = []
+        if not approve:
+            document = request.order.model_dump(mode="json")
+            candidates = [
+                r for r in REMARKS.get(request.department, []) if _resolves(document, r[0])
+            ] or FALLBACK
+            picked = self.rng.sample(candidates, min(self.rng.choice((1, 2)), len(candidates)))
+            annotations = [Annotation(field=f, message=m, severity=s) for f, m, s in picked]
+        return VerdictGiven(
+            review_id=request.review_id,
+            order_id=request.order_id,
+            revision=request.revision,
+            department=request.department,
+            decision=Decision.APPROVE if approve else Decision.REQUEST_CHANGES,
+            reviewer=Reviewer(
+                id=f"{request.department}.reviewer", name=f"{request.department} reviewer"
+            ),
+            comment="Approved" if approve else "Please revise the annotated fields",
+            annotations=annotations,
+        )
+
+    async def _publish(self, verdict: VerdictGiven, message_id: str) -> None:
+        assert self._exchange is not None
+        message = aio_pika.Message(
+            verdict.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            correlation_id=str(verdict.order_id),
+            type=VerdictGiven.message_type,
+            app_id=APP_ID,
+            timestamp=datetime.now(UTC),
+            headers=envelope_headers(verdict),
+        )
+        # mandatory: a verdict nobody routes is an error here, not a silent drop
+        await self._exchange.publish(
+            message,
+            routing_key=verdict.department,
+            mandatory=True,
+            timeout=self.config.publish_timeout,
+        )
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        if message.type == ReviewCancelled.message_type:
+            self.stats["cancelled"] += 1
+            await message.ack()
+            return
+        try:
+            if message.type != ReviewRequested.message_type:
+                raise ValueError(f"unexpected message type {message.type!r}")
+            request = ReviewRequested.model_validate_json(message.body)
+        except (ValueError, ValidationError) as exc:
+            # to the department queue's dead-letter queue, where people can look at it
+            log.warning("unreadable review request rejected: %s", exc)
+            self.stats["rejected"] += 1
+            await message.reject(requeue=False)
+            return
+        verdict = self.answer(request)
+        duplicate = self.rng.random() < self.config.duplicate_rate
+        if self.config.think_time:
+            await asyncio.sleep(self.rng.uniform(0, self.config.think_time))
+        message_id = str(uuid.uuid4())
+        try:
+            await self._publish(verdict, message_id)
+            if duplicate:
+                # the same message again, as a client retrying after a lost confirm would
+                await self._publish(verdict, message_id)
+        except Exception as exc:
+            log.warning("verdict not confirmed, request goes back to the queue: %r", exc)
+            self.stats["publish_failed"] += 1
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+        self.stats[verdict.decision.value] += 1
+        self.stats["duplicates_sent"] += duplicate
+        log.info(
+            "%s %s revision %d: %s",
+            request.department,
+            request.order_id,
+            request.revision,
+            verdict.decision.value,
+        )
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # tracked, so a stop waits for verdicts already being published
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self.handle(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def run(self, stop: asyncio.Event) -> Counter[str]:
+        connection = await aio_pika.connect_robust(
+            self.config.amqp_url, client_properties={"connection_name": APP_ID}
+        )
+        async with connection:
+            publishing = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            consuming = await connection.channel()
+            await consuming.set_qos(prefetch_count=self.config.prefetch)
+            await topology.declare(
+                consuming, [topology.department_queue(d) for d in self.config.departments]
+            )
+            self._exchange = await publishing.get_exchange(topology.VERDICTS)
+            consumers: list[tuple[AbstractQueue, str]] = []
+            for department in self.config.departments:
+                queue = await consuming.get_queue(topology.department_queue(department).name)
+                consumers.append((queue, await queue.consume(self._on_message)))
+            log.info("answering reviews for %s", ", ".join(self.config.departments))
+            await stop.wait()
+            for queue, tag in consumers:
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
+            if self._in_flight:
+                await asyncio.wait(set(self._in_flight), timeout=self.config.publish_timeout)
+        return self.stats
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        description="Answer Orderflow review requests as department systems would."
+    )
+    parser.add_argument("--amqp-url", required=True, help="e.g. amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument(
+        "--departments",
+        default=",".join(topology.DEFAULT_DEPARTMENTS),
+        help="comma-separated departments to answer for (default: all of the process)",
+    )
+    parser.add_argument(
+        "--approve-rate", type=float, default=1.0, help="share of reviews approved, 0..1"
+    )
+    parser.add_argument(
+        "--duplicate-rate",
+        type=float,
+        default=0.0,
+        help="share of verdicts sent twice with the same message id, 0..1",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the decisions")
+    parser.add_argument("--prefetch", type=int, default=20, help="unacknowledged requests per run")
+    parser.add_argument(
+        "--think-time", type=float, default=0.0, help="up to this many seconds per review"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    departments = tuple(d.strip() for d in args.departments.split(",") if d.strip())
+    for name, rate in (
+        ("--approve-rate", args.approve_rate),
+        ("--duplicate-rate", args.duplicate_rate),
+    ):
+        if not 0.0 <= rate <= 1.0:
+            parser.error(f"{name} must be between 0 and 1, got {rate}")
+    if not departments:
+        parser.error("--departments names no department")
+    for department in departments:
+        if not DEPARTMENT.match(department):
+            parser.error(
+                f"--departments: {department!r} is not a department name "
+                "(lower case letters, digits and _)"
+            )
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    return Config(
+        amqp_url=args.amqp_url,
+        departments=departments,
+        approve_rate=args.approve_rate,
+        duplicate_rate=args.duplicate_rate,
+        seed=args.seed,
+        prefetch=args.prefetch,
+        think_time=args.think_time,
+    )
+
+
+async def _main(config: Config) -> Counter[str]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await Simulator(config).run(stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    stats = asyncio.run(_main(config))
+    print(json.dumps({"departments": list(config.departments), **stats}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
