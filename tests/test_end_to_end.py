@@ -142,8 +142,19 @@ async def _product_order_with_changes_then_contract(
 
     # back to the salesperson with the annotations
     returned = await order_status(intake, order_id, "changes_requested")
-    text = json.dumps(returned, ensure_ascii=False)
-    assert "/payment/terms" in text and "预付比例至少 50%" in text and "/lines/0/unit_price" in text
+    change = returned["change_request"]
+    assert change["revision"] == 1
+    assert [(a["field"], a["message"]) for a in change["annotations"]] == [
+        ("/payment/terms", "预付比例至少 50%"),
+        ("/lines/0/unit_price", "低于成本价 90.00"),
+    ]
+    # every department's verdict of the round, the supervisor's approval included
+    assert sorted((f["department"], f["decision"]) for f in change["feedback"]) == [
+        ("finance", "request_changes"),
+        ("production", "approve"),
+        ("supervisor", "approve"),
+        ("technical", "approve"),
+    ]
 
     # the salesperson revises and resubmits: revision 2
     order["payment"]["terms"] = "50% 预付，50% 货到后 30 天内付清"
@@ -162,7 +173,8 @@ async def _product_order_with_changes_then_contract(
         assert review.revision == 2
         await answer(amqp, review)
 
-    await order_status(intake, order_id, "contract_drafted")
+    drafted = await order_status(intake, order_id, "contract_drafted")
+    assert drafted["submitted_revision"] == 2
 
     listing = (await contracts.get("/api/v1/contracts", params={"order_id": order_id})).json()
     items = listing["items"] if isinstance(listing, dict) else listing
@@ -170,6 +182,7 @@ async def _product_order_with_changes_then_contract(
     contract = items[0]
     assert contract["revision"] == 2
     assert contract["number"].startswith(f"HT-{date.today().year}-")
+    assert drafted["contract"]["contract_number"] == contract["number"]
 
     async def inbox() -> list[str] | None:
         page = (await notifier.get("/api/v1/inbox/zhang.wei")).json()
