@@ -17,12 +17,15 @@ from .events import (
     VerdictRecorded,
 )
 from .order import (
+    AttachmentKind,
+    AttachmentRef,
     Company,
     ConfirmationMethod,
     CreditStanding,
     Customer,
     CustomerConfirmation,
     Delivery,
+    FieldChange,
     Language,
     OrderDocument,
     OrderLine,
@@ -64,6 +67,8 @@ EVENTS: dict[str, type[Message]] = {
 __all__ = [
     "EVENTS",
     "Annotation",
+    "AttachmentKind",
+    "AttachmentRef",
     "Company",
     "ConfirmationMethod",
     "ContractDrafted",
@@ -76,6 +81,7 @@ __all__ = [
     "Delivery",
     "Department",
     "DepartmentFeedback",
+    "FieldChange",
     "Document",
     "Language",
     "Message",

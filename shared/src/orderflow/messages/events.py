@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import Field
 
 from .base import DecimalStr, Document, Message
-from .order import OrderDocument, Salesperson, Totals
+from .order import AttachmentRef, FieldChange, OrderDocument, Salesperson, Totals
 from .reviews import Annotation, Decision, Department, Reviewer
 
 
@@ -24,6 +24,15 @@ class OrderSubmitted(Message):
     totals: Totals
     channel: str = Field(description="Where it came from: api, console or bus")
     submitted_at: datetime
+    attachments: list[AttachmentRef] = Field(
+        default_factory=list, description="The files of this revision, as they were submitted"
+    )
+    previous_revision: int | None = Field(
+        default=None, description="The revision submitted before this one, if any"
+    )
+    changes: list[FieldChange] = Field(
+        default_factory=list, description="What changed since `previous_revision`"
+    )
 
 
 class OrderWithdrawn(Message):
@@ -82,6 +91,7 @@ class OrderApproved(Message):
     totals: Totals
     approvals: list[DepartmentFeedback]
     approved_at: datetime
+    attachments: list[AttachmentRef] = Field(default_factory=list)
 
 
 class OrderChangesRequested(Message):

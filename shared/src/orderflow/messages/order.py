@@ -12,7 +12,8 @@ import datetime as dt
 import re
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
+from uuid import UUID
 
 from pydantic import AfterValidator, EmailStr, Field
 
@@ -129,6 +130,37 @@ class CustomerConfirmation(Document):
     method: ConfirmationMethod
     confirmed_at: dt.datetime | None = None
     confirmed_by: ShortText | None = None
+    attachment_id: UUID | None = Field(
+        default=None, description="The uploaded confirmation (a signed reply, an email), if any"
+    )
+
+
+class AttachmentKind(StrEnum):
+    REQUIREMENTS_SPEC = "requirements_spec"
+    DRAWING = "drawing"
+    CUSTOMER_CONFIRMATION = "customer_confirmation"
+    CONTRACT = "contract"
+    OTHER = "other"
+
+
+class AttachmentRef(Document):
+    """A file attached to an order, as events carry it: a reference, never the bytes."""
+
+    id: UUID
+    name: ShortText
+    kind: AttachmentKind
+    content_type: ShortText
+    size: Annotated[int, Field(ge=0)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    download_path: ShortText = Field(description="Path on intake's HTTP API to download it")
+
+
+class FieldChange(Document):
+    """One field that differs between two revisions of an order."""
+
+    pointer: str = Field(description="JSON pointer into the order document")
+    old: Any = None
+    new: Any = None
 
 
 class OrderDocument(Document):

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import Field
 
 from .base import Document, Message
-from .order import OrderDocument, Totals
+from .order import AttachmentRef, FieldChange, OrderDocument, Totals
 
 Department = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
 
@@ -56,6 +56,13 @@ class ReviewRequested(Message):
     totals: Totals
     requested_at: datetime
     due_at: datetime | None = None
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+    previous_revision: int | None = Field(
+        default=None, description="The revision this department saw before, if any"
+    )
+    changes: list[FieldChange] = Field(
+        default_factory=list, description="What changed since `previous_revision`"
+    )
 
 
 class ReviewCancelled(Message):
