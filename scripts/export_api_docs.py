@@ -1,0 +1,156 @@
+"""Write the public API documents of every service, generated from the code:
+
+    docs/api/<service>.openapi.json    the HTTP API (FastAPI)
+    docs/api/<service>.asyncapi.json   what it consumes and publishes on the bus (faststream)
+
+    uv run python scripts/export_api_docs.py          write them
+    uv run python scripts/export_api_docs.py --check  exit 1 if the committed ones differ
+
+Each app is built with placeholder settings and never started, so nothing is connected.
+The output is stable (sorted keys, fixed indentation), so a diff shows a real change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faststream.specification import AsyncAPI
+
+ROOT = Path(__file__).resolve().parents[1]
+API_DIR = ROOT / "docs" / "api"
+
+# Placeholders: nothing connects to them. The AsyncAPI `servers` entry shows the broker's
+# host and vhost (never credentials), so they name what the compose deployment uses.
+PLACEHOLDER_DATABASE_URL = "postgresql://orderflow@postgres:5432/orderflow"
+PLACEHOLDER_AMQP_URL = "amqp://rabbitmq:5672/orderflow"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    package: str
+    env_prefix: str
+    required: dict[str, Any] = field(default_factory=dict)
+
+
+SERVICES = (
+    Service("intake", "intake", "INTAKE_"),
+    Service("review-router", "review_router", "REVIEW_ROUTER_"),
+    Service("contracts", "contracts", "CONTRACTS_", {"seller_name": "Example Seller Co., Ltd."}),
+    Service("notifier", "notifier", "NOTIFIER_"),
+)
+
+
+class ExportError(Exception):
+    """A service's documents could not be generated."""
+
+
+@contextlib.contextmanager
+def _without_env(prefix: str) -> Iterator[None]:
+    # settings in the caller's environment must not leak into the documents
+    saved = {k: v for k, v in os.environ.items() if k.startswith(prefix)}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def build_app(service: Service) -> Any:
+    try:
+        main = importlib.import_module(f"{service.package}.main")
+        settings_module = importlib.import_module(f"{service.package}.settings")
+    except ImportError as exc:
+        raise ExportError(
+            f"{service.name}: cannot import {service.package}.main / .settings ({exc}); "
+            "every service must exist to document the system"
+        ) from exc
+    with _without_env(service.env_prefix):
+        settings = settings_module.Settings(
+            database_url=PLACEHOLDER_DATABASE_URL,
+            amqp_url=PLACEHOLDER_AMQP_URL,
+            **service.required,
+        )
+    return main.create_app(settings)
+
+
+def dump(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def render(service: Service) -> dict[Path, str]:
+    """The two documents of one service, by the path they are committed at."""
+    app = build_app(service)
+    broker = app.state.runtime.broker
+    asyncapi = AsyncAPI(
+        broker,
+        title=app.title,
+        version=app.version,
+        description=app.description,
+    ).to_specification()
+    return {
+        API_DIR / f"{service.name}.openapi.json": dump(app.openapi()),
+        API_DIR / f"{service.name}.asyncapi.json": dump(asyncapi.to_jsonable()),
+    }
+
+
+def render_all() -> dict[Path, str]:
+    documents: dict[Path, str] = {}
+    errors: list[str] = []
+    for service in SERVICES:
+        try:
+            documents.update(render(service))
+        except ExportError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ExportError("\n".join(errors))
+    return documents
+
+
+def stale(documents: dict[Path, str]) -> list[Path]:
+    """Documents whose committed file is missing or different."""
+    return [
+        path
+        for path, text in documents.items()
+        if not path.exists() or path.read_text(encoding="utf-8") != text
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a document is stale"
+    )
+    args = parser.parse_args(argv)
+    try:
+        documents = render_all()
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    changed = stale(documents)
+    if args.check:
+        for path in changed:
+            print(f"stale: {path.relative_to(ROOT)}", file=sys.stderr)
+        if changed:
+            print("run `uv run python scripts/export_api_docs.py`", file=sys.stderr)
+        return 1 if changed else 0
+    API_DIR.mkdir(parents=True, exist_ok=True)
+    for path in changed:
+        path.write_text(documents[path], encoding="utf-8")
+    for path in sorted(documents):
+        print(f"{'wrote' if path in changed else 'unchanged'}: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Set up and run the whole system on this machine, in the foreground:
+#   bash scripts/run.sh                    the four services
+#   bash scripts/run.sh --with-simulator   and the department simulator, which answers the
+#                                          reviews so orders go all the way to a contract
+#   bash scripts/run.sh --with-simulator -- OPTIONS   options for the simulator
+# Ctrl-C stops everything; each service finishes the messages it is handling first.
+#
+# Needs: Debian with PostgreSQL and RabbitMQ installed (they are started if stopped), and
+# Python 3.11 with pip (uv is installed with pip if missing). Any *_DATABASE_URL,
+# *_AMQP_URL or other setting already in the environment is kept.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+}
+
+with_simulator=0
+simulator_args=()
+while (($#)); do
+    case "$1" in
+    --with-simulator) with_simulator=1 ;;
+    --)
+        shift
+        simulator_args=("$@")
+        break
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) die "unknown option $1 (see --help)" ;;
+    esac
+    shift
+done
+
+DATABASE=orderflow
+VHOST=orderflow
+
+setup_all
+ensure_database "$DATABASE"
+ensure_vhost "$VHOST"
+
+database_url="postgresql://$PG_ADMIN_USER@$PG_HOST:$PG_PORT/$DATABASE"
+amqp_url="amqp://$RABBIT_USER:$RABBIT_PASSWORD@127.0.0.1:5672/$VHOST"
+
+# One database, a schema per service; one vhost. Settings already set are kept.
+for prefix in INTAKE REVIEW_ROUTER CONTRACTS NOTIFIER; do
+    db_var="${prefix}_DATABASE_URL" amqp_var="${prefix}_AMQP_URL" json_var="${prefix}_LOG_JSON"
+    export "$db_var=${!db_var:-$database_url}"
+    export "$amqp_var=${!amqp_var:-$amqp_url}"
+    # people read these logs; deployments keep the JSON default
+    export "$json_var=${!json_var:-false}"
+done
+export INTAKE_HTTP_PORT="${INTAKE_HTTP_PORT:-8000}"
+export REVIEW_ROUTER_HTTP_PORT="${REVIEW_ROUTER_HTTP_PORT:-8001}"
+export CONTRACTS_HTTP_PORT="${CONTRACTS_HTTP_PORT:-8002}"
+export NOTIFIER_HTTP_PORT="${NOTIFIER_HTTP_PORT:-8003}"
+# EXAMPLE ONLY, for a local run: a real deployment sets the company's own legal name, which
+# is printed on every contract as the seller.
+export CONTRACTS_SELLER_NAME="${CONTRACTS_SELLER_NAME:-Example Seller Co., Ltd. (example for local use only)}"
+
+# Seconds a process gets to stop after SIGTERM: the services' own graceful timeout (20 s
+# for in-flight messages) plus the outbox relay's last flush and closing the connections.
+STOP_GRACE="${ORDERFLOW_STOP_GRACE:-60}"
+
+names=()
+commands=()
+while IFS= read -r line; do
+    if [[ "$line" =~ ^([A-Za-z0-9_-]+):[[:space:]]*(.+)$ ]]; then
+        names+=("${BASH_REMATCH[1]}")
+        commands+=("${BASH_REMATCH[2]}")
+    fi
+done <"$ROOT/Procfile"
+if ((with_simulator)); then
+    [[ -f "$ROOT/bench/department_simulator.py" ]] || die "bench/department_simulator.py is missing"
+    export ORDERFLOW_SIMULATOR_AMQP_URL="${ORDERFLOW_SIMULATOR_AMQP_URL:-$amqp_url}"
+    # expanded by the simulator's own shell, so no character of the URL needs quoting here
+    # shellcheck disable=SC2016
+    simulator='python bench/department_simulator.py --amqp-url "$ORDERFLOW_SIMULATOR_AMQP_URL"'
+    if ((${#simulator_args[@]})); then
+        simulator+=" $(printf '%q ' "${simulator_args[@]}")"
+    fi
+    names+=(simulator)
+    commands+=("$simulator")
+fi
+
+# the services' console scripts and python come from the project's environment
+export PATH="$ROOT/.venv/bin:$PATH"
+cd "$ROOT"
+
+pids=()
+stopping=0
+
+start() {
+    local name=$1 command=$2
+    # Each process gets its own session, so Ctrl-C reaches only this script, which then
+    # sends one SIGTERM to each (a second SIGINT would make uvicorn skip its graceful
+    # shutdown). The prefixer ignores signals so that it outlives its process's last line.
+    setsid bash -c "exec $command" \
+        > >(trap '' INT TERM && exec sed -u "s/^/$(printf '%-14s' "$name")| /") 2>&1 &
+    pids+=($!)
+    say "started $name (pid $!): $command"
+}
+
+alive() {
+    local pid
+    for pid in "${pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+stop_all() {
+    local force=0 pid
+    trap 'force=1' INT TERM
+    say "stopping (each service finishes its in-flight messages; Ctrl-C again to kill now)"
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    local deadline=$((SECONDS + STOP_GRACE))
+    while alive; do
+        if ((force || SECONDS >= deadline)); then
+            warn "killing what is still running"
+            for pid in "${pids[@]}"; do
+                kill -KILL "$pid" 2>/dev/null || true
+            done
+            break
+        fi
+        sleep 0.2
+    done
+    wait "${pids[@]}" 2>/dev/null || true
+    say "stopped"
+}
+
+trap 'stopping=1' INT TERM
+for i in "${!names[@]}"; do
+    start "${names[$i]}" "${commands[$i]}"
+done
+say "intake http://127.0.0.1:$INTAKE_HTTP_PORT, review-router :$REVIEW_ROUTER_HTTP_PORT, contracts :$CONTRACTS_HTTP_PORT, notifier :$NOTIFIER_HTTP_PORT (Ctrl-C stops)"
+
+status=0
+while ((!stopping)); do
+    exited=""
+    rc=0
+    wait -n -p exited "${pids[@]}" || rc=$?
+    if ((stopping)); then
+        break
+    fi
+    if [[ -n "$exited" ]]; then
+        for i in "${!pids[@]}"; do
+            if [[ "${pids[$i]}" == "$exited" ]]; then
+                warn "${names[$i]} exited with status $rc; stopping the others"
+            fi
+        done
+        status=$((rc == 0 ? 1 : rc))
+        break
+    fi
+done
+stop_all
+exit "$status"
