@@ -32,7 +32,10 @@ class Publisher:
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
-            self._url, client_properties={"connection_name": f"{self._app_id}-publisher"}
+            self._url,
+            client_properties={"connection_name": f"{self._app_id}-publisher"},
+            # back quickly after a broker restart: the outbox waits for this connection
+            reconnect_interval=1.0,
         )
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,8 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -26,6 +29,8 @@ import aio_pika
 import asyncpg
 import httpx
 import pytest
+
+from .messages import ReviewRequested, VerdictGiven
 
 
 @dataclass(frozen=True)
@@ -377,3 +382,78 @@ async def service_processes(
     finally:
         for s in started.values():
             await asyncio.to_thread(s.terminate)
+
+
+# --- an order's journey, as a salesperson and the departments drive it in tests ----------
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "docs" / "examples"
+
+
+def example_order(name: str, *, days_ahead: int = 60) -> dict[str, Any]:
+    """An example order (docs/examples) with its dates moved into the future, so the
+    self-check passes on whatever day the test runs."""
+    order: dict[str, Any] = json.loads((EXAMPLES_DIR / f"{name}.json").read_text())
+    start = date.today() + timedelta(days=days_ahead)
+    order["delivery"]["date"] = start.isoformat()
+    for line in order["lines"]:
+        if "service" in line:
+            line["service"]["period_start"] = start.isoformat()
+            line["service"]["period_end"] = (start + timedelta(days=364)).isoformat()
+    return order
+
+
+async def take_review(
+    connection: aio_pika.abc.AbstractConnection, department: str, *, timeout: float = 30
+) -> ReviewRequested:
+    [msg] = await get_messages(connection, f"review.{department}", 1, timeout=timeout)
+    assert msg.type == "review.requested", msg.type
+    return ReviewRequested.model_validate_json(msg.body)
+
+
+async def answer_review(
+    connection: aio_pika.abc.AbstractConnection,
+    review: ReviewRequested,
+    decision: str = "approve",
+    annotations: list[dict[str, str]] | None = None,
+    *,
+    user_id: str | None = None,
+) -> str:
+    """Publish a department's verdict on a review request; the message id."""
+    verdict = VerdictGiven.model_validate(
+        {
+            "review_id": review.review_id,
+            "order_id": review.order_id,
+            "revision": review.revision,
+            "department": review.department,
+            "decision": decision,
+            "reviewer": {"id": f"{review.department}.reviewer", "name": "Reviewer"},
+            "comment": "ok" if decision == "approve" else "please revise",
+            "annotations": annotations or [],
+        }
+    )
+    return await publish(
+        connection,
+        exchange="orderflow.verdicts",
+        routing_key=review.department,
+        body=verdict.model_dump_json().encode(),
+        message_type=VerdictGiven.message_type,
+        correlation_id=str(review.order_id),
+        user_id=user_id,
+    )
+
+
+async def wait_status(
+    client: httpx.AsyncClient, order_id: str, wanted: str, *, timeout: float = 30
+) -> dict[str, Any]:
+    """Poll intake until the order reaches `wanted`; its last view otherwise, in the error."""
+
+    async def check() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(f"/api/v1/orders/{order_id}")).json()
+        return body if body.get("status") == wanted else None
+
+    try:
+        result: dict[str, Any] = await eventually(check, timeout=timeout)
+    except AssertionError:
+        body = (await client.get(f"/api/v1/orders/{order_id}")).json()
+        raise AssertionError(f"order {order_id} never reached {wanted}: {body}") from None
+    return result
