@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from . import deadletters
 from .messages import Problem as MessageProblem
 from .service import ServiceRuntime
 
@@ -32,6 +33,30 @@ class ProblemDetails(BaseModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldProblem] = Field(default_factory=list)
+
+
+class DeadLetterView(BaseModel):
+    dlq: str
+    queue: str
+    message_id: str | None
+    message_type: str | None
+    correlation_id: str | None
+    reason: str
+    dead_lettered_at: str | None
+    service: str | None
+    headers: dict[str, Any]
+    body: str
+
+
+class ReplayRequest(BaseModel):
+    all: bool = False
+    message_ids: list[str] = Field(default_factory=list)
+
+
+class DiscardRequest(BaseModel):
+    message_ids: list[str] = Field(min_length=1)
+    note: str = Field(min_length=1, description="Why it is dropped, for the record")
+    by: str = Field(min_length=1, description="Who drops it")
 
 
 class Problem(Exception):
@@ -133,6 +158,40 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
             {"status": "ready" if ok else "not ready", "checks": checks},
             status_code=200 if ok else 503,
         )
+
+    own = sorted({spec.dlq for spec in runtime.queues})
+
+    @app.get("/ops/dead-letters", tags=["operations"])
+    async def dead_letters(
+        queue: str | None = None, reason: str | None = None
+    ) -> list[DeadLetterView]:
+        """Dead letters of this service's queues (or of one `.dlq`), with their reasons."""
+        found = []
+        for dlq in [queue] if queue else own:
+            letters = await deadletters.list_dead_letters(runtime.publisher.connection, dlq)
+            found += [DeadLetterView(dlq=dlq, **d.as_dict()) for d in letters]
+        return [d for d in found if reason is None or reason in d.reason]
+
+    @app.post("/ops/dead-letters/{dlq}/replay", tags=["operations"])
+    async def replay_dead_letters(dlq: str, body: ReplayRequest) -> dict[str, list[str]]:
+        """Send dead letters back to the queue they failed in, after a fix."""
+        ids = None if body.all else set(body.message_ids)
+        if ids is not None and not ids:
+            raise Problem(422, "Nothing to replay", "give message_ids, or all: true")
+        done = await deadletters.replay(runtime.publisher.connection, dlq, message_ids=ids)
+        return {"replayed": done}
+
+    @app.post("/ops/dead-letters/{dlq}/discard", tags=["operations"])
+    async def discard_dead_letters(dlq: str, body: DiscardRequest) -> dict[str, list[str]]:
+        """Drop dead letters for good, with a note; a copy is kept in `ops.discarded`."""
+        done = await deadletters.discard(
+            runtime.publisher.connection,
+            dlq,
+            message_ids=set(body.message_ids),
+            note=body.note,
+            by=body.by,
+        )
+        return {"discarded": done}
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics() -> Response:

@@ -48,6 +48,12 @@ class Publisher:
         return self._channel
 
     @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise PublishError("publisher is not connected")
+        return self._connection
+
+    @property
     def is_connected(self) -> bool:
         return (
             self._connection is not None

@@ -102,6 +102,7 @@ NOTIFIER_CHANGES_REQUESTED = QueueSpec(
 )
 NOTIFIER_APPROVED = QueueSpec("notifier.order-approved", EVENTS, ("order.approved",))
 NOTIFIER_CONTRACT_DRAFTED = QueueSpec("notifier.contract-drafted", EVENTS, ("contract.drafted",))
+NOTIFIER_REVIEW_OVERDUE = QueueSpec("notifier.review-overdue", EVENTS, ("review.overdue",))
 
 
 #: Every queue of the system. Each service declares all of them at start, so an event is
@@ -117,6 +118,7 @@ SERVICE_QUEUES: tuple[QueueSpec, ...] = (
     NOTIFIER_CHANGES_REQUESTED,
     NOTIFIER_APPROVED,
     NOTIFIER_CONTRACT_DRAFTED,
+    NOTIFIER_REVIEW_OVERDUE,
     *(department_queue(d) for d in DEFAULT_DEPARTMENTS),
 )
 

@@ -54,6 +54,9 @@ class ReviewRoundOpened(Message):
     revision: int
     departments: list[Department] = Field(description="Every department that will review")
     opened_at: datetime
+    policy_version: str | None = Field(
+        default=None, description="The version of the review policy that planned the round"
+    )
 
 
 class VerdictRecorded(Message):
@@ -70,6 +73,9 @@ class VerdictRecorded(Message):
     comment: str | None = None
     annotations: list[Annotation] = Field(default_factory=list)
     recorded_at: datetime
+    on_behalf_of: Reviewer | None = Field(
+        default=None, description="The reviewer `reviewer` decided for, when delegated"
+    )
 
 
 class DepartmentFeedback(Document):
@@ -115,6 +121,51 @@ class ReviewOverdue(Message):
     revision: int
     department: Department
     due_at: datetime
+
+
+class ReviewEscalated(Message):
+    """A review is still unanswered long after it fell due: its department's supervisor
+    contact is told."""
+
+    message_type = "review.escalated"
+
+    review_id: UUID
+    order_id: UUID
+    revision: int
+    department: Department
+    due_at: datetime
+    escalate_to: str = Field(description="The department's supervisor contact, from the policy")
+    escalated_at: datetime
+
+
+class ReviewAnnotationRecorded(Message):
+    """A department's remarks on fields, posted while reviewing, were recorded."""
+
+    message_type = "review.annotation_recorded"
+
+    review_id: UUID
+    order_id: UUID
+    revision: int
+    department: Department
+    reviewer: Reviewer
+    on_behalf_of: Reviewer | None = None
+    annotations: list[Annotation]
+    recorded_at: datetime
+
+
+class ReviewReassigned(Message):
+    """A pending review was handed to another reviewer of its department."""
+
+    message_type = "review.reassigned"
+
+    review_id: UUID
+    order_id: UUID
+    revision: int
+    department: Department
+    assigned_by: Reviewer
+    assignee: Reviewer
+    reason: str | None = None
+    reassigned_at: datetime
 
 
 class ContractDrafted(Message):

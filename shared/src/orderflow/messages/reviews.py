@@ -91,3 +91,37 @@ class VerdictGiven(Message):
     reviewer: Reviewer
     comment: Annotated[str, Field(max_length=4000)] | None = None
     annotations: list[Annotation] = Field(default_factory=list, max_length=200)
+    on_behalf_of: Reviewer | None = Field(
+        default=None,
+        description="The reviewer the review was assigned to, when `reviewer` decided for them",
+    )
+
+
+class ReviewAnnotated(Message):
+    """Remarks on fields of the order while reviewing, before the verdict; published to
+    `orderflow.verdicts` with the department as key, like a verdict."""
+
+    message_type = "review.annotation"
+
+    review_id: UUID
+    order_id: UUID
+    revision: Annotated[int, Field(ge=1)]
+    department: Department
+    reviewer: Reviewer
+    on_behalf_of: Reviewer | None = None
+    annotations: list[Annotation] = Field(min_length=1, max_length=200)
+
+
+class ReassignReview(Message):
+    """Hand a pending review to another reviewer of the department; published to
+    `orderflow.verdicts` with the department as key, like a verdict."""
+
+    message_type = "review.reassign"
+
+    review_id: UUID
+    order_id: UUID
+    revision: Annotated[int, Field(ge=1)]
+    department: Department
+    assigned_by: Reviewer = Field(description="Who hands the review over")
+    assignee: Reviewer = Field(description="Who reviews from now on")
+    reason: Annotated[str, Field(max_length=2000)] | None = None

@@ -1,0 +1,219 @@
+"""Dead-letter tooling: list, show, replay or discard what landed in a `<queue>.dlq`.
+
+Listing is non-destructive: messages are taken without acknowledgement and given back
+(`nack` with requeue) once all are read. Replaying sends a message straight to the queue it
+failed in (through the default exchange), not to its original exchange, so the consumers
+that handled it fine do not see it again; their inboxes would ignore it anyway.
+Discarding acknowledges it after a copy, with the operator's note, went to `ops.discarded`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from . import topology
+
+DISCARDED = "ops.discarded"
+REASON = "x-orderflow-reason"
+
+
+@dataclass
+class DeadLetter:
+    queue: str  # the queue it failed in
+    message_id: str | None
+    message_type: str | None
+    correlation_id: str | None
+    reason: str
+    dead_lettered_at: str | None
+    service: str | None
+    headers: dict[str, Any] = field(default_factory=dict)
+    body: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def known_dead_letter_queues(departments: Iterable[str] = ()) -> list[str]:
+    specs = [*topology.SERVICE_QUEUES, *(topology.department_queue(d) for d in departments)]
+    return sorted({spec.dlq for spec in specs})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _reason(headers: dict[str, Any]) -> str:
+    if REASON in headers:
+        return str(_plain(headers[REASON]))
+    # dead-lettered by RabbitMQ itself (delivery limit, a reject): its x-death says why
+    deaths = headers.get("x-death") or []
+    if deaths:
+        first = _plain(deaths[0])
+        return f"rabbitmq: {first.get('reason')} (count {first.get('count')})"
+    return "unknown"
+
+
+def _origin(dlq: str, headers: dict[str, Any]) -> str:
+    queue = headers.get("x-orderflow-queue")
+    if queue:
+        return str(_plain(queue))
+    return dlq.removesuffix(".dlq")
+
+
+def _dead_letter_header(name: str) -> bool:
+    return name.startswith(("x-orderflow-", "x-death", "x-first-death", "x-last-death"))
+
+
+def _describe(dlq: str, message: AbstractIncomingMessage) -> DeadLetter:
+    headers = dict(message.headers or {})
+    return DeadLetter(
+        queue=_origin(dlq, headers),
+        message_id=message.message_id,
+        message_type=message.type,
+        correlation_id=message.correlation_id,
+        reason=_reason(headers),
+        dead_lettered_at=_plain(headers.get("x-orderflow-dead-lettered-at")),
+        service=_plain(headers.get("x-orderflow-service")),
+        headers=_plain(headers),
+        body=message.body.decode(errors="replace"),
+    )
+
+
+async def _take_all(
+    channel: AbstractChannel, dlq: str, limit: int
+) -> list[AbstractIncomingMessage]:
+    queue = await channel.declare_queue(dlq, passive=True)
+    taken: list[AbstractIncomingMessage] = []
+    while len(taken) < limit:
+        message = await queue.get(no_ack=False, fail=False, timeout=10)
+        if message is None:
+            break
+        taken.append(message)
+    return taken
+
+
+async def list_dead_letters(
+    connection: AbstractConnection, dlq: str, *, limit: int = 1000
+) -> list[DeadLetter]:
+    async with connection.channel() as channel:
+        taken = await _take_all(channel, dlq, limit)
+        try:
+            return [_describe(dlq, m) for m in taken]
+        finally:
+            for message in taken:
+                await message.nack(requeue=True)
+
+
+async def replay(
+    connection: AbstractConnection,
+    dlq: str,
+    *,
+    message_ids: set[str] | None = None,
+    limit: int = 1000,
+) -> list[str]:
+    """Send dead letters back to the queue they failed in (all, or those named); the ids."""
+    replayed: list[str] = []
+    async with connection.channel(publisher_confirms=True, on_return_raises=True) as channel:
+        taken = await _take_all(channel, dlq, limit)
+        try:
+            for message in taken:
+                if message_ids is not None and message.message_id not in message_ids:
+                    continue
+                original = dict(message.headers or {})
+                # the envelope (schema, traceparent) stays; what dead-lettering added goes
+                headers = {k: v for k, v in original.items() if not _dead_letter_header(k)}
+                previous = original.get("x-orderflow-replays")
+                headers["x-orderflow-replays"] = (previous if isinstance(previous, int) else 0) + 1
+                headers["x-orderflow-replayed-at"] = datetime.now(UTC).isoformat()
+                target = _origin(dlq, dict(message.headers or {}))
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        message.body,
+                        headers=headers,
+                        content_type=message.content_type,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=message.message_id,
+                        correlation_id=message.correlation_id,
+                        reply_to=message.reply_to,
+                        type=message.type,
+                        app_id=message.app_id,
+                        timestamp=message.timestamp,
+                        user_id=message.user_id,
+                    ),
+                    routing_key=target,
+                    mandatory=True,
+                    timeout=10,
+                )
+                # only once the broker confirmed the replay does the dead letter go
+                await message.ack()
+                replayed.append(message.message_id or "")
+        finally:
+            for message in taken:
+                if not message.processed:
+                    await message.nack(requeue=True)
+    return replayed
+
+
+async def discard(
+    connection: AbstractConnection,
+    dlq: str,
+    *,
+    message_ids: set[str],
+    note: str,
+    by: str,
+) -> list[str]:
+    """Drop dead letters for good, keeping a copy with the note in `ops.discarded`."""
+    if not note.strip():
+        raise ValueError("a note is required to discard a dead letter")
+    discarded: list[str] = []
+    async with connection.channel(publisher_confirms=True, on_return_raises=True) as channel:
+        archive = await channel.declare_queue(
+            DISCARDED, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        taken = await _take_all(channel, dlq, 100_000)
+        try:
+            for message in taken:
+                if message.message_id not in message_ids:
+                    continue
+                record = _describe(dlq, message).as_dict()
+                record.update(
+                    {
+                        "note": note,
+                        "discarded_by": by,
+                        "discarded_at": datetime.now(UTC).isoformat(),
+                    }
+                )
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        json.dumps(record, ensure_ascii=False).encode(),
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=message.message_id,
+                        type="ops.discarded",
+                    ),
+                    routing_key=archive.name,
+                    mandatory=True,
+                    timeout=10,
+                )
+                await message.ack()
+                discarded.append(message.message_id or "")
+        finally:
+            for message in taken:
+                if not message.processed:
+                    await message.nack(requeue=True)
+    return discarded
