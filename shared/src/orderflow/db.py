@@ -59,9 +59,11 @@ async def migrate(pool: Pool, *, schema: str, package: str) -> list[str]:
     """
     applied: list[str] = []
     async with pool.acquire() as conn:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        # the lock comes first: two replicas running CREATE SCHEMA IF NOT EXISTS at the same
+        # moment can both miss the schema and one fails on the catalogue's unique index
         await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(schema))
         try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             await conn.execute(
                 f"""CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations (
                         name text PRIMARY KEY,
