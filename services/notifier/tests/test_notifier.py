@@ -114,3 +114,30 @@ async def test_contract_drafted_reaches_the_salesperson(infra: Infra, amqp: Any)
 async def _first(client: Any, url: str) -> Any:
     page = (await client.get(url)).json()
     return page if page["items"] else None
+
+
+async def test_mark_all_read_and_the_unread_count(infra: Infra, amqp: Any) -> None:
+    async with running(create_app(settings(infra))) as client:
+        for _ in range(2):
+            event = changes_requested()
+            await publish(
+                amqp,
+                exchange=topology.EVENTS,
+                routing_key=event.message_type,
+                body=event.model_dump_json().encode(),
+                message_type=event.message_type,
+            )
+
+        async def two_unread() -> Any:
+            counts = (await client.get("/api/v1/inbox/zhang.wei/unread")).json()
+            return counts if counts["unread"] == 2 else None
+
+        assert await eventually(two_unread) == {"total": 2, "unread": 2}
+        marked = await client.post("/api/v1/inbox/zhang.wei/read")
+        assert marked.status_code == 200 and marked.json() == {"marked": 2}
+        assert (await client.get("/api/v1/inbox/zhang.wei/unread")).json() == {
+            "total": 2,
+            "unread": 0,
+        }
+        assert (await client.post("/api/v1/inbox/zhang.wei/read")).json() == {"marked": 0}
+        assert (await client.get("/api/v1/inbox/li.na/unread")).json()["total"] == 0

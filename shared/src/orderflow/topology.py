@@ -103,6 +103,7 @@ NOTIFIER_CHANGES_REQUESTED = QueueSpec(
 NOTIFIER_APPROVED = QueueSpec("notifier.order-approved", EVENTS, ("order.approved",))
 NOTIFIER_CONTRACT_DRAFTED = QueueSpec("notifier.contract-drafted", EVENTS, ("contract.drafted",))
 NOTIFIER_REVIEW_OVERDUE = QueueSpec("notifier.review-overdue", EVENTS, ("review.overdue",))
+NOTIFIER_ROUND_OPENED = QueueSpec("notifier.review-round-opened", EVENTS, ("review.round_opened",))
 
 
 #: Every queue of the system. Each service declares all of them at start, so an event is
@@ -119,6 +120,7 @@ SERVICE_QUEUES: tuple[QueueSpec, ...] = (
     NOTIFIER_APPROVED,
     NOTIFIER_CONTRACT_DRAFTED,
     NOTIFIER_REVIEW_OVERDUE,
+    NOTIFIER_ROUND_OPENED,
     *(department_queue(d) for d in DEFAULT_DEPARTMENTS),
 )
 

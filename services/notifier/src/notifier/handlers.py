@@ -1,56 +1,380 @@
-"""One function per event: turn it into notifications, in the caller's transaction."""
+"""One function per event: turn it into notifications, in the caller's transaction; and the
+delivery of one notification on its channel, with its outcome recorded exactly once."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+from prometheus_client import Counter
 
 from orderflow import outbox, topology
-from orderflow.db import Connection
+from orderflow.db import Connection, Pool
 from orderflow.messages import (
     ContractDrafted,
     NotificationDelivered,
+    NotificationFailed,
     OrderApproved,
     OrderChangesRequested,
+    ReviewOverdue,
+    ReviewRoundOpened,
 )
 
 from . import domain
 from .adapters import repository
+from .adapters.outgoing import Channel, Outgoing, SendError
+from .adapters.templates import Rendered, Templates
+from .contacts import Directory
+
+log = structlog.get_logger(__name__)
+
+DELIVERIES = Counter(
+    "orderflow_notifier_deliveries_total",
+    "Delivery attempts by channel and outcome (delivered, retried, failed, rate_limited)",
+    ["channel", "outcome"],
+)
 
 
-async def _record(conn: Connection, *, event_id: str, notices: list[domain.Notice]) -> None:
-    for notice in notices:
-        notification_id = await repository.add(conn, event_id=event_id, notice=notice)
-        if notification_id is None:
-            continue  # this event was already turned into this notification
-        # the in-app inbox is delivered the moment the row is committed
-        await outbox.enqueue(
-            conn,
-            NotificationDelivered(
-                notification_id=notification_id,
-                order_id=notice.order_id,
-                recipient=notice.recipient,
-                channel=notice.channel,
-                event_type=notice.event_type,
-                delivered_at=datetime.now(UTC),
-            ),
-            exchange=topology.EVENTS,
-            correlation_id=notice.order_id,
+@dataclass(frozen=True)
+class Notifying:
+    """What turning an event into notifications needs, built at the composition root."""
+
+    directory: Directory
+    templates: Templates
+    console: str
+    email_enabled: bool
+
+    @property
+    def webhooks(self) -> list[str]:
+        return list(self.directory.webhooks)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    timeout: float
+
+    @property
+    def lease(self) -> float:
+        # long enough for a send that takes the whole timeout, and the write after it
+        return self.timeout * 2 + 10
+
+
+# --- events in ---------------------------------------------------------------------------
+
+
+async def _notify(
+    conn: Connection,
+    deps: Notifying,
+    *,
+    event_id: str,
+    event_type: str,
+    order_id: UUID,
+    recipients: Sequence[domain.Recipient],
+    context: Callable[[domain.Recipient], dict[str, Any]],
+) -> None:
+    routes = domain.route(
+        recipients,
+        now=datetime.now(UTC),
+        email_enabled=deps.email_enabled,
+        webhooks=deps.webhooks,
+    )
+    rendered: dict[str, tuple[dict[str, Any], Rendered]] = {}
+    for r in routes:
+        person = r.recipient.person
+        if person.id not in rendered:
+            ctx = context(r.recipient)
+            ctx["recipient_name"] = person.name or person.id
+            rendered[person.id] = (ctx, deps.templates.render(event_type, person.language, ctx))
+        ctx, text = rendered[person.id]
+        notice = domain.Notice(
+            recipient=person.id,
+            channel=r.channel,
+            event_type=event_type,
+            order_id=order_id,
+            title=domain.TITLES[event_type],
+            subject=text.subject,
+            body=text.text,
+            html=text.html if r.channel == domain.EMAIL else None,
+            markdown=text.markdown if r.channel.startswith(domain.WEBHOOK_PREFIX) else None,
+            link=ctx["link"],
+            language=person.language,
+            address=r.address,
+            not_before=r.not_before,
+            data=domain.event_data(ctx),
         )
+        row = await repository.add(
+            conn, event_id=event_id, notice=notice, recipient_name=person.name
+        )
+        if row is None:
+            continue  # this event was already turned into this notification
+        if row["status"] == repository.DELIVERED:
+            # the in-app inbox is delivered the moment the row is committed
+            await _delivered_event(conn, row)
 
 
 async def on_changes_requested(
-    conn: Connection, event: OrderChangesRequested, *, event_id: str, console: str
+    conn: Connection, event: OrderChangesRequested, *, event_id: str, deps: Notifying
 ) -> None:
-    await _record(conn, event_id=event_id, notices=domain.changes_requested(event, console=console))
+    person = deps.directory.person(event.salesperson.id, known_as=event.salesperson)
+    await _notify(
+        conn,
+        deps,
+        event_id=event_id,
+        event_type=event.message_type,
+        order_id=event.order_id,
+        recipients=[domain.Recipient(person)],
+        context=lambda r: domain.changes_requested_context(
+            event, language=r.person.language, console=deps.console
+        ),
+    )
 
 
 async def on_approved(
-    conn: Connection, event: OrderApproved, *, event_id: str, console: str
+    conn: Connection, event: OrderApproved, *, event_id: str, deps: Notifying
 ) -> None:
-    await _record(conn, event_id=event_id, notices=domain.approved(event, console=console))
+    salesperson = event.order.salesperson
+    person = deps.directory.person(salesperson.id, known_as=salesperson)
+    await _notify(
+        conn,
+        deps,
+        event_id=event_id,
+        event_type=event.message_type,
+        order_id=event.order_id,
+        recipients=[domain.Recipient(person)],
+        context=lambda r: domain.approved_context(
+            event, language=r.person.language, console=deps.console
+        ),
+    )
 
 
 async def on_contract_drafted(
-    conn: Connection, event: ContractDrafted, *, event_id: str, console: str
+    conn: Connection, event: ContractDrafted, *, event_id: str, deps: Notifying
 ) -> None:
-    await _record(conn, event_id=event_id, notices=domain.contract_drafted(event, console=console))
+    person = deps.directory.person(event.salesperson.id, known_as=event.salesperson)
+    await _notify(
+        conn,
+        deps,
+        event_id=event_id,
+        event_type=event.message_type,
+        order_id=event.order_id,
+        recipients=[domain.Recipient(person)],
+        context=lambda r: domain.contract_drafted_context(
+            event, language=r.person.language, console=deps.console
+        ),
+    )
+
+
+async def on_round_opened(
+    conn: Connection, event: ReviewRoundOpened, *, event_id: str, deps: Notifying
+) -> None:
+    # a person who is the contact of several reviewing departments hears it once
+    departments_of: dict[str, list[str]] = {}
+    for department in event.departments:
+        contacts = deps.directory.contacts(department)
+        if not contacts:
+            log.info("no contacts configured for department", department=department)
+        for pid in contacts:
+            departments_of.setdefault(pid, []).append(department)
+    recipients = [
+        domain.Recipient(deps.directory.person(pid), {"departments": depts})
+        for pid, depts in departments_of.items()
+    ]
+    await _notify(
+        conn,
+        deps,
+        event_id=event_id,
+        event_type=event.message_type,
+        order_id=event.order_id,
+        recipients=recipients,
+        context=lambda r: domain.round_opened_context(
+            event, r.context["departments"], language=r.person.language, console=deps.console
+        ),
+    )
+
+
+async def on_review_overdue(
+    conn: Connection, event: ReviewOverdue, *, event_id: str, deps: Notifying
+) -> None:
+    escalation = deps.directory.escalation(event.department)
+    contacts = [p for p in deps.directory.contacts(event.department) if p not in escalation]
+    if not escalation and not contacts:
+        log.warning("overdue review, but no one to tell", department=event.department)
+    recipients = [
+        domain.Recipient(deps.directory.person(pid), {"escalation": True}) for pid in escalation
+    ] + [domain.Recipient(deps.directory.person(pid), {"escalation": False}) for pid in contacts]
+    await _notify(
+        conn,
+        deps,
+        event_id=event_id,
+        event_type=event.message_type,
+        order_id=event.order_id,
+        recipients=recipients,
+        context=lambda r: domain.overdue_context(
+            event,
+            escalation=r.context["escalation"],
+            language=r.person.language,
+            tz=r.person.tz,
+            console=deps.console,
+        ),
+    )
+
+
+# --- deliveries out ----------------------------------------------------------------------
+
+
+async def _delivered_event(conn: Connection, row: asyncpg.Record) -> None:
+    await outbox.enqueue(
+        conn,
+        NotificationDelivered(
+            notification_id=row["id"],
+            order_id=row["order_id"],
+            recipient=row["recipient"],
+            channel=row["channel"],
+            event_type=row["event_type"],
+            delivered_at=row["delivered_at"] or datetime.now(UTC),
+        ),
+        exchange=topology.EVENTS,
+        correlation_id=row["order_id"],
+    )
+
+
+async def _failed_event(conn: Connection, row: asyncpg.Record) -> None:
+    await outbox.enqueue(
+        conn,
+        NotificationFailed(
+            notification_id=row["id"],
+            order_id=row["order_id"],
+            recipient=row["recipient"],
+            channel=row["channel"],
+            event_type=row["event_type"],
+            error=row["last_error"] or "failed",
+            failed_at=row["failed_at"] or datetime.now(UTC),
+        ),
+        exchange=topology.EVENTS,
+        correlation_id=row["order_id"],
+    )
+
+
+async def deliver_next(pool: Pool, channel: Channel, *, policy: DeliveryPolicy) -> bool:
+    """Send the channel's next due delivery; False when nothing is due.
+
+    The row is leased to this worker in one short transaction and the outcome written in
+    another, so no database connection waits on a slow receiver. A worker that dies
+    mid-send leaves the lease to run out and the delivery is sent again: at least once,
+    with the same delivery id for the receiver to de-duplicate.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repository.next_due(conn, channel=channel.name)
+        if row is None:
+            return False
+        if channel.rate_limit is not None and channel.rate_key is not None:
+            await repository.lock_target(conn, target=channel.rate_key)
+            free_at = await repository.rate_free_at(
+                conn,
+                target=channel.rate_key,
+                limit=channel.rate_limit.limit,
+                window=channel.rate_limit.window,
+                lease=policy.lease,
+            )
+            if free_at is not None:
+                # over the robot's limit: the message waits its turn, it is never dropped
+                await repository.postpone(conn, delivery_id=row["id"], until=free_at)
+                DELIVERIES.labels(channel.name, "rate_limited").inc()
+                return True
+            await repository.take_slot(conn, target=channel.rate_key, delivery_id=row["id"])
+        attempt = await repository.start_sending(conn, delivery_id=row["id"], lease=policy.lease)
+
+    message = Outgoing.from_row(row)
+    error: SendError | None = None
+    try:
+        async with asyncio.timeout(policy.timeout):
+            await channel.send(message)
+    except SendError as exc:
+        error = exc
+    except TimeoutError:
+        error = SendError(f"no answer within {policy.timeout:g}s")
+    except Exception as exc:  # a fault of ours while sending: retried like any other
+        log.exception("sending failed unexpectedly", delivery_id=str(message.id))
+        error = SendError(f"{type(exc).__name__}: {exc}")
+
+    async with pool.acquire() as conn, conn.transaction():
+        if channel.rate_key is not None:
+            await repository.finish_slot(conn, delivery_id=message.id)
+        if error is None:
+            done = await repository.mark_delivered(conn, delivery_id=message.id, attempt=attempt)
+            if done is not None:
+                await _delivered_event(conn, done)
+            DELIVERIES.labels(channel.name, "delivered").inc()
+            return True
+        bound = log.bind(delivery_id=str(message.id), channel=channel.name, attempt=attempt)
+        if error.permanent or attempt >= policy.max_attempts:
+            failed = await repository.mark_failed(
+                conn, delivery_id=message.id, attempt=attempt, error=str(error)
+            )
+            if failed is not None:
+                await _failed_event(conn, failed)
+                bound.warning("delivery failed", error=str(error), permanent=error.permanent)
+            DELIVERIES.labels(channel.name, "failed").inc()
+            return True
+        delay = (
+            min(error.retry_after, policy.backoff_max)
+            if error.retry_after is not None
+            else domain.retry_delay(attempt, base=policy.backoff_base, cap=policy.backoff_max)
+        )
+        await repository.schedule_retry(
+            conn, delivery_id=message.id, attempt=attempt, delay=delay, error=str(error)
+        )
+        bound.info("delivery will be retried", error=str(error), retry_in=round(delay, 3))
+        DELIVERIES.labels(channel.name, "retried").inc()
+    return True
+
+
+#: How long a delivery on a channel this replica does not have waits before it is failed:
+#: during a rolling update, another replica may already have the robot it names.
+UNROUTABLE_AFTER = 600.0
+
+
+async def fail_unroutable(
+    pool: Pool, *, channels: list[str], overdue_for: float = UNROUTABLE_AFTER
+) -> int:
+    """Mark failed the deliveries of channels this service does not have (a robot taken
+    out of the contacts file): visible and re-triable, instead of pending for ever."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await repository.unroutable(conn, channels=channels, overdue_for=overdue_for)
+        for row in rows:
+            failed = await repository.mark_failed(
+                conn,
+                delivery_id=row["id"],
+                attempt=None,
+                error=f"channel {row['channel']} is not configured on this service",
+            )
+            if failed is not None:
+                await _failed_event(conn, failed)
+    return len(rows)
+
+
+class NotRetriable(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def retry_delivery(pool: Pool, *, delivery_id: UUID) -> dict[str, Any] | None:
+    """An operator's retry of a failed delivery; None when there is no such delivery."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repository.retry(conn, delivery_id=delivery_id)
+        if row is not None:
+            return dict(row)
+        current = await repository.delivery(conn, delivery_id=delivery_id)
+    if current is None:
+        return None
+    raise NotRetriable(current["status"])

@@ -1,7 +1,13 @@
-"""Composition root of the notifier: settings, runtime, broker, HTTP app. No I/O here until
-the app's lifespan starts."""
+"""Composition root of the notifier: settings, contacts, templates, channels, runtime,
+broker, delivery worker, HTTP app. Nothing connects until the app's lifespan starts; the
+contacts file and the templates are read and checked here, so a mistake in either stops
+the service at once with the problem named."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -10,24 +16,89 @@ from orderflow.http import create_service_app
 from orderflow.logging import configure_logging
 from orderflow.service import ServiceRuntime
 
+from . import contacts
+from .adapters.mail import Mailer
+from .adapters.outgoing import Channel
+from .adapters.templates import Templates
+from .adapters.webhooks import WebhookChannel
 from .entrypoints import bus, http
+from .entrypoints.worker import DeliveryWorker
+from .handlers import DeliveryPolicy, Notifying
 from .settings import Settings
 
 SERVICE = "notifier"
 
 
+def build_channels(settings: Settings, directory: contacts.Directory) -> list[Channel]:
+    """Email when SMTP is configured, and one channel per robot in the contacts file."""
+    channels: list[Channel] = []
+    if settings.email_enabled:
+        channels.append(Mailer(settings))
+    for name, config in directory.webhooks.items():
+        channels.append(
+            WebhookChannel(
+                name,
+                config,
+                timeout=settings.delivery_timeout,
+                rate_limit=config.rate_limit or settings.rate_limit(config.kind),
+            )
+        )
+    return channels
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # type: ignore[call-arg]  # values come from the env
+    directory = contacts.load(settings.contacts_file)
+    templates = Templates(settings.template_dir)
+    templates.check()
+    deps = Notifying(
+        directory=directory,
+        templates=templates,
+        console=settings.console_base_url,
+        email_enabled=settings.email_enabled,
+    )
     runtime = ServiceRuntime(
         service=SERVICE, schema="notifier", package="notifier", settings=settings, queues=bus.QUEUES
     )
-    bus.register(runtime)
+    bus.register(runtime, deps)
     app = create_service_app(
         runtime,
         title="Orderflow notifier",
-        description="Tells salespeople and reviewers what happened to their orders.",
+        description="Tells salespeople and reviewers what happened to their orders: in-app "
+        "inbox, email and chat robots, delivered with retries.",
     )
     app.include_router(http.router)
+
+    def channels() -> Sequence[Channel]:
+        # built at start, not here: each robot's HTTP client belongs to the running loop
+        return build_channels(settings, directory)
+
+    policy = DeliveryPolicy(
+        max_attempts=settings.delivery_max_attempts,
+        backoff_base=settings.delivery_backoff_base,
+        backoff_max=settings.delivery_backoff_max,
+        timeout=settings.delivery_timeout,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        async with runtime.lifespan():
+            worker = DeliveryWorker(
+                lambda: runtime.pool,
+                channels(),
+                policy=policy,
+                concurrency=settings.delivery_concurrency,
+                poll_interval=settings.delivery_poll_interval,
+            )
+            app.state.delivery_worker = worker
+            await worker.start()
+            try:
+                yield
+            finally:
+                # sends in flight finish first; the runtime's relay then publishes their events
+                await worker.stop()
+
+    app.router.lifespan_context = lifespan
     return app
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
 
@@ -11,24 +14,44 @@ from orderflow.db import Connection
 from orderflow.messages import (
     ContractDrafted,
     NotificationDelivered,
+    NotificationFailed,
     OrderApproved,
     OrderChangesRequested,
+    ReviewOverdue,
+    ReviewRoundOpened,
 )
 from orderflow.service import ServiceRuntime
 
 from .. import handlers
 
 EVENTS = topology.exchange(topology.EVENTS)
+
+# reviewers learn a review waits
+NOTIFIER_ROUND_OPENED = topology.NOTIFIER_ROUND_OPENED
+
 QUEUES = (
     topology.NOTIFIER_CHANGES_REQUESTED,
     topology.NOTIFIER_APPROVED,
     topology.NOTIFIER_CONTRACT_DRAFTED,
+    topology.NOTIFIER_REVIEW_OVERDUE,
+    NOTIFIER_ROUND_OPENED,
 )
 
 
-def register(runtime: ServiceRuntime) -> None:
+def register(runtime: ServiceRuntime, deps: handlers.Notifying) -> None:
     broker = runtime.broker
-    console = runtime.settings.console_base_url
+
+    async def once(
+        msg: RabbitMessage,
+        consumer: str,
+        handle: Callable[[Connection, str], Awaitable[None]],
+    ) -> None:
+        event_id = str(msg.raw_message.message_id)
+
+        async def effect(conn: Connection) -> None:
+            await handle(conn, event_id)
+
+        await apply_once(runtime.pool, msg, consumer=consumer, effect=effect)
 
     @broker.subscriber(
         topology.NOTIFIER_CHANGES_REQUESTED.rabbit_queue(),
@@ -38,13 +61,11 @@ def register(runtime: ServiceRuntime) -> None:
     )
     async def order_changes_requested(event: OrderChangesRequested, msg: RabbitMessage) -> None:
         """Tell the salesperson what every department asked to change."""
-
-        async def effect(conn: Connection) -> None:
-            await handlers.on_changes_requested(
-                conn, event, event_id=str(msg.raw_message.message_id), console=console
-            )
-
-        await apply_once(runtime.pool, msg, consumer="notifier.changes-requested", effect=effect)
+        await once(
+            msg,
+            "notifier.changes-requested",
+            lambda conn, eid: handlers.on_changes_requested(conn, event, event_id=eid, deps=deps),
+        )
 
     @broker.subscriber(
         topology.NOTIFIER_APPROVED.rabbit_queue(),
@@ -54,13 +75,11 @@ def register(runtime: ServiceRuntime) -> None:
     )
     async def order_approved(event: OrderApproved, msg: RabbitMessage) -> None:
         """Tell the salesperson the order passed review."""
-
-        async def effect(conn: Connection) -> None:
-            await handlers.on_approved(
-                conn, event, event_id=str(msg.raw_message.message_id), console=console
-            )
-
-        await apply_once(runtime.pool, msg, consumer="notifier.approved", effect=effect)
+        await once(
+            msg,
+            "notifier.approved",
+            lambda conn, eid: handlers.on_approved(conn, event, event_id=eid, deps=deps),
+        )
 
     @broker.subscriber(
         topology.NOTIFIER_CONTRACT_DRAFTED.rabbit_queue(),
@@ -70,21 +89,52 @@ def register(runtime: ServiceRuntime) -> None:
     )
     async def contract_drafted(event: ContractDrafted, msg: RabbitMessage) -> None:
         """Tell the salesperson the contract is ready."""
+        await once(
+            msg,
+            "notifier.contract-drafted",
+            lambda conn, eid: handlers.on_contract_drafted(conn, event, event_id=eid, deps=deps),
+        )
 
-        async def effect(conn: Connection) -> None:
-            await handlers.on_contract_drafted(
-                conn, event, event_id=str(msg.raw_message.message_id), console=console
-            )
+    @broker.subscriber(
+        NOTIFIER_ROUND_OPENED.rabbit_queue(),
+        EVENTS,
+        ack_policy=AckPolicy.MANUAL,
+        no_reply=True,
+    )
+    async def review_round_opened(event: ReviewRoundOpened, msg: RabbitMessage) -> None:
+        """Tell each reviewing department's contacts that a review waits for them."""
+        await once(
+            msg,
+            "notifier.round-opened",
+            lambda conn, eid: handlers.on_round_opened(conn, event, event_id=eid, deps=deps),
+        )
 
-        await apply_once(runtime.pool, msg, consumer="notifier.contract-drafted", effect=effect)
+    @broker.subscriber(
+        topology.NOTIFIER_REVIEW_OVERDUE.rabbit_queue(),
+        EVENTS,
+        ack_policy=AckPolicy.MANUAL,
+        no_reply=True,
+    )
+    async def review_overdue(event: ReviewOverdue, msg: RabbitMessage) -> None:
+        """Remind the department and tell its escalation contacts a review is overdue."""
+        await once(
+            msg,
+            "notifier.review-overdue",
+            lambda conn, eid: handlers.on_review_overdue(conn, event, event_id=eid, deps=deps),
+        )
 
     # documentation of what the outbox publishes (AsyncAPI); publishing goes through the outbox
-    broker.publisher(
-        "",
-        EVENTS,
-        routing_key=NotificationDelivered.message_type,
-        schema=NotificationDelivered,
-        title="notification.delivered",
-        description="A notification reached its recipient on a channel.",
-        include_in_schema=True,
-    )
+    documented: list[tuple[Any, str]] = [
+        (NotificationDelivered, "A notification reached its recipient on a channel."),
+        (NotificationFailed, "A notification could not be delivered after its last attempt."),
+    ]
+    for model, description in documented:
+        broker.publisher(
+            "",
+            EVENTS,
+            routing_key=model.message_type,
+            schema=model,
+            title=model.message_type,
+            description=description,
+            include_in_schema=True,
+        )

@@ -1,27 +1,32 @@
-"""The in-app inbox over HTTP."""
+"""The in-app inbox, and deliveries for operators, over HTTP."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, Field
 
 from orderflow.db import Pool
-from orderflow.http import Problem
+from orderflow.http import PROBLEM_RESPONSES, Problem
 
+from .. import handlers
 from ..adapters import repository
+
+Status = Literal["pending", "sending", "delivered", "failed"]
 
 
 class Notification(BaseModel):
     id: UUID
     event_type: str
     order_id: UUID | None
-    title: str
+    title: str = Field(description="The event's label, the same in every language")
+    subject: str = Field(description="The headline, in the person's language")
     body: str
-    link: str
+    link: str = Field(description="The order in the console")
+    language: str
     data: dict[str, Any]
     created_at: datetime
     read_at: datetime | None
@@ -35,17 +40,63 @@ class InboxPage(BaseModel):
     offset: int
 
 
+class UnreadCount(BaseModel):
+    total: int
+    unread: int
+
+
+class MarkedRead(BaseModel):
+    marked: int = Field(description="How many were unread and are now read")
+
+
+class Delivery(BaseModel):
+    id: UUID
+    event_id: str
+    event_type: str
+    recipient: str
+    channel: str = Field(description="inbox, email or webhook:<robot>")
+    address: str | None = Field(description="The email address or the robot's name")
+    order_id: UUID | None
+    subject: str
+    link: str
+    language: str
+    status: Status
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="When pending: when it is next tried")
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    failed_at: datetime | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Delivery:
+        waiting = row["status"] in ("pending", "sending")
+        return cls.model_validate(
+            {**row, "next_attempt_at": row["next_attempt_at"] if waiting else None}
+        )
+
+
+class DeliveryPage(BaseModel):
+    items: list[Delivery]
+    total: int
+    limit: int
+    offset: int
+
+
 def _pool(request: Request) -> Pool:
     return request.app.state.runtime.pool  # type: ignore[no-any-return]
 
 
-router = APIRouter(prefix="/api/v1", tags=["inbox"])
+router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
+
+Recipient = Annotated[str, Path(min_length=1, max_length=100)]
 
 
-@router.get("/inbox/{recipient}")
+@router.get("/inbox/{recipient}", tags=["inbox"])
 async def list_inbox(
     request: Request,
-    recipient: str,
+    recipient: Recipient,
     unread: Annotated[bool, Query(description="Only unread notifications")] = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -63,10 +114,74 @@ async def list_inbox(
     )
 
 
-@router.post("/inbox/{recipient}/{notification_id}/read", status_code=204)
-async def mark_read(request: Request, recipient: str, notification_id: UUID) -> None:
+@router.get("/inbox/{recipient}/unread", tags=["inbox"])
+async def unread_count(request: Request, recipient: Recipient) -> UnreadCount:
+    """How many in-app notifications a person has, and how many are unread (for a badge)."""
+    total, unread = await repository.counts(_pool(request), recipient=recipient)
+    return UnreadCount(total=total, unread=unread)
+
+
+@router.post("/inbox/{recipient}/read", tags=["inbox"])
+async def mark_all_read(request: Request, recipient: Recipient) -> MarkedRead:
+    """Mark every notification of a person read."""
+    return MarkedRead(marked=await repository.mark_all_read(_pool(request), recipient=recipient))
+
+
+@router.post("/inbox/{recipient}/{notification_id}/read", status_code=204, tags=["inbox"])
+async def mark_read(request: Request, recipient: Recipient, notification_id: UUID) -> None:
     """Mark one notification read."""
     if not await repository.mark_read(
         _pool(request), recipient=recipient, notification_id=notification_id
     ):
         raise Problem(404, "Notification not found", f"{notification_id} for {recipient}")
+
+
+@router.get("/deliveries", tags=["deliveries"])
+async def list_deliveries(
+    request: Request,
+    status: Annotated[Status | None, Query(description="e.g. failed")] = None,
+    channel: Annotated[str | None, Query(max_length=100)] = None,
+    recipient: Annotated[str | None, Query(max_length=100)] = None,
+    order_id: UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DeliveryPage:
+    """Deliveries on every channel, newest first; `status=failed` lists those to look at."""
+    rows, total = await repository.deliveries(
+        _pool(request),
+        status=status,
+        channel=channel,
+        recipient=recipient,
+        order_id=order_id,
+        limit=limit,
+        offset=offset,
+    )
+    return DeliveryPage(
+        items=[Delivery.of(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/deliveries/{delivery_id}", tags=["deliveries"])
+async def get_delivery(request: Request, delivery_id: UUID) -> Delivery:
+    """One delivery, with its attempts and last error."""
+    row = await repository.delivery(_pool(request), delivery_id=delivery_id)
+    if row is None:
+        raise Problem(404, "Delivery not found", str(delivery_id))
+    return Delivery.of(row)
+
+
+@router.post("/deliveries/{delivery_id}/retry", status_code=202, tags=["deliveries"])
+async def retry_delivery(request: Request, delivery_id: UUID) -> Delivery:
+    """Send a failed delivery again, now, with a fresh set of attempts."""
+    try:
+        row = await handlers.retry_delivery(_pool(request), delivery_id=delivery_id)
+    except handlers.NotRetriable as exc:
+        raise Problem(
+            409,
+            "Delivery is not failed",
+            f"{delivery_id} is {exc.status}; only a failed delivery can be retried",
+            type_="urn:orderflow:problem:not-retriable",
+        ) from exc
+    if row is None:
+        raise Problem(404, "Delivery not found", str(delivery_id))
+    return Delivery.of(row)

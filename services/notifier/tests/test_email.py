@@ -1,0 +1,155 @@
+"""Email through a real SMTP server (aiosmtpd on a free localhost port)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from orderflow.testing import eventually
+
+LINES = {
+    "zh": [
+        ("/payment/terms", "财务部", "预付比例至少 50%"),
+        ("/lines/0/unit_price", "生产部", "低于成本价 90.00"),
+        ("/delivery/date", "生产部", "交期需延后两周"),
+    ],
+    "en": [
+        ("/payment/terms", "Finance", "预付比例至少 50%"),
+        ("/lines/0/unit_price", "Production", "低于成本价 90.00"),
+        ("/delivery/date", "Production", "交期需延后两周"),
+    ],
+}
+
+
+def person(language: str) -> dict[str, Any]:
+    return {
+        "id": "zhang.wei",
+        "name": "张伟",
+        "email": "zhang.wei@example.com",
+        "language": language,
+        "channels": ["inbox", "email"],
+    }
+
+
+def parts(message: Any) -> dict[str, str]:
+    found = {}
+    for part in message.walk():
+        if part.get_content_type() in ("text/plain", "text/html"):
+            found[part.get_content_type()] = part.get_content()
+    return found
+
+
+@pytest.mark.parametrize(
+    ("language", "subject", "checklist_line"),
+    [
+        (
+            "zh",
+            "订单 {ref} 需要修改（第 1 版）",
+            "[ ] 付款 › 条款（/payment/terms）— 财务部：预付比例至少 50%",
+        ),
+        (
+            "en",
+            "Order {ref} needs changes (revision 1)",
+            "[ ] Payment › Terms (/payment/terms) - Finance: 预付比例至少 50%",
+        ),
+    ],
+)
+async def test_changes_requested_email_has_both_parts_and_the_checklist(
+    start_notifier: Any,
+    smtp: Any,
+    send_event: Any,
+    changes_requested_event: Any,
+    heard: Any,
+    language: str,
+    subject: str,
+    checklist_line: str,
+) -> None:
+    async with start_notifier({"people": [person(language)]}, smtp=smtp) as service:
+        event = changes_requested_event()
+        await send_event(event)
+        [mail] = await smtp.wait(1)
+
+        assert mail.mail_from == "orderflow@example.com"
+        assert mail.rcpt_tos == ["zhang.wei@example.com"]
+        # the headers travel as RFC 2047 encoded words: 7-bit ASCII only
+        assert mail.raw_headers.isascii()
+        assert b"=?utf-8?" in mail.raw_headers.lower()
+        message = mail.message
+        ref = str(event.order_id)[:8]
+        assert message["Subject"] == subject.format(ref=ref)
+        [to] = message["To"].addresses
+        assert (to.display_name, to.addr_spec) == ("张伟", "zhang.wei@example.com")
+        [sender] = message["From"].addresses
+        assert (sender.display_name, sender.addr_spec) == ("订单评审", "orderflow@example.com")
+        assert message.get_content_type() == "multipart/alternative"
+
+        body = parts(message)
+        assert set(body) == {"text/plain", "text/html"}
+        link = f"http://console.example/orders/{event.order_id}"
+        for text in body.values():
+            assert link in text
+            for pointer, department, remark in LINES[language]:
+                assert pointer in text and department in text and remark in text
+        assert checklist_line in body["text/plain"]
+        assert body["text/plain"].count("[ ] ") == 3
+        assert body["text/html"].count("&#9744;") == 3
+
+        email_row = await service.delivery_of("email")
+        assert message["Message-ID"] == f"<{email_row['id']}@example.com>"
+        assert message["X-Orderflow-Delivery"] == email_row["id"]
+        delivered = await service.until_status(email_row["id"], "delivered")
+        assert delivered["attempts"] == 1 and delivered["last_error"] is None
+        [event_out] = await heard.of("notification.delivered", channel="email")
+        assert event_out["notification_id"] == email_row["id"]
+        assert event_out["order_id"] == str(event.order_id)
+
+        # the inbox keeps its stable label, with the person's language in subject and body
+        page = (await service.client.get("/api/v1/inbox/zhang.wei")).json()
+        [note] = page["items"]
+        assert note["title"] == "Changes requested"
+        assert note["subject"] == subject.format(ref=ref)
+        assert checklist_line in note["body"]
+
+
+async def test_a_duplicated_event_sends_one_email(
+    start_notifier: Any, smtp: Any, send_event: Any, changes_requested_event: Any
+) -> None:
+    async with start_notifier({"people": [person("zh")]}, smtp=smtp) as service:
+        event = changes_requested_event()
+        message_id = "6f1c1c3e-3f43-4a35-9d4b-3a1d1f0c9e21"
+        for _ in range(3):
+            await send_event(event, message_id=message_id)
+        await smtp.wait(1)
+        row = await service.delivery_of("email")
+        await service.until_status(row["id"], "delivered")
+        await asyncio.sleep(1.0)  # time for any second email to arrive
+        assert len(smtp.received) == 1
+        rows = await service.deliveries(order_id=str(event.order_id))
+        assert sorted(r["channel"] for r in rows) == ["email", "inbox"]
+
+
+async def test_someone_not_in_the_contacts_file_is_mailed_at_the_address_the_event_gives(
+    start_notifier: Any, smtp: Any, send_event: Any, changes_requested_event: Any
+) -> None:
+    from orderflow.messages import Salesperson
+
+    async with start_notifier(None, smtp=smtp) as service:
+        event = changes_requested_event(salesperson="chen.jing", name="陈静")
+        event = event.model_copy(
+            update={
+                "salesperson": Salesperson(id="chen.jing", name="陈静", email="chen@example.com")
+            }
+        )
+        await send_event(event)
+        [mail] = await smtp.wait(1)
+        assert mail.rcpt_tos == ["chen@example.com"]
+        # the default language is Chinese
+        assert mail.message["Subject"].startswith("订单 ")
+
+        async def inbox() -> Any:
+            page = (await service.client.get("/api/v1/inbox/chen.jing")).json()
+            return page if page["total"] == 1 else None
+
+        await eventually(inbox)
