@@ -132,7 +132,28 @@ ensure_vhost() {
 }
 
 # uv, the environment, both servers and the management plugin.
+# Debian packages the services need: CJK fonts for the Chinese contracts (the contracts
+# service refuses to start without them), poppler-utils for the tests that read PDFs back.
+SYSTEM_PACKAGES=(fonts-noto-cjk poppler-utils)
+
+ensure_system_packages() {
+    local missing=() package
+    for package in "${SYSTEM_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed"; then
+            missing+=("$package")
+        fi
+    done
+    ((${#missing[@]})) || return 0
+    command -v apt-get >/dev/null 2>&1 || die "install ${missing[*]} (Debian package names)"
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    { timeout 900 apt-get update -qq &&
+        timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null ||
+        die "could not install ${missing[*]}"
+}
+
 setup_all() {
+    ensure_system_packages
     ensure_uv
     sync_python
     ensure_postgres

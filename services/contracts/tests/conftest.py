@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from typing import Any
 import pytest
 
 from orderflow.messages import (
+    Annotation,
+    AttachmentKind,
+    AttachmentRef,
     Decision,
     DepartmentFeedback,
     OrderApproved,
@@ -30,12 +34,44 @@ def example(name: str) -> dict[str, Any]:
     return data
 
 
+def attachment(name: str, kind: AttachmentKind = AttachmentKind.DRAWING) -> AttachmentRef:
+    """A file as intake describes it, its hash that of its name (the bytes stay in intake)."""
+    return AttachmentRef(
+        id=uuid.uuid5(uuid.NAMESPACE_URL, name),
+        name=name,
+        kind=kind,
+        content_type="application/pdf",
+        size=len(name) * 1000,
+        sha256=hashlib.sha256(name.encode()).hexdigest(),
+        download_path=f"/api/v1/attachments/{uuid.uuid5(uuid.NAMESPACE_URL, name)}",
+    )
+
+
+#: The technical department's approval of a custom product, with remarks on two fields.
+TECHNICAL_REVIEW = DepartmentFeedback(
+    department="technical",
+    decision=Decision.APPROVE,
+    reviewer=Reviewer(id="liu.yang", name="刘洋"),
+    comment="密封面加工可行，按附图执行",
+    annotations=[
+        Annotation(
+            field="/technical_requirements", message="粗糙度 Ra1.6 需专用刀具", severity="info"
+        ),
+        Annotation(
+            field="/lines/0/specification", message="法兰厚度按 20 mm 加工", severity="minor"
+        ),
+    ],
+)
+
+
 def approval(
     name: str = "product",
     *,
     order_id: uuid.UUID | None = None,
     revision: int = 1,
     change: Callable[[dict[str, Any]], None] | None = None,
+    attachments: Sequence[AttachmentRef] = (),
+    feedback: Sequence[DepartmentFeedback] = (),
 ) -> OrderApproved:
     document = example(name)
     if change is not None:
@@ -53,9 +89,22 @@ def approval(
                 reviewer=Reviewer(id=f"{department}.lead"),
             )
             for department in ("supervisor", "production", "finance")
-        ],
+        ]
+        + list(feedback),
         approved_at=datetime.now(UTC),
+        attachments=list(attachments),
     )
+
+
+def in_language(language: str, order_type: str | None = None) -> Callable[[dict[str, Any]], None]:
+    """A change to an example order: the customer's language, and the order type."""
+
+    def change(document: dict[str, Any]) -> None:
+        document["customer"]["language"] = language
+        if order_type is not None:
+            document["order_type"] = order_type
+
+    return change
 
 
 @pytest.fixture

@@ -283,29 +283,47 @@ async def test_concurrent_approvals_get_consecutive_numbers(
     infra: Infra, amqp: Any, approve: Approve
 ) -> None:
     # two instances of the service on the same broker and database; a small prefetch makes
-    # each take its share of the burst
-    async with service(infra, prefetch=4) as (client, pool), service(infra, prefetch=4):
+    # each take its share of the burst. Every draft typesets its PDF while it holds the
+    # number counter, so this is also the drafting throughput of the whole deployment.
+    count = 200
+    async with (
+        service(infra, prefetch=4) as (_, pool),
+        service(infra, prefetch=4) as (
+            other,
+            _,
+        ),
+    ):
         await probe(amqp)
-        events = [approve("product" if i % 2 else "service") for i in range(100)]
+        events = [approve("product" if i % 2 else "service") for i in range(count)]
         await asyncio.gather(*(send(amqp, e) for e in events))
 
         async def all_drafted() -> bool:
-            return bool(await pool.fetchval("SELECT count(*) FROM contracts") == 100)
+            return bool(await pool.fetchval("SELECT count(*) FROM contracts") == count)
 
-        await eventually(all_drafted, timeout=60)
+        await eventually(all_drafted, timeout=120)
         await settled(pool)
         year = year_now(infra)
-        rows = await pool.fetch("SELECT number, order_id FROM contracts")
-        assert sorted(r["number"] for r in rows) == [f"HT-{year}-{i:06d}" for i in range(1, 101)]
+        rows = await pool.fetch(
+            """SELECT c.number, c.order_id, c.document_sha256, d.sha256
+               FROM contracts c JOIN contract_documents d
+                 ON d.contract_id = c.id AND d.kind = 'drafted'"""
+        )
+        assert sorted(r["number"] for r in rows) == [
+            f"HT-{year}-{i:06d}" for i in range(1, count + 1)
+        ]
         assert {r["order_id"] for r in rows} == {e.order_id for e in events}
+        # every contract has its own document, and each prints its own number
+        assert all(r["document_sha256"] == r["sha256"] for r in rows)
+        assert len({r["sha256"] for r in rows}) == count
         drafted = [
             ContractDrafted.model_validate_json(m.body)
-            for m in await get_messages(amqp, PROBE, 100)
+            for m in await get_messages(amqp, PROBE, count)
         ]
-        assert len({d.contract_number for d in drafted}) == 100
+        assert len({d.contract_number for d in drafted}) == count
         assert {d.order_id for d in drafted} == {e.order_id for e in events}
         assert await queue_depth(amqp, APPROVED.dlq) == 0
         # either instance answers for every contract
         some = events[37]
-        [contract] = await contracts_of(client, some.order_id, 1)
+        [contract] = await contracts_of(other, some.order_id, 1)
         assert contract["content"]["buyer"]["name"] == some.order.customer.name
+        assert (await other.get(contract["document"]["href"])).status_code == 200

@@ -11,8 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from contracts import domain
+from contracts.domain import Action, ContractStatus
 from contracts.settings import Settings
-from orderflow.messages import OrderApproved
+from orderflow.messages import AttachmentKind, OrderApproved
+
+from .conftest import TECHNICAL_REVIEW, attachment
 
 Approve = Callable[..., OrderApproved]  # the `approve` fixture of conftest.py
 
@@ -202,8 +205,13 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONTRACTS_SELLER_NAME", "苏州恒达机械制造有限公司")
     monkeypatch.setenv("CONTRACTS_SELLER_BANK_ACCOUNT", "1102 0203")
     monkeypatch.setenv("CONTRACTS_CONTRACT_NUMBER_PATTERN", "SC{year}{seq:04d}")
+    monkeypatch.setenv("CONTRACTS_FONT_PATH", "/opt/fonts/noto:/opt/fonts/extra")
+    monkeypatch.setenv("CONTRACTS_SIGNED_COPY_MAX_BYTES", "1048576")
     settings = Settings()  # type: ignore[call-arg]
     assert settings.http_port == 8002
+    assert [str(d) for d in settings.font_dirs] == ["/opt/fonts/noto", "/opt/fonts/extra"]
+    assert settings.signed_copy_max_bytes == 1024 * 1024
+    assert (settings.templates / "product.zh.typ").is_file()  # the packaged templates
     assert settings.seller.name == "苏州恒达机械制造有限公司"
     assert settings.seller.bank_account == "1102 0203"
     assert settings.seller.address is None
@@ -213,3 +221,88 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert datetime(2026, 12, 31, 16, 30, tzinfo=UTC).astimezone(settings.timezone).year == 2027
     with pytest.raises(ValidationError, match="unknown time zone"):
         Settings(number_timezone="Mars/Olympus")  # type: ignore[call-arg]
+    monkeypatch.setenv("CONTRACTS_TEMPLATE_DIR", "/nonexistent/templates")
+    with pytest.raises(ValidationError, match="/nonexistent/templates is not a folder"):
+        Settings()  # type: ignore[call-arg]
+
+
+def test_attachments_and_the_technical_review_become_annexes(approve: Approve) -> None:
+    drawing = attachment("法兰图纸 FL-50-16.pdf")
+    spec = attachment("requirements.docx", AttachmentKind.REQUIREMENTS_SPEC)
+    confirmation = attachment("confirmation.eml", AttachmentKind.CUSTOMER_CONFIRMATION)
+
+    def custom(document: dict[str, Any]) -> None:
+        document["order_type"] = "custom"
+
+    event = approve(
+        "product",
+        change=custom,
+        attachments=[drawing, confirmation, spec],
+        feedback=[TECHNICAL_REVIEW],
+    )
+    content = domain.draft(event, number="HT-2026-000001", seller=SELLER, drafted_at=DRAFTED_AT)
+    assert content.order_type == "custom"
+    # the customer's confirmation is evidence kept with the order, not a term of the contract
+    assert [(a.name, a.kind, a.sha256, a.size) for a in content.attachments] == [
+        (drawing.name, "drawing", drawing.sha256, drawing.size),
+        (spec.name, "requirements_spec", spec.sha256, spec.size),
+    ]
+    [review] = content.technical_reviews
+    assert review.reviewer == "刘洋"
+    assert review.comment == "密封面加工可行，按附图执行"
+    assert [(n.field, n.severity) for n in review.notes] == [
+        ("/technical_requirements", "info"),
+        ("/lines/0/specification", "minor"),
+    ]
+    # stored and read back as it was
+    assert domain.ContractContent.model_validate(domain.stored(content)) == content
+    # a contract stored before attachments existed still reads
+    old = domain.stored(content)
+    del old["attachments"], old["technical_reviews"]
+    assert domain.ContractContent.model_validate(old).attachments == []
+
+
+@pytest.mark.parametrize(
+    ("status", "action", "after"),
+    [
+        (ContractStatus.DRAFTED, Action.SEND, ContractStatus.SENT),
+        (ContractStatus.SENT, Action.SIGN, ContractStatus.SIGNED),
+        (ContractStatus.DRAFTED, Action.VOID, ContractStatus.VOIDED),
+        (ContractStatus.SENT, Action.VOID, ContractStatus.VOIDED),
+        (ContractStatus.DRAFTED, Action.SIGN, None),
+        (ContractStatus.SENT, Action.SEND, None),
+        (ContractStatus.SIGNED, Action.SEND, None),
+        (ContractStatus.SIGNED, Action.SIGN, None),
+        (ContractStatus.SIGNED, Action.VOID, None),
+        (ContractStatus.VOIDED, Action.SEND, None),
+        (ContractStatus.VOIDED, Action.SIGN, None),
+        (ContractStatus.VOIDED, Action.VOID, None),
+        (ContractStatus.SUPERSEDED, Action.SEND, None),
+        (ContractStatus.SUPERSEDED, Action.SIGN, None),
+        (ContractStatus.SUPERSEDED, Action.VOID, None),
+    ],
+)
+def test_lifecycle(status: ContractStatus, action: Action, after: ContractStatus | None) -> None:
+    if after is not None:
+        assert domain.transition(status, action) == after
+        return
+    with pytest.raises(domain.InvalidTransition) as caught:
+        domain.transition(status, action)
+    assert caught.value.current == status
+    assert f"the contract is {status.value}" in str(caught.value)
+
+
+def test_a_document_is_served_only_when_its_bytes_match_the_recorded_hashes() -> None:
+    data = b"%PDF-1.7 contract"
+    digest = domain.sha256(data)
+    assert domain.verified(data, expected=(digest, digest)) == data
+    with pytest.raises(domain.DocumentCorrupt) as caught:
+        domain.verified(data + b" ", expected=(digest,))
+    assert caught.value.expected == digest
+    assert caught.value.actual == domain.sha256(data + b" ")
+    # a row whose hash was changed with its bytes still fails the contract's own hash
+    forged = data.replace(b"contract", b"contrast")
+    with pytest.raises(domain.DocumentCorrupt):
+        domain.verified(forged, expected=(domain.sha256(forged), digest))
+    assert domain.is_pdf(data)
+    assert not domain.is_pdf(b"PK\x03\x04 a zip named .pdf")

@@ -7,6 +7,7 @@ record later) sees exactly the terms that were drafted, whatever happens to the 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import string
 from decimal import Decimal
 from enum import StrEnum
@@ -16,6 +17,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from orderflow.messages import (
+    AttachmentKind,
     DecimalStr,
     Language,
     OrderApproved,
@@ -44,6 +46,189 @@ class ContractStatus(StrEnum):
 #: Only a draft is replaced by a later revision's contract: once a contract has gone to the
 #: customer, replacing it is a decision for a person, not for an event.
 SUPERSEDABLE = (ContractStatus.DRAFTED,)
+
+
+class Action(StrEnum):
+    """What a person does to a contract."""
+
+    SEND = "send"
+    SIGN = "sign"
+    VOID = "void"
+
+
+#: Which statuses each action starts from, and where it leads. A signed contract is not
+#: voided here: undoing a signed agreement is a legal act of its own, not a status change.
+_TRANSITIONS: dict[Action, tuple[frozenset[ContractStatus], ContractStatus]] = {
+    Action.SEND: (frozenset({ContractStatus.DRAFTED}), ContractStatus.SENT),
+    Action.SIGN: (frozenset({ContractStatus.SENT}), ContractStatus.SIGNED),
+    Action.VOID: (frozenset({ContractStatus.DRAFTED, ContractStatus.SENT}), ContractStatus.VOIDED),
+}
+
+
+class InvalidTransition(Exception):
+    """The action is not possible in the contract's current status."""
+
+    def __init__(self, action: Action, current: ContractStatus) -> None:
+        allowed, _ = _TRANSITIONS[action]
+        self.action = action
+        self.current = current
+        self.allowed = sorted(s.value for s in allowed)
+        super().__init__(
+            f"the contract is {current.value}; only a contract that is "
+            f"{' or '.join(self.allowed)} can be {past_tense(action)}"
+        )
+
+
+def past_tense(action: Action) -> str:
+    return {Action.SEND: "sent", Action.SIGN: "signed", Action.VOID: "voided"}[action]
+
+
+def transition(current: ContractStatus, action: Action) -> ContractStatus:
+    """The status after `action`; InvalidTransition when the current status forbids it."""
+    allowed, target = _TRANSITIONS[action]
+    if current not in allowed:
+        raise InvalidTransition(action, current)
+    return target
+
+
+# --- stored documents -------------------------------------------------------------------
+
+PDF_MEDIA_TYPE = "application/pdf"
+
+
+class DocumentKind(StrEnum):
+    DRAFTED = "drafted"
+    SIGNED_COPY = "signed_copy"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_pdf(data: bytes) -> bool:
+    """Judged from the bytes, never from a declared content type or file name."""
+    return data.startswith(b"%PDF-")
+
+
+class DocumentCorrupt(Exception):
+    """A stored document's bytes no longer match the hash recorded when it was stored."""
+
+    def __init__(self, *, expected: str, actual: str) -> None:
+        super().__init__(f"stored SHA-256 {expected}, the bytes hash to {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+def verified(data: bytes, *, expected: tuple[str, ...]) -> bytes:
+    """The bytes, when they hash to every recorded hash; DocumentCorrupt otherwise."""
+    actual = sha256(data)
+    for recorded in expected:
+        if actual != recorded:
+            raise DocumentCorrupt(expected=recorded, actual=actual)
+    return data
+
+
+# --- amounts in capital Chinese numerals (大写金额) ------------------------------------
+
+_DIGITS = "零壹贰叁肆伍陆柒捌玖"
+_PLACES = ("", "拾", "佰", "仟")
+_GROUPS = ("", "万", "亿", "万亿")
+_CENT = Decimal("0.01")
+#: 万亿 is the largest group named: an amount must stay below 10^16.
+MAX_CAPITAL = Decimal(10) ** 16
+
+#: How the currency is named before a capital amount; another currency shows its code.
+CURRENCY_NAMES_ZH = {
+    "CNY": "人民币",
+    "USD": "美元",
+    "EUR": "欧元",
+    "JPY": "日元",
+    "GBP": "英镑",
+    "HKD": "港币",
+}
+
+
+def _group(value: int) -> str:
+    """0 < value < 10000 in numerals: a run of zeros inside becomes one 零, trailing zeros
+    are silent, and 10 to 19 keep their 壹 (壹拾, as financial writing requires)."""
+    digits = f"{value:04d}"
+    out: list[str] = []
+    pending_zero = False
+    for index, char in enumerate(digits):
+        digit = int(char)
+        place = _PLACES[3 - index]
+        if digit == 0:
+            pending_zero = bool(out)
+            continue
+        if pending_zero:
+            out.append("零")
+            pending_zero = False
+        out.append(_DIGITS[digit] + place)
+    return "".join(out)
+
+
+def _integer(value: int) -> str:
+    """The yuan part, by groups of four digits (个, 万, 亿, 万亿)."""
+    groups: list[int] = []
+    while value:
+        value, group = divmod(value, 10000)
+        groups.append(group)
+    out: list[str] = []
+    zero_between = False
+    for power in range(len(groups) - 1, -1, -1):
+        group = groups[power]
+        if group == 0:
+            # a whole group of zeros between two non-zero groups: one 零 for the run
+            zero_between = bool(out)
+            continue
+        # a group below 1000 after a higher group has leading zeros: 壹万零伍
+        if out and (zero_between or group < 1000):
+            out.append("零")
+        zero_between = False
+        out.append(_group(group) + _GROUPS[power])
+    return "".join(out)
+
+
+def capital_numerals(amount: Decimal) -> str:
+    """An amount in capital Chinese numerals, by the People's Bank of China rules for
+    writing amounts (《支付结算办法》附件一, 正确填写票据和结算凭证的基本规定):
+
+    - a zero, or a run of zeros, inside the number is written as one 零 (壹万零伍元整);
+    - zeros at the end of a 万 or 亿 group are silent (壹拾万柒仟元);
+    - when the yuan digit is 0 and 角 follows, 零 is written after 元 (壹拾万元零伍角,
+      the first of the two forms the rules allow), and 零 stands for a 角 of 0 before 分;
+    - 整 follows an amount that ends at 元, never one that ends at 分, nor (as the rules
+      permit) one that ends at 角;
+    - below one yuan nothing is written for the yuan (柒分, 伍角).
+    """
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{amount} cannot be written in capital numerals: not an amount >= 0")
+    if amount.quantize(_CENT) != amount:
+        raise ValueError(f"{amount} has fractions of a cent")
+    if amount >= MAX_CAPITAL:
+        raise ValueError(f"{amount} is too large to be written in capital numerals")
+    cents = int(amount * 100)
+    yuan, rest = divmod(cents, 100)
+    jiao, fen = divmod(rest, 10)
+    if cents == 0:
+        return "零元整"
+    out = _integer(yuan) + "元" if yuan else ""
+    if jiao == 0 and fen == 0:
+        return out + "整"
+    if jiao:
+        if yuan and yuan % 10 == 0:
+            out += "零"
+        out += _DIGITS[jiao] + "角"
+    elif yuan:
+        out += "零"
+    if fen:
+        out += _DIGITS[fen] + "分"
+    return out
+
+
+def capital_amount(amount: Decimal, *, currency: str) -> str:
+    """The capital amount with its currency named in front: 人民币贰万零柒佰陆拾玖元肆角."""
+    return CURRENCY_NAMES_ZH.get(currency, currency) + capital_numerals(amount)
 
 
 class IncompleteOrder(Exception):
@@ -159,10 +344,47 @@ class PaymentTerms(Model):
     settlement_days: int | None = None
 
 
+class AnnexFile(Model):
+    """A file of the order that is part of the contract, named with its SHA-256 so either
+    party can show that the file at hand is the one agreed."""
+
+    name: str
+    kind: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+class TechnicalNote(Model):
+    field: str = Field(description="JSON pointer into the order the remark is about")
+    message: str
+    severity: str
+
+
+class TechnicalReview(Model):
+    """What the technical department said when it approved the revision."""
+
+    reviewer: str
+    comment: str | None = None
+    notes: list[TechnicalNote] = Field(default_factory=list)
+
+
+#: The department whose remarks a custom product's technical annex carries.
+TECHNICAL = "technical"
+
+#: Attachments that define what is sold become annexes of the contract. The customer's
+#: confirmation (an email, a signed reply) is evidence kept with the order, not a term.
+ANNEX_KINDS = frozenset(
+    {AttachmentKind.DRAWING, AttachmentKind.REQUIREMENTS_SPEC, AttachmentKind.OTHER}
+)
+
+
 class ContractContent(Model):
     """Everything the contract document says; what a renderer renders."""
 
-    version: ClassVar[int] = 1
+    #: 2: attachments and the technical department's review (version 1 had neither, and
+    #: reads as version 2 with both empty)
+    version: ClassVar[int] = 2
 
     number: str
     order_id: UUID
@@ -187,6 +409,8 @@ class ContractContent(Model):
     payment: PaymentTerms
     service_terms: list[ServiceClause] = Field(default_factory=list)
     technical_requirements: str | None = None
+    attachments: list[AnnexFile] = Field(default_factory=list)
+    technical_reviews: list[TechnicalReview] = Field(default_factory=list)
 
 
 def _line(index: int, line: OrderLine, problems: list[Problem]) -> ContractLine | None:
@@ -315,6 +539,29 @@ def draft(
             if line.service is not None
         ],
         technical_requirements=order.technical_requirements,
+        attachments=[
+            AnnexFile(
+                name=a.name,
+                kind=a.kind.value,
+                content_type=a.content_type,
+                size=a.size,
+                sha256=a.sha256,
+            )
+            for a in event.attachments
+            if a.kind in ANNEX_KINDS
+        ],
+        technical_reviews=[
+            TechnicalReview(
+                reviewer=f.reviewer.name or f.reviewer.id,
+                comment=f.comment,
+                notes=[
+                    TechnicalNote(field=a.field, message=a.message, severity=a.severity.value)
+                    for a in f.annotations
+                ],
+            )
+            for f in event.approvals
+            if f.department == TECHNICAL
+        ],
     )
 
 

@@ -3,6 +3,10 @@ here until the app's lifespan starts."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import uvicorn
 from fastapi import FastAPI
 
@@ -10,14 +14,18 @@ from orderflow.http import create_service_app
 from orderflow.logging import configure_logging
 from orderflow.service import ServiceRuntime
 
+from .adapters.documents import TypstRenderer
 from .entrypoints import bus, http
 from .settings import Settings
 
 SERVICE = "contracts"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, renderer: TypstRenderer | None = None) -> FastAPI:
     settings = settings or Settings()  # type: ignore[call-arg]  # values come from the env
+    renderer = renderer or TypstRenderer(
+        template_dir=settings.templates, font_dirs=settings.font_dirs, timezone=settings.timezone
+    )
     runtime = ServiceRuntime(
         service=SERVICE,
         schema="contracts",
@@ -25,13 +33,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         queues=bus.QUEUES,
     )
-    bus.register(runtime)
+    bus.register(runtime, renderer)
     app = create_service_app(
         runtime,
         title="Orderflow contracts",
-        description="Drafts the contract of every approved order, numbered without gaps.",
+        description="Drafts the contract of every approved order as a PDF, numbered without "
+        "gaps, and follows it to signature.",
     )
     app.include_router(http.router)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # every template is typeset once before the service consumes anything: an edited
+        # template with a mistake, or missing fonts, stop the start instead of every draft
+        await asyncio.to_thread(renderer.check)
+        async with runtime.lifespan(app):
+            yield
+
+    app.router.lifespan_context = lifespan
     return app
 
 

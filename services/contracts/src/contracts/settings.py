@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -12,6 +14,7 @@ from pydantic_settings import SettingsConfigDict
 from orderflow.settings import ServiceSettings
 
 from . import domain
+from .adapters import documents
 
 Detail = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 
@@ -41,6 +44,35 @@ class Settings(ServiceSettings):
         default="Asia/Shanghai",
         description="The time zone whose calendar year a contract number carries",
     )
+
+    template_dir: Path | None = Field(
+        default=None,
+        description="Folder with the contract templates, one `<order type>.<language>.typ` "
+        "each (and what they import); unset: the templates that come with the service",
+    )
+    font_path: str = Field(
+        default=os.pathsep.join(str(d) for d in documents.DEFAULT_FONT_DIRS),
+        description=f"Font folders for the documents, separated by {os.pathsep!r}; the "
+        "templates name Noto Serif CJK SC and Noto Sans CJK SC (Debian: fonts-noto-cjk)",
+    )
+    signed_copy_max_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        le=200 * 1024 * 1024,
+        description="Largest signed copy accepted for upload, in bytes",
+    )
+
+    @field_validator("template_dir")
+    @classmethod
+    def _templates(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a folder")
+        missing = documents.missing_templates(value)
+        if missing:
+            raise ValueError(f"{value} lacks the templates {', '.join(missing)}")
+        return value
 
     @field_validator("contract_number_pattern")
     @classmethod
@@ -79,3 +111,11 @@ class Settings(ServiceSettings):
             bank_account_name=self.seller_bank_account_name,
             bank_account=self.seller_bank_account,
         )
+
+    @property
+    def templates(self) -> Path:
+        return self.template_dir or documents.PACKAGED_TEMPLATES
+
+    @property
+    def font_dirs(self) -> tuple[Path, ...]:
+        return tuple(Path(p) for p in self.font_path.split(os.pathsep) if p.strip())

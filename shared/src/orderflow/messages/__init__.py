@@ -4,7 +4,9 @@ from .base import DecimalStr, Document, Message
 from .commands import Problem, SubmitOrder, SubmitOrderReply
 from .events import (
     ContractDrafted,
+    ContractSent,
     ContractSigned,
+    ContractVoided,
     DepartmentFeedback,
     NotificationDelivered,
     NotificationFailed,
@@ -66,7 +68,9 @@ EVENTS: dict[str, type[Message]] = {
         ReviewAnnotationRecorded,
         ReviewReassigned,
         ContractDrafted,
+        ContractSent,
         ContractSigned,
+        ContractVoided,
         NotificationDelivered,
         NotificationFailed,
     )
@@ -80,7 +84,9 @@ __all__ = [
     "Company",
     "ConfirmationMethod",
     "ContractDrafted",
+    "ContractSent",
     "ContractSigned",
+    "ContractVoided",
     "CreditStanding",
     "Customer",
     "CustomerConfirmation",

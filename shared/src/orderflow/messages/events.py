@@ -182,6 +182,19 @@ class ContractDrafted(Message):
     drafted_at: datetime
 
 
+class ContractSent(Message):
+    """The drafted contract went to the customer for signature."""
+
+    message_type = "contract.sent"
+
+    contract_id: UUID
+    contract_number: str
+    order_id: UUID
+    revision: int
+    sent_at: datetime
+    sent_by: str | None = None
+
+
 class ContractSigned(Message):
     message_type = "contract.signed"
 
@@ -190,6 +203,23 @@ class ContractSigned(Message):
     order_id: UUID
     revision: int
     signed_at: datetime
+    signed_copy_sha256: str | None = Field(
+        default=None, description="SHA-256 of the signed copy the customer returned"
+    )
+
+
+class ContractVoided(Message):
+    """The contract will not be signed; the reason says why."""
+
+    message_type = "contract.voided"
+
+    contract_id: UUID
+    contract_number: str
+    order_id: UUID
+    revision: int
+    voided_at: datetime
+    reason: str
+    voided_by: str | None = None
 
 
 class NotificationDelivered(Message):

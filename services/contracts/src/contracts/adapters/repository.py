@@ -8,10 +8,12 @@ from uuid import UUID
 
 from orderflow.db import Connection, Pool
 
-from ..domain import SUPERSEDABLE, ContractContent, ContractStatus, stored
+from ..domain import SUPERSEDABLE, ContractContent, ContractStatus, DocumentKind, stored
 
 _COLUMNS = """id, number, order_id, revision, status, content, content_version, language,
-              salesperson_id, currency, total, drafted_at, status_changed_at, superseded_by"""
+              salesperson_id, currency, total, drafted_at, status_changed_at, superseded_by,
+              document_sha256, sent_at, sent_by, signed_at, signed_copy_sha256, voided_at,
+              void_reason, voided_by"""
 
 
 async def lock_order(conn: Connection, *, order_id: UUID) -> None:
@@ -41,12 +43,14 @@ async def next_number(conn: Connection, *, key: int) -> int:
     return seq
 
 
-async def add(conn: Connection, *, contract_id: UUID, content: ContractContent) -> None:
+async def add(
+    conn: Connection, *, contract_id: UUID, content: ContractContent, document_sha256: str
+) -> None:
     await conn.execute(
         """INSERT INTO contracts (id, number, order_id, revision, status, content,
                                   content_version, language, salesperson_id, currency, total,
-                                  drafted_at, status_changed_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)""",
+                                  drafted_at, status_changed_at, document_sha256)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)""",
         contract_id,
         content.number,
         content.order_id,
@@ -59,6 +63,85 @@ async def add(conn: Connection, *, contract_id: UUID, content: ContractContent) 
         content.currency,
         content.total,
         content.drafted_at,
+        document_sha256,
+    )
+
+
+async def add_document(
+    conn: Connection,
+    *,
+    document_id: UUID,
+    contract_id: UUID,
+    kind: DocumentKind,
+    media_type: str,
+    file_name: str | None,
+    data: bytes,
+    sha256: str,
+    at: datetime,
+) -> None:
+    """Store a document; the table refuses to change or delete it afterwards."""
+    await conn.execute(
+        """INSERT INTO contract_documents (id, contract_id, kind, media_type, file_name, size,
+                                           sha256, content, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        document_id,
+        contract_id,
+        kind.value,
+        media_type,
+        file_name,
+        len(data),
+        sha256,
+        data,
+        at,
+    )
+
+
+async def lock(conn: Connection, *, contract_id: UUID) -> dict[str, Any] | None:
+    """The contract, locked until the transaction ends, so two people acting on it at once
+    are decided one after the other."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM contracts WHERE id = $1 FOR UPDATE", contract_id
+    )
+    return dict(row) if row is not None else None
+
+
+async def mark_sent(conn: Connection, *, contract_id: UUID, at: datetime, by: str | None) -> None:
+    await conn.execute(
+        """UPDATE contracts SET status = $2, status_changed_at = $3, sent_at = $3, sent_by = $4
+           WHERE id = $1""",
+        contract_id,
+        ContractStatus.SENT.value,
+        at,
+        by,
+    )
+
+
+async def mark_signed(
+    conn: Connection, *, contract_id: UUID, at: datetime, signed_copy_sha256: str
+) -> None:
+    await conn.execute(
+        """UPDATE contracts SET status = $2, status_changed_at = $3, signed_at = $3,
+                                signed_copy_sha256 = $4
+           WHERE id = $1""",
+        contract_id,
+        ContractStatus.SIGNED.value,
+        at,
+        signed_copy_sha256,
+    )
+
+
+async def mark_voided(
+    conn: Connection, *, contract_id: UUID, at: datetime, reason: str, by: str | None
+) -> None:
+    await conn.execute(
+        """UPDATE contracts SET status = $2, status_changed_at = $3, voided_at = $3,
+                                void_reason = $4, voided_by = $5
+           WHERE id = $1""",
+        contract_id,
+        ContractStatus.VOIDED.value,
+        at,
+        reason,
+        by,
     )
 
 
@@ -93,3 +176,19 @@ async def of_order(pool: Pool, *, order_id: UUID) -> list[dict[str, Any]]:
         order_id,
     )
     return [dict(r) for r in rows]
+
+
+async def document(pool: Pool, *, contract_id: UUID, kind: DocumentKind) -> dict[str, Any] | None:
+    """A stored document with its contract's number and the hash the contract recorded for
+    it; None when the contract has no such document."""
+    row = await pool.fetchrow(
+        """SELECT d.id, d.kind, d.media_type, d.file_name, d.size, d.sha256, d.content,
+                  d.created_at, c.number,
+                  CASE d.kind WHEN 'drafted' THEN c.document_sha256
+                              ELSE c.signed_copy_sha256 END AS recorded_sha256
+           FROM contract_documents d JOIN contracts c ON c.id = d.contract_id
+           WHERE d.contract_id = $1 AND d.kind = $2""",
+        contract_id,
+        kind.value,
+    )
+    return dict(row) if row is not None else None

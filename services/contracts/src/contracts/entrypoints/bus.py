@@ -8,7 +8,14 @@ from faststream.rabbit.annotations import RabbitMessage
 from orderflow import topology
 from orderflow.consumer import apply_once
 from orderflow.db import Connection
-from orderflow.messages import ContractDrafted, OrderApproved
+from orderflow.messages import (
+    ContractDrafted,
+    ContractSent,
+    ContractSigned,
+    ContractVoided,
+    Message,
+    OrderApproved,
+)
 from orderflow.service import ServiceRuntime
 
 from .. import handlers
@@ -21,7 +28,16 @@ QUEUES = (topology.CONTRACTS_APPROVED,)
 CONSUMER = "contracts.order-approved"
 
 
-def register(runtime: ServiceRuntime) -> None:
+#: What the outbox publishes, for the AsyncAPI document.
+PUBLISHED: tuple[tuple[type[Message], str], ...] = (
+    (ContractDrafted, "A contract was drafted for an approved revision; its PDF is stored."),
+    (ContractSent, "The drafted contract went to the customer for signature."),
+    (ContractSigned, "The customer's signed copy was uploaded; its SHA-256 is recorded."),
+    (ContractVoided, "The contract will not be signed; the reason says why."),
+)
+
+
+def register(runtime: ServiceRuntime, renderer: handlers.Renderer) -> None:
     broker = runtime.broker
     settings = runtime.settings
     assert isinstance(settings, Settings)
@@ -29,6 +45,7 @@ def register(runtime: ServiceRuntime) -> None:
         seller=settings.seller,
         number_pattern=settings.contract_number_pattern,
         timezone=settings.timezone,
+        renderer=renderer,
     )
 
     @broker.subscriber(
@@ -46,12 +63,13 @@ def register(runtime: ServiceRuntime) -> None:
         await apply_once(runtime.pool, msg, consumer=CONSUMER, effect=effect)
 
     # documentation of what the outbox publishes (AsyncAPI); publishing goes through the outbox
-    broker.publisher(
-        "",
-        EVENTS,
-        routing_key=ContractDrafted.message_type,
-        schema=ContractDrafted,
-        title="contract.drafted",
-        description="A contract was drafted for an approved revision of an order.",
-        include_in_schema=True,
-    )
+    for message, description in PUBLISHED:
+        broker.publisher(
+            "",
+            EVENTS,
+            routing_key=message.message_type,
+            schema=message,
+            title=message.message_type,
+            description=description,
+            include_in_schema=True,
+        )

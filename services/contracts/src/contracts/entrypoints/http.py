@@ -1,20 +1,36 @@
-"""Contracts over HTTP."""
+"""Contracts over HTTP: read them, download their documents, and record what happens to them
+(sent to the customer, signed, voided)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+import structlog
+from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import BaseModel, Field, StringConstraints
+from starlette.datastructures import UploadFile
 
-from orderflow.db import Pool
-from orderflow.http import PROBLEM_RESPONSES, Problem, ProblemDetails
+from orderflow.db import Pool, transaction
+from orderflow.http import PROBLEM_RESPONSES, FieldProblem, Problem, ProblemDetails
 from orderflow.messages import Language
 
+from .. import domain, handlers
 from ..adapters import repository
-from ..domain import ContractContent, ContractStatus
+from ..domain import ContractContent, ContractStatus, DocumentKind
+from ..settings import Settings
+
+log = structlog.get_logger(__name__)
+
+API = "/api/v1"
+
+
+class DocumentLink(BaseModel):
+    sha256: str = Field(description="SHA-256 of the stored bytes, checked whenever served")
+    href: str = Field(description="Where to download it")
 
 
 class Contract(BaseModel):
@@ -27,6 +43,14 @@ class Contract(BaseModel):
     drafted_at: datetime
     status_changed_at: datetime
     superseded_by: UUID | None
+    sent_at: datetime | None
+    sent_by: str | None
+    signed_at: datetime | None
+    voided_at: datetime | None
+    void_reason: str | None
+    voided_by: str | None
+    document: DocumentLink | None = Field(description="The contract as drafted, as PDF")
+    signed_copy: DocumentLink | None = Field(description="The copy the customer signed")
     content_version: int
     content: ContractContent
 
@@ -35,21 +59,79 @@ class ContractList(BaseModel):
     items: list[Contract]
 
 
+Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class SendContract(BaseModel):
+    by: Person | None = Field(default=None, description="Who sent it, e.g. the salesperson")
+
+
+class VoidContract(BaseModel):
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
+    ] = Field(description="Why the contract will not be signed")
+    by: Person | None = Field(default=None, description="Who voided it")
+
+
 def _pool(request: Request) -> Pool:
     return request.app.state.runtime.pool  # type: ignore[no-any-return]
 
 
+def _settings(request: Request) -> Settings:
+    settings = request.app.state.runtime.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
 def _contract(row: dict[str, Any]) -> Contract:
-    return Contract.model_validate(row)
+    base = f"{API}/contracts/{row['id']}"
+    document = signed = None
+    if row["document_sha256"] is not None:
+        document = DocumentLink(sha256=row["document_sha256"], href=f"{base}/document")
+    if row["signed_copy_sha256"] is not None:
+        signed = DocumentLink(sha256=row["signed_copy_sha256"], href=f"{base}/signed-copy")
+    return Contract.model_validate({**row, "document": document, "signed_copy": signed})
 
 
-router = APIRouter(prefix="/api/v1", tags=["contracts"], responses=PROBLEM_RESPONSES)
+def _not_found(exc: handlers.ContractNotFound | handlers.DocumentNotFound) -> Problem:
+    title = (
+        "Contract not found"
+        if isinstance(exc, handlers.ContractNotFound)
+        else "Contract document not found"
+    )
+    return Problem(404, title, str(exc), type_="urn:orderflow:problem:not-found")
 
 
-@router.get(
-    "/contracts/{contract_id}",
-    responses={404: {"model": ProblemDetails, "description": "No such contract"}},
-)
+def _conflict(exc: domain.InvalidTransition) -> Problem:
+    return Problem(
+        409,
+        f"The contract cannot be {domain.past_tense(exc.action)}",
+        str(exc),
+        type_="urn:orderflow:problem:contract-state",
+        extra={"current_status": exc.current.value, "allowed_from": exc.allowed},
+    )
+
+
+async def _reload(request: Request, contract_id: UUID) -> Contract:
+    row = await repository.get(_pool(request), contract_id=contract_id)
+    assert row is not None  # it was acted on in a committed transaction; never deleted
+    return _contract(row)
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+NOT_FOUND: Responses = {404: {"model": ProblemDetails, "description": "No such contract"}}
+CONFLICT: Responses = {
+    409: {
+        "model": ProblemDetails,
+        "description": "Not possible in the contract's current status (`current_status`)",
+    }
+}
+
+router = APIRouter(prefix=API, tags=["contracts"], responses=PROBLEM_RESPONSES)
+
+
+@router.get("/contracts/{contract_id}", responses=NOT_FOUND)
 async def get_contract(request: Request, contract_id: UUID) -> Contract:
     """One contract: its number, status and every term as drafted."""
     row = await repository.get(_pool(request), contract_id=contract_id)
@@ -66,3 +148,201 @@ async def list_contracts(
     """The contracts of an order, newest revision first."""
     rows = await repository.of_order(_pool(request), order_id=order_id)
     return ContractList(items=[_contract(r) for r in rows])
+
+
+_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|;]')
+
+
+def content_disposition(file_name: str) -> str:
+    """`attachment` with the name both as plain ASCII (for old clients) and RFC 5987 encoded
+    UTF-8, so a number such as 合同/2026-7 arrives intact and cannot break the header."""
+    safe = _UNSAFE_IN_NAME.sub("-", file_name)
+    ascii_name = safe.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(safe, safe='')}"
+
+
+async def _serve(request: Request, contract_id: UUID, kind: DocumentKind) -> Response:
+    try:
+        document = await handlers.stored_document(
+            _pool(request), contract_id=contract_id, kind=kind
+        )
+    except (handlers.ContractNotFound, handlers.DocumentNotFound) as exc:
+        raise _not_found(exc) from exc
+    except domain.DocumentCorrupt as exc:
+        log.error(
+            "stored contract document does not match its hash; not served",
+            contract_id=str(contract_id),
+            kind=kind.value,
+            expected_sha256=exc.expected,
+            actual_sha256=exc.actual,
+        )
+        raise Problem(
+            500,
+            "Stored document is corrupt",
+            f"the stored {kind.value.replace('_', ' ')} of contract {contract_id} does not "
+            "match the SHA-256 recorded when it was stored, so it is not served; "
+            "operations have been alerted by the service log",
+            type_="urn:orderflow:problem:document-corrupt",
+        ) from exc
+    suffix = "-signed" if kind is DocumentKind.SIGNED_COPY else ""
+    return Response(
+        document.data,
+        media_type=document.media_type,
+        headers={
+            "Content-Disposition": content_disposition(f"{document.contract_number}{suffix}.pdf"),
+            "ETag": f'"{document.sha256}"',
+            # stored documents never change
+            "Cache-Control": "private, max-age=31536000, immutable",
+        },
+    )
+
+
+PDF_RESPONSE: Responses = {
+    200: {"content": {"application/pdf": {}}, "description": "The PDF, as stored"},
+    **NOT_FOUND,
+    500: {"model": ProblemDetails, "description": "The stored bytes fail their hash check"},
+}
+
+
+@router.get("/contracts/{contract_id}/document", response_class=Response, responses=PDF_RESPONSE)
+async def download_document(request: Request, contract_id: UUID) -> Response:
+    """The contract as drafted, as PDF (named after the contract number)."""
+    return await _serve(request, contract_id, DocumentKind.DRAFTED)
+
+
+@router.get("/contracts/{contract_id}/signed-copy", response_class=Response, responses=PDF_RESPONSE)
+async def download_signed_copy(request: Request, contract_id: UUID) -> Response:
+    """The signed copy the customer returned, as uploaded."""
+    return await _serve(request, contract_id, DocumentKind.SIGNED_COPY)
+
+
+@router.post("/contracts/{contract_id}/send", responses={**NOT_FOUND, **CONFLICT})
+async def send_contract(
+    request: Request,
+    contract_id: UUID,
+    command: Annotated[SendContract | None, Body()] = None,
+) -> Contract:
+    """Record that the drafted contract went to the customer for signature."""
+    try:
+        async with transaction(_pool(request)) as conn:
+            await handlers.send(
+                conn,
+                contract_id=contract_id,
+                by=command.by if command else None,
+                now=datetime.now(UTC),
+            )
+    except handlers.ContractNotFound as exc:
+        raise _not_found(exc) from exc
+    except domain.InvalidTransition as exc:
+        raise _conflict(exc) from exc
+    return await _reload(request, contract_id)
+
+
+@router.post("/contracts/{contract_id}/void", responses={**NOT_FOUND, **CONFLICT})
+async def void_contract(request: Request, contract_id: UUID, command: VoidContract) -> Contract:
+    """Void a contract that will not be signed, saying why."""
+    try:
+        async with transaction(_pool(request)) as conn:
+            await handlers.void(
+                conn,
+                contract_id=contract_id,
+                reason=command.reason,
+                by=command.by,
+                now=datetime.now(UTC),
+            )
+    except handlers.ContractNotFound as exc:
+        raise _not_found(exc) from exc
+    except domain.InvalidTransition as exc:
+        raise _conflict(exc) from exc
+    return await _reload(request, contract_id)
+
+
+def _invalid_upload(detail: str) -> Problem:
+    return Problem(
+        422,
+        "Invalid signed copy",
+        detail,
+        type_="urn:orderflow:problem:invalid-request",
+        errors=[FieldProblem(pointer="/file", detail=detail)],
+    )
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        413,
+        "Signed copy too large",
+        f"a signed copy may have at most {limit} bytes",
+        type_="urn:orderflow:problem:too-large",
+        errors=[FieldProblem(pointer="/file", detail=f"larger than {limit} bytes")],
+    )
+
+
+async def _read_upload(request: Request, limit: int) -> tuple[bytes, str | None]:
+    """The `file` part of a multipart request, refused as soon as it exceeds `limit`."""
+    declared = request.headers.get("content-length")
+    # the multipart envelope adds a little; anything far beyond the limit is refused unread
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise _too_large(limit)
+    async with request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise _invalid_upload(
+                "a multipart/form-data part named `file` with the signed PDF is required"
+            )
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise _too_large(limit)
+        if not data:
+            raise _invalid_upload("the file is empty")
+        if not domain.is_pdf(data):
+            raise _invalid_upload("the file is not a PDF: its bytes do not start with %PDF-")
+        return data, upload.filename
+
+
+@router.post(
+    "/contracts/{contract_id}/signed-copy",
+    status_code=201,
+    responses={
+        **NOT_FOUND,
+        **CONFLICT,
+        413: {"model": ProblemDetails, "description": "Larger than the configured limit"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "The signed contract as PDF",
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_signed_copy(request: Request, response: Response, contract_id: UUID) -> Contract:
+    """Upload the copy the customer signed: its SHA-256 is recorded and the contract is signed."""
+    data, file_name = await _read_upload(request, _settings(request).signed_copy_max_bytes)
+    try:
+        async with transaction(_pool(request)) as conn:
+            await handlers.sign(
+                conn,
+                contract_id=contract_id,
+                signed_copy=data,
+                file_name=file_name,
+                now=datetime.now(UTC),
+            )
+    except handlers.ContractNotFound as exc:
+        raise _not_found(exc) from exc
+    except domain.InvalidTransition as exc:
+        raise _conflict(exc) from exc
+    response.headers["Location"] = f"{API}/contracts/{contract_id}/signed-copy"
+    return await _reload(request, contract_id)
