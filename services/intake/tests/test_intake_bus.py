@@ -230,6 +230,12 @@ async def test_command_for_an_existing_order(
     _, client = app
     created = (await client.post("/api/v1/orders", json=product_order)).json()
     order_id = created["id"]
+    # the customer's specification, which an order with technical requirements needs
+    await client.post(
+        f"/api/v1/orders/{order_id}/attachments",
+        data={"kind": "requirements_spec"},
+        files={"file": ("spec.txt", "法兰密封面 Ra1.6".encode(), "text/plain")},
+    )
 
     # a draft: its open revision is replaced and submitted
     product_order["lines"][0]["quantity"] = "210"
@@ -346,7 +352,18 @@ async def test_projection_follows_the_review(
     # the salesperson revises: revision 2, revision 1 stays as it was reviewed
     product_order["payment"]["terms"] = "50% 预付，50% 货到后 30 天内付清"
     product_order["lines"][0]["unit_price"] = "92.00"
-    revised = await client.put(f"/api/v1/orders/{order_id}", json=product_order)
+    spec = await client.post(
+        f"/api/v1/orders/{order_id}/attachments",
+        data={"kind": "requirements_spec"},
+        files={"file": ("spec.txt", "法兰密封面 Ra1.6".encode(), "text/plain")},
+    )
+    assert spec.status_code == 201, spec.text
+    assert spec.json()["revision"] == 2  # the file opened revision 2; revision 1 is as reviewed
+    revised = await client.put(
+        f"/api/v1/orders/{order_id}",
+        json=product_order,
+        headers={"If-Match": spec.headers["etag"]},
+    )
     assert revised.status_code == 200
     assert revised.json()["current_revision"] == 2
     assert revised.json()["status"] == "changes_requested"
@@ -454,3 +471,67 @@ async def test_events_of_other_orders_and_types_are_acknowledged(
         )
         == 0
     )
+
+
+async def test_the_same_purchase_order_from_the_api_and_the_bus_is_flagged(
+    app: tuple[FastAPI, httpx.AsyncClient], amqp: Any, product_order: dict[str, Any]
+) -> None:
+    _, client = app
+    first = await client.post("/api/v1/orders", json=product_order, params={"submit": "true"})
+    assert first.status_code == 201
+    first_id = first.json()["id"]
+    assert first.json()["possible_duplicate_of"] == []
+
+    # the customer's ERP sends the same purchase order, written its own way
+    from_erp = json.loads(json.dumps(product_order))
+    from_erp["external_ref"] = "po sjpm 2026/0042"
+    from_erp["customer"]["name"] = " 上海精密机械有限公司 "
+    mid = str(uuid.uuid4())
+    async with reply_queue(amqp) as replies:
+        for _ in range(2):  # delivered twice: still one order
+            await send_command(amqp, from_erp, message_id=mid, reply_to=replies.name)
+        reply = SubmitOrderReply.model_validate_json((await next_reply(replies)).body)
+    assert reply.accepted  # accepted, not merged
+    second_id = str(reply.order_id)
+    second = (await client.get(f"/api/v1/orders/{second_id}")).json()
+    assert second["possible_duplicate_of"] == [first_id]
+    assert second["channel"] == "bus"
+    # the first one is not marked: it came first
+    assert (await client.get(f"/api/v1/orders/{first_id}")).json()["possible_duplicate_of"] == []
+
+    # another customer's order with the same reference is not a duplicate
+    stranger = json.loads(json.dumps(product_order))
+    stranger["customer"]["name"] = "杭州某某有限公司"
+    third = await client.post("/api/v1/orders", json=stranger)
+    assert third.json()["possible_duplicate_of"] == []
+
+    flagged = (await client.get("/api/v1/orders", params={"duplicate": "true"})).json()
+    assert [(o["id"], o["possible_duplicate_of"]) for o in flagged["items"]] == [
+        (second_id, [first_id])
+    ]
+    others = (await client.get("/api/v1/orders", params={"duplicate": "false"})).json()
+    assert {o["id"] for o in others["items"]} == {first_id, third.json()["id"]}
+
+    # the salesperson corrects the third order's reference: now it is one too
+    stranger["customer"]["name"] = "上海精密机械有限公司"
+    etag = (await client.get(f"/api/v1/orders/{third.json()['id']}")).headers["etag"]
+    edited = await client.put(
+        f"/api/v1/orders/{third.json()['id']}", json=stranger, headers={"If-Match": etag}
+    )
+    assert edited.json()["possible_duplicate_of"] == [first_id, second_id]
+    # and back: no longer
+    stranger["external_ref"] = "PO-SJPM-2026-0043"
+    edited = await client.put(
+        f"/api/v1/orders/{third.json()['id']}",
+        json=stranger,
+        headers={"If-Match": edited.headers["etag"]},
+    )
+    assert edited.json()["possible_duplicate_of"] == []
+
+    # two orders with one new reference arriving together still see each other
+    product_order["external_ref"] = "PO-SJPM-2026-0099"
+    together = await asyncio.gather(
+        *(client.post("/api/v1/orders", json=product_order) for _ in range(4))
+    )
+    marks = sorted(len(r.json()["possible_duplicate_of"]) for r in together)
+    assert marks == [0, 1, 2, 3]

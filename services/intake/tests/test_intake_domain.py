@@ -14,7 +14,7 @@ import pytest
 from intake import domain
 from intake.domain import Status
 from intake.settings import Settings
-from orderflow.messages import OrderDocument
+from orderflow.messages import AttachmentRef, OrderDocument
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
 TODAY = date(2026, 12, 1)
@@ -26,8 +26,34 @@ def load(name: str) -> dict[str, Any]:
     return copy.deepcopy(json.loads((EXAMPLES / f"{name}.json").read_text(encoding="utf-8")))
 
 
-def pointers(document: dict[str, Any]) -> list[str]:
-    problems = domain.self_check(OrderDocument.model_validate(document), today=TODAY)
+ORDER_ID = "0193b2f4-5a10-7d22-8e0b-6b2c1e4a7f01"
+
+
+def file(kind: str, number: int = 1, name: str = "file.pdf") -> AttachmentRef:
+    attachment_id = f"00000000-0000-4000-8000-{number:012d}"
+    return AttachmentRef(
+        id=attachment_id,
+        name=name,
+        kind=kind,
+        content_type="application/pdf",
+        size=1000 + number,
+        sha256=f"{number:064x}",
+        download_path=f"/api/v1/orders/{ORDER_ID}/attachments/{attachment_id}",
+    )
+
+
+SPEC = file("requirements_spec", 1, "需求规格书.pdf")
+DRAWING = file("drawing", 2, "图纸.pdf")
+CONFIRMATION = file("customer_confirmation", 3, "客户确认函.pdf")
+
+
+def pointers(document: dict[str, Any], attachments: list[AttachmentRef] | None = None) -> list[str]:
+    """The self-check's problems, by pointer; by default with the files a complete order of
+    the examples' kind has (its requirement specification)."""
+    files = [SPEC, CONFIRMATION] if attachments is None else attachments
+    problems = domain.self_check(
+        OrderDocument.model_validate(document), today=TODAY, attachments=files
+    )
     assert all(p.detail for p in problems), problems
     return [p.pointer for p in problems]
 
@@ -56,6 +82,11 @@ def both(*mutations: Mutation) -> Mutation:
             m(doc)
 
     return mutate
+
+
+#: The customer's written confirmation, uploaded and named, as important orders need it.
+CONFIRMED_IN_WRITING = setter("/customer_confirmation/attachment_id", str(CONFIRMATION.id))
+CUSTOM = both(setter("/order_type", "custom"), CONFIRMED_IN_WRITING)
 
 
 @pytest.mark.parametrize("name", ["order-product", "order-service"])
@@ -162,26 +193,26 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
     (
         "custom order without technical requirements",
         "order-product",
-        both(setter("/order_type", "custom"), setter("/technical_requirements", ...)),
+        both(CUSTOM, setter("/technical_requirements", ...)),
         ["/technical_requirements"],
     ),
     (
         "custom order with blank technical requirements",
         "order-product",
-        both(setter("/order_type", "custom"), setter("/technical_requirements", "  ")),
+        both(CUSTOM, setter("/technical_requirements", "  ")),
         ["/technical_requirements"],
     ),
     (
         "custom line without specification or model",
         "order-product",
         both(
-            setter("/order_type", "custom"),
+            CUSTOM,
             setter("/lines/1/specification", ...),
             setter("/lines/1/model", ""),
         ),
         ["/lines/1/specification"],
     ),
-    ("custom order complete", "order-product", setter("/order_type", "custom"), []),
+    ("custom order complete", "order-product", CUSTOM, []),
     # service orders
     (
         "service line without terms",
@@ -243,7 +274,18 @@ CASES: list[tuple[str, str, Mutation, list[str]]] = [
     ("no tax rate", "order-product", setter("/tax_rate", ...), ["/tax_rate"]),
     ("tax exempt", "order-product", setter("/tax_rate", "0"), []),
     ("unknown currency", "order-product", setter("/currency", "XYZ"), ["/currency"]),
-    ("another currency", "order-service", setter("/currency", "USD"), []),
+    (
+        "another currency, confirmed in writing",
+        "order-service",
+        both(setter("/currency", "USD"), CONFIRMED_IN_WRITING),
+        [],
+    ),
+    (
+        "another currency, over its threshold without the written confirmation",
+        "order-service",
+        setter("/currency", "USD"),
+        ["/customer_confirmation/attachment_id"],
+    ),
 ]
 
 
@@ -297,7 +339,9 @@ def test_problem_details_say_what_is_wrong() -> None:
     document = load("order-product")
     document["lines"][0]["amount"] = "100.00"
     document["delivery"]["date"] = "2026-11-01"
-    [amount, delivery] = domain.self_check(OrderDocument.model_validate(document), today=TODAY)
+    [amount, delivery] = domain.self_check(
+        OrderDocument.model_validate(document), today=TODAY, attachments=[SPEC]
+    )
     assert "100.00" in amount.detail and "17100.00" in amount.detail
     assert "2026-11-01" in delivery.detail and "past" in delivery.detail
 

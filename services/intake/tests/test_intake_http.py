@@ -36,7 +36,7 @@ async def bind_probe(amqp: Any, routing_key: str) -> str:
     return name
 
 
-async def test_both_examples_are_accepted_as_they_are(client: httpx.AsyncClient) -> None:
+async def test_both_examples_are_accepted_as_they_are(client: httpx.AsyncClient, api: Any) -> None:
     expected = {
         "order-product": ("18380.00", "2389.40", "20769.40"),
         "order-service": ("48000.00", "2880.00", "50880.00"),
@@ -61,7 +61,13 @@ async def test_both_examples_are_accepted_as_they_are(client: httpx.AsyncClient)
         sent = json.loads(raw)
         assert order["document"]["customer"] == {**sent["customer"]}
         assert order["document"]["external_ref"] == sent["external_ref"]
-        # the example passes the self-check as it is
+        if name == "order-product":
+            # it has technical requirements: the customer's specification must be attached
+            refused = await client.post(f"/api/v1/orders/{order['id']}/submit")
+            assert refused.status_code == 422
+            assert [e["pointer"] for e in refused.json()["errors"]] == ["/attachments"]
+            await api.attached(order["id"])
+        # with its files, the example passes the self-check as it is
         submitted = await client.post(f"/api/v1/orders/{order['id']}/submit")
         assert submitted.status_code == 200, submitted.text
         assert submitted.json()["status"] == "submitted"
@@ -95,12 +101,14 @@ async def test_invalid_order_gets_every_problem_with_its_pointer(
     # create-and-submit is all or nothing
     assert (await client.get("/api/v1/orders")).json()["total"] == 0
 
-    # saved as a draft, the same order is refused at submission with the same list
+    # saved as a draft, the same order is refused at submission with the same list, and the
+    # specification that a draft can have (and an order submitted in one step cannot)
     draft = await create(client, product_order)
     refused = await client.post(f"/api/v1/orders/{draft['id']}/submit")
     assert refused.status_code == 422
     assert refused.headers["content-type"] == PROBLEM_JSON
-    assert refused.json()["errors"] == problem["errors"]
+    assert refused.json()["errors"][:-1] == problem["errors"]
+    assert refused.json()["errors"][-1]["pointer"] == "/attachments"
     assert (await client.get(f"/api/v1/orders/{draft['id']}")).json()["status"] == "draft"
 
 
@@ -168,14 +176,15 @@ async def test_idempotency_key(client: httpx.AsyncClient, product_order: dict[st
 
 
 async def test_put_only_in_draft_and_changes_requested(
-    client: httpx.AsyncClient, product_order: dict[str, Any]
+    client: httpx.AsyncClient, api: Any, product_order: dict[str, Any]
 ) -> None:
     order = await create(client, product_order)
     url = f"/api/v1/orders/{order['id']}"
+    await api.attached(order["id"])
 
     # a draft is edited in place
     product_order["lines"][0]["quantity"] = "300"
-    edited = await client.put(url, json=product_order)
+    edited = await api.put(order["id"], product_order)
     assert edited.status_code == 200, edited.text
     assert edited.json()["current_revision"] == 1
     assert edited.json()["totals"]["subtotal"] == "26930.00"
@@ -185,7 +194,7 @@ async def test_put_only_in_draft_and_changes_requested(
 
     assert (await client.post(f"{url}/submit")).status_code == 200
     product_order["lines"][0]["quantity"] = "400"
-    refused = await client.put(url, json=product_order)
+    refused = await api.put(order["id"], product_order)
     assert refused.status_code == 409
     assert refused.headers["content-type"] == PROBLEM_JSON
     assert refused.json()["current_status"] == "submitted"
@@ -200,7 +209,9 @@ async def test_put_only_in_draft_and_changes_requested(
     assert twice.status_code == 409
     assert twice.json()["current_status"] == "submitted"
 
-    missing = await client.put(f"/api/v1/orders/{uuid.uuid4()}", json=product_order)
+    missing = await client.put(
+        f"/api/v1/orders/{uuid.uuid4()}", json=product_order, headers={"If-Match": '"r1.1"'}
+    )
     assert missing.status_code == 404
     assert (await client.post(f"/api/v1/orders/{uuid.uuid4()}/submit")).status_code == 404
 
@@ -221,11 +232,12 @@ async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
 
 
 async def test_submit_publishes_one_order_submitted(
-    app: tuple[FastAPI, httpx.AsyncClient], amqp: Any, product_order: dict[str, Any]
+    app: tuple[FastAPI, httpx.AsyncClient], api: Any, amqp: Any, product_order: dict[str, Any]
 ) -> None:
     _, client = app
     probe = await bind_probe(amqp, "order.submitted")
     order = await create(client, product_order)
+    spec = await api.attached(order["id"])
     assert (await client.post(f"/api/v1/orders/{order['id']}/submit")).status_code == 200
 
     [msg] = await get_messages(amqp, probe, 1)
@@ -246,6 +258,9 @@ async def test_submit_publishes_one_order_submitted(
     assert event.channel == "api"
     assert event.totals.total == Decimal("20769.40")
     assert event.order.external_ref == "PO-SJPM-2026-0042"
+    # the files as references, never their bytes; a first submission has nothing to compare
+    assert [a.model_dump(mode="json") for a in event.attachments] == [spec]
+    assert event.previous_revision is None and event.changes == []
 
     # a second submit is refused and publishes nothing
     assert (await client.post(f"/api/v1/orders/{order['id']}/submit")).status_code == 409

@@ -1,15 +1,53 @@
-"""Order rules: statuses, what may be edited and submitted, the self-check and how events
-move the read model. Pure functions, no I/O."""
+"""Order rules: statuses, what may be edited, submitted and withdrawn, the self-check, files,
+revisions and their differences, duplicates, the ETag, and how events move the read model
+and make the timeline. Pure functions, no I/O.
+
+Files and the customer's confirmation in the self-check (process sections 2.1 and 3.1):
+
+- A custom order needs a drawing or a requirement specification (`/attachments`).
+- An order with technical requirements needs the customer's requirement specification
+  (`/attachments`): the technical department reviews against it.
+- Every order records how the customer confirmed (`method`), when (`confirmed_at`) and who
+  confirmed (`confirmed_by`).
+- The important items are confirmed in writing, and the written confirmation is kept with
+  the order. An order is important when it is a custom order, or when its total reaches
+  `WRITTEN_CONFIRMATION_FROM` for its currency (every amount, in a currency not listed
+  there). An important order names the uploaded confirmation in
+  `customer_confirmation.attachment_id` (a file of kind `customer_confirmation`: the signed
+  reply, the customer's email); a phone call or a meeting alone is not enough.
+- A confirmation file named by an order must be one of that revision's files and of kind
+  `customer_confirmation`, whatever the order.
+- An order created and submitted in one step (another system's `order.submit` without an
+  order id, `POST /api/v1/orders?submit=true`, a row of a bulk import) has no draft that
+  files could have been attached to. For such a submission the rules that need a file are
+  not applied, except that the confirmation of an important order must at least have been
+  given in writing (`email` or `signed_reply`). The departments see that revision arrive
+  without files; any later revision, made from a draft, meets every rule.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Any
+from uuid import UUID
 
-from orderflow.messages import OrderDocument, OrderLine, OrderType, Problem
+from orderflow.messages import (
+    AttachmentKind,
+    AttachmentRef,
+    ConfirmationMethod,
+    FieldChange,
+    OrderDocument,
+    OrderLine,
+    OrderType,
+    Problem,
+)
 
 
 class Status(StrEnum):
@@ -220,6 +258,48 @@ def _order_terms(order: OrderDocument, today: date) -> Iterator[Problem]:
             "/technical_requirements",
             "a custom order needs its technical requirements for the technical review",
         )
+
+
+#: From which total (tax included) an order is important enough that the customer's
+#: written confirmation must be on file, by currency. A currency not listed here has no
+#: agreed threshold, so every order in it counts as important.
+WRITTEN_CONFIRMATION_FROM: Mapping[str, Decimal] = {
+    "CNY": Decimal("100000"),
+    "HKD": Decimal("110000"),
+    "USD": Decimal("15000"),
+    "EUR": Decimal("13000"),
+    "GBP": Decimal("11000"),
+    "JPY": Decimal("2000000"),
+}
+
+_WRITTEN = frozenset({ConfirmationMethod.EMAIL, ConfirmationMethod.SIGNED_REPLY})
+_METHOD_WORDS = {
+    ConfirmationMethod.EMAIL: "by email",
+    ConfirmationMethod.PHONE: "by phone",
+    ConfirmationMethod.IN_PERSON: "in person",
+    ConfirmationMethod.SIGNED_REPLY: "by signed reply",
+}
+
+
+def important_because(order: OrderDocument) -> str | None:
+    """Why the order's important items need the customer's written confirmation on file,
+    or None when they do not."""
+    if order.order_type is OrderType.CUSTOM:
+        return "a custom order"
+    if order.currency not in ISO_4217:
+        return None  # reported as a currency problem; no amount to judge by
+    threshold = WRITTEN_CONFIRMATION_FROM.get(order.currency)
+    total = order.total()
+    if threshold is None:
+        return f"an order in {order.currency}"
+    if total >= threshold:
+        return f"an order of {total} {order.currency} (from {threshold:.2f} {order.currency})"
+    return None
+
+
+def _confirmation(
+    order: OrderDocument, attachments: Sequence[AttachmentRef] | None, today: date
+) -> Iterator[Problem]:
     # process 2.1: the customer confirms the collected information, in writing for the
     # important items, before the order is placed
     confirmation = order.customer_confirmation
@@ -227,17 +307,80 @@ def _order_terms(order: OrderDocument, today: date) -> Iterator[Problem]:
         yield _problem(
             "/customer_confirmation",
             "record how the customer confirmed the order details (email, phone, in person, "
-            "signed reply)",
+            "signed reply), when and by whom",
         )
-    elif confirmation.confirmed_at is not None and confirmation.confirmed_at.date() > today:
+        return
+    at = "/customer_confirmation"
+    if confirmation.confirmed_at is None:
+        yield _problem(f"{at}/confirmed_at", "when the customer confirmed is required")
+    elif confirmation.confirmed_at.date() > today:
         yield _problem(
-            "/customer_confirmation/confirmed_at",
+            f"{at}/confirmed_at",
             f"the confirmation date {confirmation.confirmed_at.date()} is in the future",
         )
+    if _blank(confirmation.confirmed_by):
+        yield _problem(f"{at}/confirmed_by", "who confirmed for the customer is required")
+    files = {a.id: a for a in attachments or ()}
+    if confirmation.attachment_id is not None:
+        named = files.get(confirmation.attachment_id)
+        if named is None:
+            yield _problem(
+                f"{at}/attachment_id",
+                f"{confirmation.attachment_id} is not a file of this order's revision; "
+                "upload the confirmation and name the id it was given",
+            )
+        elif named.kind is not AttachmentKind.CUSTOMER_CONFIRMATION:
+            yield _problem(
+                f"{at}/attachment_id",
+                f"{named.name!r} is attached as {named.kind.value}, not as customer_confirmation",
+            )
+        return
+    reason = important_because(order)
+    if reason is None:
+        return
+    how = _METHOD_WORDS[confirmation.method]
+    if attachments is None:
+        # a one-step submission cannot bring the file; the record must at least be written
+        if confirmation.method not in _WRITTEN:
+            yield _problem(
+                f"{at}/method",
+                f"a confirmation {how} is not enough for {reason}: the customer confirms the "
+                "important items in writing (email or signed reply); save the order as a "
+                "draft, upload the written confirmation and name it in attachment_id",
+            )
+        return
+    yield _problem(
+        f"{at}/attachment_id",
+        f"{reason} needs the customer's written confirmation on file (confirmed {how} is "
+        "not enough): upload the signed reply or the customer's email as an attachment of "
+        "kind customer_confirmation and name its id here",
+    )
 
 
-def self_check(order: OrderDocument, *, today: date) -> list[Problem]:
-    """Every problem that keeps the order from review, each with its JSON pointer."""
+def _files(order: OrderDocument, attachments: Sequence[AttachmentRef]) -> Iterator[Problem]:
+    kinds = {a.kind for a in attachments}
+    spec = AttachmentKind.REQUIREMENTS_SPEC in kinds
+    if order.order_type is OrderType.CUSTOM and not (spec or AttachmentKind.DRAWING in kinds):
+        yield _problem(
+            "/attachments",
+            "a custom order needs the customer's drawing or requirement specification: "
+            "upload it as kind drawing or requirements_spec",
+        )
+    if order.has_technical_requirements and not spec:
+        yield _problem(
+            "/attachments",
+            "the order has technical requirements: upload the customer's requirement "
+            "specification (kind requirements_spec) for the technical review",
+        )
+
+
+def self_check(
+    order: OrderDocument, *, today: date, attachments: Sequence[AttachmentRef] | None
+) -> list[Problem]:
+    """Every problem that keeps the order from review, each with its JSON pointer.
+
+    `attachments` are the files of the revision being submitted; None for an order created
+    and submitted in one step, which cannot have any (see the module's docstring)."""
     # the salesperson is required by the document itself, so a parsed order always has one
     problems = list(_customer(order))
     if not order.lines:
@@ -245,6 +388,9 @@ def self_check(order: OrderDocument, *, today: date) -> list[Problem]:
     for index, line in enumerate(order.lines):
         problems.extend(_line(order, index, line, today))
     problems.extend(_order_terms(order, today))
+    problems.extend(_confirmation(order, attachments, today))
+    if attachments is not None:
+        problems.extend(_files(order, attachments))
     return problems
 
 
@@ -311,3 +457,512 @@ def project(
             None, f"unchanged: {status.value} does not go back or over to {target.value}"
         )
     return Projection(target, f"{status.value} -> {target.value}")
+
+
+# ---------------------------------------------------------------------------------------
+# Withdrawal: by the salesperson, before the order is approved.
+
+WITHDRAWABLE: frozenset[Status] = _BEFORE_DECISION | {Status.CHANGES_REQUESTED}
+
+
+class NotWithdrawable(RuleViolation):
+    def __init__(self, status: Status) -> None:
+        self.status = status
+        if status is Status.WITHDRAWN:
+            message = "the order is withdrawn already"
+        else:
+            message = (
+                f"the order is {status.value}; an order can be withdrawn only before it is approved"
+            )
+        super().__init__(message)
+
+
+def check_withdrawable(status: Status) -> None:
+    if status not in WITHDRAWABLE:
+        raise NotWithdrawable(status)
+
+
+# ---------------------------------------------------------------------------------------
+# Optimistic concurrency: the ETag names the current revision and intake's edit counter.
+
+
+def etag(*, revision: int, version: int) -> str:
+    return f'"r{revision}.{version}"'
+
+
+class StaleVersion(RuleViolation):
+    """The request was based on an older state of the order than the current one."""
+
+    def __init__(self, *, sent: str, current: str, revision: int) -> None:
+        self.sent = sent
+        self.current = current
+        self.revision = revision
+        super().__init__(
+            f"the order changed since it was read: If-Match {sent} but it is now {current} "
+            f"(revision {revision}); read it again, apply your changes to that, and retry"
+        )
+
+
+def if_match_names(header: str, current: str) -> bool:
+    """Whether an If-Match list names the current ETag (strong comparison, RFC 9110: a
+    weak tag never matches; `*` is not accepted here, so nobody overwrites unseen)."""
+    tags = [t.strip() for t in header.split(",")]
+    return any(t == current for t in tags if t and not t.startswith("W/"))
+
+
+def check_version(if_match: str | None, *, revision: int, version: int) -> None:
+    """A request with If-Match must name the current ETag; one without is not checked."""
+    if if_match is None:
+        return
+    current = etag(revision=revision, version=version)
+    if not if_match_names(if_match, current):
+        raise StaleVersion(sent=if_match, current=current, revision=revision)
+
+
+# ---------------------------------------------------------------------------------------
+# Likely duplicates across channels: the same purchase-order reference of the same customer.
+
+
+def _fold(text: str | None) -> str:
+    """Letters and digits only, case and width folded: `PO-SJPM 2026/0042` and
+    `po sjpm-2026-0042` are the same reference, `Co., Ltd.` and `Co Ltd` the same name."""
+    folded = unicodedata.normalize("NFKC", text or "").casefold()
+    return "".join(ch for ch in folded if unicodedata.category(ch)[0] in "LN")
+
+
+def duplicate_key(*, customer_name: str | None, external_ref: str | None) -> str | None:
+    """The key two orders of the same customer purchase order share; None without a ref."""
+    ref = _fold(external_ref)
+    if not ref:
+        return None
+    return f"{_fold(customer_name)}\x1f{ref}"
+
+
+# ---------------------------------------------------------------------------------------
+# Files: what may be uploaded, and under which name.
+
+
+@dataclass(frozen=True)
+class FileType:
+    content_type: str
+    label: str
+    extensions: tuple[str, ...]
+    #: other content types a client may declare for the same bytes
+    aliases: frozenset[str] = field(default_factory=frozenset)
+
+
+_TEXT_ALIASES = frozenset(
+    {
+        "text/plain",
+        "text/csv",
+        "application/csv",
+        "text/x-csv",
+        "text/comma-separated-values",
+        "text/tab-separated-values",
+        "text/markdown",
+        "text/x-markdown",
+        "message/rfc822",
+    }
+)
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+ALLOWED_FILES: tuple[FileType, ...] = (
+    FileType("application/pdf", "PDF", (".pdf",), frozenset({"application/x-pdf"})),
+    FileType("image/png", "PNG", (".png",)),
+    FileType("image/jpeg", "JPEG", (".jpg", ".jpeg"), frozenset({"image/jpg", "image/pjpeg"})),
+    FileType("image/tiff", "TIFF", (".tif", ".tiff"), frozenset({"image/tif"})),
+    FileType(DOCX, "Word document (DOCX)", (".docx",)),
+    FileType(XLSX, "Excel workbook (XLSX)", (".xlsx",)),
+    FileType(
+        "image/vnd.dwg",
+        "AutoCAD drawing (DWG)",
+        (".dwg",),
+        frozenset({"application/acad", "application/x-acad", "application/dwg", "image/x-dwg"}),
+    ),
+    FileType(
+        "image/vnd.dxf",
+        "drawing exchange file (DXF)",
+        (".dxf",),
+        frozenset({"application/dxf", "application/x-dxf", "image/x-dxf", "text/plain"}),
+    ),
+    FileType(
+        "text/csv",
+        "CSV text",
+        (".csv", ".tsv"),
+        _TEXT_ALIASES | {"application/vnd.ms-excel"},
+    ),
+    FileType(
+        "text/plain", "plain text (UTF-8)", (".txt", ".text", ".log", ".md", ".eml"), _TEXT_ALIASES
+    ),
+)
+_BY_TYPE = {t.content_type: t for t in ALLOWED_FILES}
+_BY_EXTENSION = {ext: t for t in ALLOWED_FILES for ext in t.extensions}
+ALLOWED_LABELS = ", ".join(t.label for t in ALLOWED_FILES)
+
+#: Declared types that say nothing about the bytes: the bytes decide.
+_UNDECLARED = frozenset(
+    {"", "application/octet-stream", "binary/octet-stream", "application/unknown"}
+)
+
+#: Names a file must never be saved or opened under, whatever its bytes: a PDF called
+#: `invoice.exe` is a trap for whoever downloads it.
+_EXECUTABLE = frozenset(
+    """.exe .dll .com .bat .cmd .scr .msi .msp .ps1 .psm1 .vbs .vbe .js .jse .mjs .wsf .wsh
+    .hta .jar .sh .bash .app .apk .lnk .reg .cpl .html .htm .xhtml .svg .php .py""".split()  # noqa: SIM905
+)
+
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{n}" for d in ("COM", "LPT") for n in range(1, 10)]
+)
+_NOT_IN_NAMES = re.compile(r'[<>:"|?*]')
+MAX_NAME_CHARS = 200
+MAX_NAME_BYTES = 255
+
+
+def _extension(name: str) -> str:
+    suffix = PurePosixPath(name).suffix.lower()
+    return suffix if 1 < len(suffix) <= 16 else ""
+
+
+def sanitise_filename(raw: str | None) -> str:
+    """A file name safe to show and to offer as a download name: the last path segment
+    only, without control or invisible formatting characters (a right-to-left override can
+    disguise `exe` as `pdf`), characters Windows refuses, leading dots or `..`, or a
+    Windows device name; at most 200 characters and 255 UTF-8 bytes, the extension kept.
+    Any script stays as it is: `技术图纸 v2.pdf` is a fine name. May return ''."""
+    name = unicodedata.normalize("NFC", raw or "")
+    name = re.split(r"[/\\]", name)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co"})
+    name = _NOT_IN_NAMES.sub("_", name)
+    name = " ".join(name.split())
+    name = re.sub(r"\.{2,}", ".", name).strip(" .")
+    if not name:
+        return ""
+    ext = name[len(name) - len(_extension(name)) :] if _extension(name) else ""
+    stem = name[: len(name) - len(ext)]
+    if stem.split(".")[0].upper() in _WINDOWS_DEVICES:
+        stem = f"_{stem}"
+    room_chars = MAX_NAME_CHARS - len(ext)
+    room_bytes = MAX_NAME_BYTES - len(ext.encode())
+    stem = stem[:room_chars]
+    while len(stem.encode()) > room_bytes:
+        stem = stem[:-1]
+    return (stem.rstrip(" .") or "attachment") + ext
+
+
+class FileRefused(RuleViolation):
+    """An upload that is not stored: `status` is 415 for a kind of file not accepted, 422
+    for a file whose declared type or name disagrees with its bytes."""
+
+    def __init__(self, status: int, problems: list[Problem]) -> None:
+        self.status = status
+        self.problems = problems
+        super().__init__("; ".join(p.detail for p in problems))
+
+
+def _base_type(declared: str | None) -> str:
+    return (declared or "").split(";")[0].strip().lower()
+
+
+def _describe(content_type: str | None) -> str:
+    known = _BY_TYPE.get(content_type or "")
+    if known is not None:
+        return known.label
+    return content_type or "not a recognised kind of file"
+
+
+@dataclass(frozen=True)
+class AcceptedFile:
+    content_type: str
+    name: str
+
+
+def accept_file(
+    *, detected: str | None, declared: str | None, filename: str | None
+) -> AcceptedFile:
+    """The content type a file is stored and served with, decided by its bytes (`detected`,
+    `text/plain` for UTF-8 text), and its sanitised name. Raises FileRefused when the bytes
+    are not an accepted kind of file, or when the declared type or the name's extension
+    says something else than the bytes."""
+    name = sanitise_filename(filename)
+    ext = _extension(name)
+    claimed = _base_type(declared)
+    if detected == "text/plain" and (
+        ext in (".csv", ".tsv") or claimed in ("text/csv", "application/csv", "text/x-csv")
+    ):
+        detected = "text/csv"
+    kind = _BY_TYPE.get(detected or "")
+    if kind is None:
+        raise FileRefused(
+            415,
+            [
+                _problem(
+                    "/file",
+                    f"the file's content is {_describe(detected)}, which is not accepted; "
+                    f"accepted are {ALLOWED_LABELS}",
+                )
+            ],
+        )
+    problems = []
+    if claimed not in _UNDECLARED and claimed != kind.content_type and claimed not in kind.aliases:
+        problems.append(
+            _problem(
+                "/file",
+                f"the file was sent as {claimed} but its content is {kind.label} "
+                f"({kind.content_type}); send it with its real type",
+            )
+        )
+    if ext in _EXECUTABLE:
+        raise FileRefused(
+            415, [_problem("/file", f"files named *{ext} are not accepted, whatever they hold")]
+        )
+    named = _BY_EXTENSION.get(ext)
+    text_names = kind.content_type in ("text/plain", "text/csv") and named in (
+        _BY_TYPE["text/plain"],
+        _BY_TYPE["text/csv"],
+    )
+    if ext and named is not None and named is not kind and not text_names:
+        problems.append(
+            _problem(
+                "/file",
+                f"the file is named *{ext} ({named.label}) but its content is {kind.label}; "
+                "rename it to what it is",
+            )
+        )
+    if problems:
+        raise FileRefused(422, problems)
+    if not name:
+        name = "attachment"
+    if not ext:
+        name += kind.extensions[0]
+    return AcceptedFile(content_type=kind.content_type, name=name)
+
+
+def download_path(order_id: UUID, attachment_id: UUID) -> str:
+    """Where intake's HTTP API serves an attachment; events carry it, never the bytes."""
+    return f"/api/v1/orders/{order_id}/attachments/{attachment_id}"
+
+
+# ---------------------------------------------------------------------------------------
+# Revisions: what changed between two of them, field by field.
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def diff(old: Any, new: Any, pointer: str = "") -> list[FieldChange]:
+    """Every difference between two JSON values, as JSON pointers with the old and the new
+    value. Objects are compared key by key in sorted order (so the answer does not depend
+    on how the documents were stored: PostgreSQL's jsonb keeps no key order), lists item by
+    item (an item added at the end is `old: null`, one removed `new: null`); a value that
+    changes type is replaced whole. The same two values always give the same list."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        changes: list[FieldChange] = []
+        for key in sorted(old.keys() | new.keys(), key=str):
+            at = f"{pointer}/{_escape(str(key))}"
+            if key not in old:
+                changes.append(FieldChange(pointer=at, old=None, new=new[key]))
+            elif key not in new:
+                changes.append(FieldChange(pointer=at, old=old[key], new=None))
+            else:
+                changes.extend(diff(old[key], new[key], at))
+        return changes
+    if isinstance(old, list) and isinstance(new, list):
+        changes = []
+        for index in range(max(len(old), len(new))):
+            at = f"{pointer}/{index}"
+            if index >= len(old):
+                changes.append(FieldChange(pointer=at, old=None, new=new[index]))
+            elif index >= len(new):
+                changes.append(FieldChange(pointer=at, old=old[index], new=None))
+            else:
+                changes.extend(diff(old[index], new[index], at))
+        return changes
+    # `1` and `1.0`, `true` and `1` compare equal in Python but not in JSON
+    if type(old) is type(new) and old == new:
+        return []
+    return [FieldChange(pointer=pointer or "/", old=old, new=new)]
+
+
+def _file_entry(ref: AttachmentRef) -> dict[str, Any]:
+    return ref.model_dump(mode="json", exclude={"id"})
+
+
+def revision_changes(
+    *,
+    old_document: Mapping[str, Any],
+    old_attachments: Sequence[AttachmentRef],
+    new_document: Mapping[str, Any],
+    new_attachments: Sequence[AttachmentRef],
+) -> list[FieldChange]:
+    """What a reviewer needs to see between two revisions: the document's fields, then the
+    files removed and added, each as `/attachments/<attachment id>`."""
+    changes = diff(dict(old_document), dict(new_document))
+    old_files = {a.id: a for a in old_attachments}
+    new_files = {a.id: a for a in new_attachments}
+    for ref in old_attachments:
+        if ref.id not in new_files:
+            changes.append(
+                FieldChange(pointer=f"/attachments/{ref.id}", old=_file_entry(ref), new=None)
+            )
+    for ref in new_attachments:
+        if ref.id not in old_files:
+            changes.append(
+                FieldChange(pointer=f"/attachments/{ref.id}", old=None, new=_file_entry(ref))
+            )
+    return changes
+
+
+# ---------------------------------------------------------------------------------------
+# The timeline: every event of an order, said in a line, with who did it.
+
+
+@dataclass(frozen=True)
+class Described:
+    actor: dict[str, Any] | None
+    summary: str
+    details: dict[str, Any]
+
+
+def _person(kind: str, who: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any] | None:
+    if not who or not who.get("id"):
+        return None
+    return {"kind": kind, "id": who["id"], "name": who.get("name"), **extra}
+
+
+def _system(service: str) -> dict[str, Any]:
+    return {"kind": "system", "id": service, "name": None}
+
+
+def _departments(feedback: Sequence[Mapping[str, Any]], decision: str) -> list[str]:
+    return [f["department"] for f in feedback if f.get("decision") == decision]
+
+
+def describe(
+    event_type: str, payload: Mapping[str, Any], *, salesperson: Mapping[str, Any] | None
+) -> Described:
+    """One line of the timeline for an event or one of intake's own actions: who, what, and
+    the details a reader of the order wants (departments, verdicts, files, contract)."""
+    p = payload
+    seller = _person("salesperson", salesperson)
+    if event_type == "order.created":
+        return Described(
+            _person("salesperson", p.get("salesperson")) or seller,
+            f"Order created ({p.get('channel')})",
+            {"channel": p.get("channel"), "submitted_at_once": p.get("submit", False)},
+        )
+    if event_type == "order.revised":
+        revision = p.get("revision")
+        return Described(
+            _person("salesperson", p.get("salesperson")) or seller,
+            f"Revision {revision} edited ({p.get('channel')})",
+            {"channel": p.get("channel"), "new_revision": p.get("new_revision", False)},
+        )
+    if event_type in ("attachment.added", "attachment.removed"):
+        file = p.get("attachment", {})
+        verb = "added" if event_type == "attachment.added" else "removed"
+        return Described(
+            seller,
+            f"File {verb}: {file.get('name')} ({file.get('kind')})",
+            {"attachment": file},
+        )
+    if event_type == "order.submitted":
+        order = p.get("order", {})
+        previous = p.get("previous_revision")
+        what = f"Revision {p.get('revision')} submitted for review ({p.get('channel')})"
+        if previous is not None:
+            what += f", {len(p.get('changes', []))} change(s) since revision {previous}"
+        return Described(
+            _person("salesperson", order.get("salesperson")) or seller,
+            what,
+            {
+                "channel": p.get("channel"),
+                "totals": p.get("totals"),
+                "attachments": p.get("attachments", []),
+                "previous_revision": previous,
+                "changes": p.get("changes", []),
+            },
+        )
+    if event_type == "review.round_opened":
+        departments = list(p.get("departments", []))
+        return Described(
+            _system("review-router"),
+            f"Review opened: {', '.join(departments)}",
+            {"round_id": p.get("round_id"), "departments": departments},
+        )
+    if event_type == "review.verdict_recorded":
+        decision = p.get("decision")
+        words = "approved" if decision == "approve" else "asked for changes"
+        annotations = list(p.get("annotations", []))
+        return Described(
+            _person("reviewer", p.get("reviewer"), department=p.get("department")),
+            f"{p.get('department')} {words}"
+            + (f" ({len(annotations)} annotation(s))" if annotations else ""),
+            {
+                "department": p.get("department"),
+                "decision": decision,
+                "comment": p.get("comment"),
+                "annotations": annotations,
+                "review_id": p.get("review_id"),
+            },
+        )
+    if event_type == "order.changes_requested":
+        feedback = list(p.get("feedback", []))
+        asking = _departments(feedback, "request_changes")
+        return Described(
+            _system("review-router"),
+            f"Changes requested by {', '.join(asking) or 'the departments'}",
+            {"feedback": feedback, "annotations": p.get("annotations", [])},
+        )
+    if event_type == "order.approved":
+        approvals = list(p.get("approvals", []))
+        who = ", ".join(_departments(approvals, "approve"))
+        return Described(
+            _system("review-router"),
+            "Approved" + (f" by {who}" if who else ""),
+            {"approvals": approvals, "totals": p.get("totals")},
+        )
+    if event_type == "contract.drafted":
+        return Described(
+            _system("contracts"),
+            f"Contract {p.get('contract_number')} drafted",
+            {
+                "contract_id": p.get("contract_id"),
+                "contract_number": p.get("contract_number"),
+                "currency": p.get("currency"),
+                "total": p.get("total"),
+            },
+        )
+    if event_type == "contract.signed":
+        return Described(
+            _system("contracts"),
+            f"Contract {p.get('contract_number')} signed",
+            {"contract_id": p.get("contract_id"), "contract_number": p.get("contract_number")},
+        )
+    if event_type in ("notification.delivered", "notification.failed"):
+        delivered = event_type == "notification.delivered"
+        return Described(
+            _system("notifier"),
+            f"Notification {'delivered' if delivered else 'failed'}: {p.get('event_type')} to "
+            f"{p.get('recipient')} ({p.get('channel')})",
+            {
+                "recipient": p.get("recipient"),
+                "channel": p.get("channel"),
+                "event_type": p.get("event_type"),
+                **({} if delivered else {"error": p.get("error")}),
+            },
+        )
+    if event_type == "review.overdue":
+        return Described(
+            _system("review-router"),
+            f"Review by {p.get('department')} overdue (due {p.get('due_at')})",
+            {"department": p.get("department"), "due_at": p.get("due_at")},
+        )
+    if event_type == "order.withdrawn":
+        reason = p.get("reason")
+        return Described(
+            seller, "Order withdrawn" + (f": {reason}" if reason else ""), {"reason": reason}
+        )
+    return Described(None, event_type, dict(p))

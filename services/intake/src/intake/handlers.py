@@ -1,29 +1,36 @@
 """One function per request, command or event: the order's changes and the messages they
-cause, all in the caller's transaction."""
+cause, all in the caller's transaction (file uploads and bulk imports, which own their
+transactions, take the pool)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import structlog
 
 from orderflow import outbox, topology
-from orderflow.db import Connection
+from orderflow.db import Connection, Pool, transaction
 from orderflow.messages import (
+    AttachmentKind,
+    AttachmentRef,
     ContractDrafted,
     ContractSigned,
+    FieldChange,
     Message,
     OrderApproved,
     OrderChangesRequested,
     OrderDocument,
     OrderSubmitted,
     OrderWithdrawn,
+    Problem,
     SubmitOrder,
     SubmitOrderReply,
     Totals,
@@ -31,18 +38,34 @@ from orderflow.messages import (
 
 from . import domain
 from .adapters import repository
+from .adapters.blobs import BlobStore
 from .domain import Status
 
 log = structlog.get_logger(__name__)
 
 API = "api"
 BUS = "bus"
+IMPORT = "import"
 
 
 class OrderNotFound(Exception):
     def __init__(self, order_id: UUID) -> None:
         self.order_id = order_id
         super().__init__(f"order {order_id} does not exist")
+
+
+class RevisionNotFound(Exception):
+    def __init__(self, order_id: UUID, revision: int) -> None:
+        self.order_id = order_id
+        self.revision = revision
+        super().__init__(f"order {order_id} has no revision {revision}")
+
+
+class AttachmentNotFound(Exception):
+    def __init__(self, order_id: UUID, attachment_id: UUID, where: str = "") -> None:
+        self.order_id = order_id
+        self.attachment_id = attachment_id
+        super().__init__(f"order {order_id} has no file {attachment_id}{where}")
 
 
 class IdempotencyKeyReused(Exception):
@@ -61,6 +84,7 @@ class Outcome:
     revision: int
     status: Status
     created: bool = True
+    possible_duplicate_of: list[UUID] = field(default_factory=list)
 
 
 def fingerprint(document: OrderDocument, *, submit: bool) -> str:
@@ -83,17 +107,62 @@ def _totals(document: OrderDocument) -> dict[str, Any]:
     return Totals.of(document).model_dump(mode="json")
 
 
-def _check(document: OrderDocument, *, today: date) -> None:
-    problems = domain.self_check(document, today=today)
+def _salesperson(document: OrderDocument | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(document, OrderDocument):
+        return document.salesperson.model_dump(mode="json")
+    return dict(document.get("salesperson") or {})
+
+
+def attachment_ref(row: dict[str, Any]) -> AttachmentRef:
+    return AttachmentRef(
+        id=row["id"],
+        name=row["name"],
+        kind=AttachmentKind(row["kind"]),
+        content_type=row["content_type"],
+        size=row["size"],
+        sha256=row["sha256"],
+        download_path=domain.download_path(row["order_id"], row["id"]),
+    )
+
+
+async def _files(conn: Connection | Pool, order_id: UUID, revision: int) -> list[AttachmentRef]:
+    rows = await repository.revision_attachments(conn, order_id=order_id, revision=revision)
+    return [attachment_ref(r) for r in rows]
+
+
+def _check(
+    document: OrderDocument, *, today: date, attachments: Sequence[AttachmentRef] | None
+) -> None:
+    problems = domain.self_check(document, today=today, attachments=attachments)
     if problems:
         raise domain.SelfCheckFailed(problems)
 
 
 async def _submit(
-    conn: Connection, *, order_id: UUID, revision: int, document: OrderDocument, channel: str
+    conn: Connection,
+    *,
+    order_id: UUID,
+    revision: int,
+    document: OrderDocument,
+    attachments: list[AttachmentRef],
+    channel: str,
 ) -> None:
-    """Freeze a revision that passed the self-check and announce it to the departments."""
+    """Freeze a revision that passed the self-check, files included, and announce it to the
+    departments with what changed since the revision submitted before it."""
     now = datetime.now(UTC)
+    previous = None
+    if revision > 1:
+        previous = await repository.previous_submitted(conn, order_id=order_id, before=revision)
+    changes = []
+    if previous is not None:
+        before = await repository.get_revision(conn, order_id=order_id, revision=previous)
+        assert before is not None
+        changes = domain.revision_changes(
+            old_document=before["document"],
+            old_attachments=await _files(conn, order_id, previous),
+            new_document=_document(document),
+            new_attachments=attachments,
+        )
     await repository.mark_submitted(conn, order_id=order_id, revision=revision, submitted_at=now)
     await outbox.enqueue(
         conn,
@@ -104,11 +173,47 @@ async def _submit(
             totals=Totals.of(document),
             channel=channel,
             submitted_at=now,
+            attachments=attachments,
+            previous_revision=previous,
+            changes=changes,
         ),
         exchange=topology.EVENTS,
         correlation_id=order_id,
     )
-    log.info("order submitted", order_id=str(order_id), revision=revision, channel=channel)
+    log.info(
+        "order submitted",
+        order_id=str(order_id),
+        revision=revision,
+        channel=channel,
+        files=len(attachments),
+        changes=len(changes),
+    )
+
+
+async def _duplicates_of(
+    conn: Connection,
+    *,
+    order_id: UUID,
+    document: OrderDocument,
+    created_before: datetime | None = None,
+) -> tuple[str | None, list[UUID]]:
+    key = domain.duplicate_key(
+        customer_name=document.customer.name, external_ref=document.external_ref
+    )
+    if key is None:
+        return None, []
+    await repository.lock_duplicate_key(conn, key=key)
+    found = await repository.find_duplicates(
+        conn, key=key, exclude=order_id, created_before=created_before
+    )
+    if found:
+        log.info(
+            "possible duplicate",
+            order_id=str(order_id),
+            external_ref=document.external_ref,
+            of=[str(i) for i in found],
+        )
+    return key, found
 
 
 async def create_order(
@@ -138,10 +243,14 @@ async def create_order(
                 revision=order["current_revision"],
                 status=Status(order["status"]),
                 created=False,
+                possible_duplicate_of=list(order["possible_duplicate_of"]),
             )
     if submit:
-        # checked before anything is written, so a refused order leaves nothing behind
-        _check(document, today=today)
+        # checked before anything is written, so a refused order leaves nothing behind;
+        # created and submitted in one step, it cannot have files yet
+        _check(document, today=today, attachments=None)
+    now = datetime.now(UTC)
+    key, duplicates = await _duplicates_of(conn, order_id=order_id, document=document)
     await repository.insert_order(
         conn,
         order_id=order_id,
@@ -150,6 +259,8 @@ async def create_order(
         external_ref=document.external_ref,
         customer_name=document.customer.name,
         channel=channel,
+        duplicate_key=key,
+        possible_duplicate_of=duplicates,
     )
     await repository.insert_revision(
         conn,
@@ -159,19 +270,73 @@ async def create_order(
         totals=_totals(document),
         channel=channel,
     )
+    await repository.add_activity(
+        conn,
+        order_id=order_id,
+        activity="order.created",
+        revision=1,
+        payload={
+            "channel": channel,
+            "submit": submit,
+            "salesperson": _salesperson(document),
+            "possible_duplicate_of": [str(d) for d in duplicates],
+        },
+        occurred_at=now,
+    )
     if submit:
-        await _submit(conn, order_id=order_id, revision=1, document=document, channel=channel)
+        await _submit(
+            conn, order_id=order_id, revision=1, document=document, attachments=[], channel=channel
+        )
     log.info("order created", order_id=str(order_id), channel=channel, submitted=submit)
     return Outcome(
-        order_id=order_id, revision=1, status=Status.SUBMITTED if submit else Status.DRAFT
+        order_id=order_id,
+        revision=1,
+        status=Status.SUBMITTED if submit else Status.DRAFT,
+        possible_duplicate_of=duplicates,
     )
 
 
-async def _locked(conn: Connection, order_id: UUID) -> dict[str, Any]:
+async def _locked(
+    conn: Connection, order_id: UUID, *, if_match: str | None = None
+) -> dict[str, Any]:
     order = await repository.lock_order(conn, order_id=order_id)
     if order is None:
         raise OrderNotFound(order_id)
+    # compared under the lock, so two writers with the same ETag cannot both pass
+    domain.check_version(if_match, revision=order["current_revision"], version=order["version"])
     return order
+
+
+async def _open_draft(conn: Connection, *, order: dict[str, Any], channel: str) -> int:
+    """The revision that takes a file: the open one, or a new one made from the revision
+    the departments sent back (its document and files), which stays as they reviewed it."""
+    target = domain.edit_target(
+        status=Status(order["status"]),
+        current_revision=order["current_revision"],
+        submitted=order["current_submitted"],
+    )
+    if target.replace:
+        return target.revision
+    reviewed = await repository.get_revision(
+        conn, order_id=order["id"], revision=order["current_revision"]
+    )
+    assert reviewed is not None
+    await repository.insert_revision(
+        conn,
+        order_id=order["id"],
+        revision=target.revision,
+        document=reviewed["document"],
+        totals=reviewed["totals"],
+        channel=channel,
+    )
+    await repository.copy_attachments(
+        conn,
+        order_id=order["id"],
+        from_revision=order["current_revision"],
+        to_revision=target.revision,
+    )
+    await repository.set_current_revision(conn, order_id=order["id"], revision=target.revision)
+    return target.revision
 
 
 async def _write(
@@ -191,6 +356,13 @@ async def _write(
         totals=_totals(document),
         channel=channel,
     )
+    if not target.replace:
+        await repository.copy_attachments(
+            conn,
+            order_id=order["id"],
+            from_revision=order["current_revision"],
+            to_revision=target.revision,
+        )
     await repository.update_header(
         conn,
         order_id=order["id"],
@@ -199,40 +371,102 @@ async def _write(
         external_ref=document.external_ref,
         customer_name=document.customer.name,
     )
+    key = domain.duplicate_key(
+        customer_name=document.customer.name, external_ref=document.external_ref
+    )
+    if key != order["duplicate_key"]:
+        # another reference: compared with the orders that came before this one only, so
+        # the later of two orders is the one marked, whichever was edited
+        key, duplicates = await _duplicates_of(
+            conn, order_id=order["id"], document=document, created_before=order["created_at"]
+        )
+        await repository.set_duplicates(
+            conn, order_id=order["id"], key=key, possible_duplicate_of=duplicates
+        )
+    await repository.add_activity(
+        conn,
+        order_id=order["id"],
+        activity="order.revised",
+        revision=target.revision,
+        payload={
+            "revision": target.revision,
+            "new_revision": not target.replace,
+            "channel": channel,
+            "salesperson": _salesperson(document),
+        },
+        occurred_at=datetime.now(UTC),
+    )
     return target.revision
 
 
 async def update_order(
-    conn: Connection, *, order_id: UUID, document: OrderDocument, channel: str
+    conn: Connection,
+    *,
+    order_id: UUID,
+    document: OrderDocument,
+    channel: str,
+    if_match: str | None,
 ) -> Outcome:
     """Edit a draft, or revise an order the departments sent back (a new revision)."""
-    order = await _locked(conn, order_id)
+    order = await _locked(conn, order_id, if_match=if_match)
     revision = await _write(conn, order=order, document=document, channel=channel)
     return Outcome(order_id=order_id, revision=revision, status=Status(order["status"]))
 
 
-async def submit_order(conn: Connection, *, order_id: UUID, channel: str, today: date) -> Outcome:
-    """Self-check the current revision and send it to review."""
-    order = await _locked(conn, order_id)
+async def submit_order(
+    conn: Connection,
+    *,
+    order_id: UUID,
+    channel: str,
+    today: date,
+    if_match: str | None = None,
+) -> Outcome:
+    """Self-check the current revision with its files and send it to review."""
+    order = await _locked(conn, order_id, if_match=if_match)
     domain.check_submittable(
         status=Status(order["status"]),
         current_revision=order["current_revision"],
         submitted=order["current_submitted"],
     )
-    stored = await repository.get_revision(
-        conn, order_id=order_id, revision=order["current_revision"]
-    )
+    revision = order["current_revision"]
+    stored = await repository.get_revision(conn, order_id=order_id, revision=revision)
     assert stored is not None
     document = OrderDocument.model_validate(stored["document"])
-    _check(document, today=today)
+    files = await _files(conn, order_id, revision)
+    _check(document, today=today, attachments=files)
     await _submit(
         conn,
         order_id=order_id,
-        revision=order["current_revision"],
+        revision=revision,
         document=document,
+        attachments=files,
         channel=channel,
     )
-    return Outcome(order_id=order_id, revision=order["current_revision"], status=Status.SUBMITTED)
+    return Outcome(order_id=order_id, revision=revision, status=Status.SUBMITTED)
+
+
+async def withdraw_order(
+    conn: Connection, *, order_id: UUID, reason: str | None, if_match: str | None = None
+) -> Outcome:
+    """The salesperson takes the order back before approval; the departments still
+    reviewing it are told to stop (the router answers `order.withdrawn`)."""
+    order = await _locked(conn, order_id, if_match=if_match)
+    domain.check_withdrawable(Status(order["status"]))
+    now = datetime.now(UTC)
+    await repository.withdraw(conn, order_id=order_id, withdrawn_at=now)
+    await outbox.enqueue(
+        conn,
+        OrderWithdrawn(
+            order_id=order_id,
+            revision=order["current_revision"],
+            reason=reason,
+            withdrawn_at=now,
+        ),
+        exchange=topology.EVENTS,
+        correlation_id=order_id,
+    )
+    log.info("order withdrawn", order_id=str(order_id), status=order["status"])
+    return Outcome(order_id=order_id, revision=order["current_revision"], status=Status.WITHDRAWN)
 
 
 async def on_submit_command(
@@ -250,10 +484,17 @@ async def on_submit_command(
     else:
         order = await _locked(conn, command.order_id)
         domain.check_editable(Status(order["status"]))
-        _check(document, today=today)
+        # the new revision keeps the files of the one it replaces or follows
+        files = await _files(conn, command.order_id, order["current_revision"])
+        _check(document, today=today, attachments=files)
         revision = await _write(conn, order=order, document=document, channel=BUS)
         await _submit(
-            conn, order_id=command.order_id, revision=revision, document=document, channel=BUS
+            conn,
+            order_id=command.order_id,
+            revision=revision,
+            document=document,
+            attachments=files,
+            channel=BUS,
         )
         outcome = Outcome(order_id=command.order_id, revision=revision, status=Status.SUBMITTED)
     if reply_to:
@@ -272,6 +513,220 @@ async def on_submit_command(
             correlation_id=correlation_id,
         )
     return outcome
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A file that arrived whole and passed the checks, ready to be stored."""
+
+    kind: AttachmentKind
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    chunks: Callable[[], Iterable[bytes]]
+
+
+async def check_attachable(pool: Pool, *, order_id: UUID) -> None:
+    """Before an upload is read: the order exists and takes files (checked again, under
+    its lock, when the file is stored)."""
+    order = await repository.get_order(pool, order_id=order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    domain.check_editable(Status(order["status"]))
+
+
+async def add_attachment(
+    pool: Pool,
+    store: BlobStore,
+    *,
+    order_id: UUID,
+    file: NewFile,
+    channel: str,
+    if_match: str | None = None,
+) -> tuple[AttachmentRef, int]:
+    """Store a file on the order's open revision; the file and the revision's new version
+    commit together or not at all. Returns the file and the revision it joined."""
+    for attempt in (1, 2):
+        try:
+            async with transaction(pool) as conn:
+                order = await _locked(conn, order_id, if_match=if_match)
+                revision = await _open_draft(conn, order=order, channel=channel)
+                await store.put(conn, sha256=file.sha256, size=file.size, chunks=file.chunks())
+                row = await repository.insert_attachment(
+                    conn,
+                    attachment_id=uuid.uuid4(),
+                    order_id=order_id,
+                    revision=revision,
+                    kind=file.kind.value,
+                    name=file.name,
+                    content_type=file.content_type,
+                    size=file.size,
+                    sha256=file.sha256,
+                )
+                ref = attachment_ref(row)
+                await repository.bump_version(conn, order_id=order_id)
+                current = await repository.get_revision(conn, order_id=order_id, revision=revision)
+                assert current is not None
+                await repository.add_activity(
+                    conn,
+                    order_id=order_id,
+                    activity="attachment.added",
+                    revision=revision,
+                    payload={
+                        "attachment": ref.model_dump(mode="json"),
+                        "salesperson": _salesperson(current["document"]),
+                    },
+                    occurred_at=datetime.now(UTC),
+                )
+        except asyncpg.ForeignKeyViolationError:
+            # the same bytes were discarded by a deletion that committed between finding
+            # them stored and referring to them: store them again
+            if attempt == 2:
+                raise
+            continue
+        log.info(
+            "file attached",
+            order_id=str(order_id),
+            revision=revision,
+            kind=file.kind.value,
+            size=file.size,
+            content_type=file.content_type,
+        )
+        return ref, revision
+    raise AssertionError("unreachable")
+
+
+async def remove_attachment(
+    pool: Pool,
+    store: BlobStore,
+    *,
+    order_id: UUID,
+    attachment_id: UUID,
+    channel: str,
+    if_match: str | None = None,
+) -> int:
+    """Take a file off the order's open revision; a submitted revision keeps it. The bytes
+    go when no revision of any order holds them any more. Returns the open revision."""
+    async with transaction(pool) as conn:
+        order = await _locked(conn, order_id, if_match=if_match)
+        domain.check_editable(Status(order["status"]))
+        files = {f.id: f for f in await _files(conn, order_id, order["current_revision"])}
+        ref = files.get(attachment_id)
+        if ref is None:
+            raise AttachmentNotFound(order_id, attachment_id, " on its current revision")
+        revision = await _open_draft(conn, order=order, channel=channel)
+        await repository.unlink_attachment(
+            conn, order_id=order_id, revision=revision, attachment_id=attachment_id
+        )
+        forgotten = await repository.delete_attachment_if_unused(conn, attachment_id=attachment_id)
+        await repository.bump_version(conn, order_id=order_id)
+        current = await repository.get_revision(conn, order_id=order_id, revision=revision)
+        assert current is not None
+        await repository.add_activity(
+            conn,
+            order_id=order_id,
+            activity="attachment.removed",
+            revision=revision,
+            payload={
+                "attachment": ref.model_dump(mode="json"),
+                "salesperson": _salesperson(current["document"]),
+            },
+            occurred_at=datetime.now(UTC),
+        )
+    if forgotten:
+        # after the commit: had it rolled back, the bytes would still be needed
+        await store.discard_if_unused(pool, sha256=ref.sha256)
+    return revision
+
+
+async def attachments_of(
+    pool: Pool, *, order_id: UUID, revision: int | None
+) -> tuple[int, list[AttachmentRef]]:
+    """The files of a revision (the current one by default)."""
+    order = await repository.get_order(pool, order_id=order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    wanted = order["current_revision"] if revision is None else revision
+    if wanted > order["current_revision"]:
+        raise RevisionNotFound(order_id, wanted)
+    return wanted, await _files(pool, order_id, wanted)
+
+
+async def attachment(pool: Pool, *, order_id: UUID, attachment_id: UUID) -> AttachmentRef:
+    row = await repository.get_attachment(pool, order_id=order_id, attachment_id=attachment_id)
+    if row is None:
+        raise AttachmentNotFound(order_id, attachment_id)
+    return attachment_ref(row)
+
+
+# ---------------------------------------------------------------------------------------
+# Revisions and the timeline
+
+
+async def revision_with_files(pool: Pool, *, order_id: UUID, revision: int) -> dict[str, Any]:
+    """A stored revision and its files."""
+    row = await repository.get_revision(pool, order_id=order_id, revision=revision)
+    if row is None:
+        raise RevisionNotFound(order_id, revision)
+    return {**row, "attachments": await _files(pool, order_id, revision)}
+
+
+async def revision_diff(pool: Pool, *, order_id: UUID, old: int, new: int) -> list[FieldChange]:
+    """Field by field, what changed from revision `old` to revision `new`."""
+    before = await revision_with_files(pool, order_id=order_id, revision=old)
+    after = await revision_with_files(pool, order_id=order_id, revision=new)
+    return domain.revision_changes(
+        old_document=before["document"],
+        old_attachments=before["attachments"],
+        new_document=after["document"],
+        new_attachments=after["attachments"],
+    )
+
+
+async def timeline(pool: Pool, *, order_id: UUID) -> list[dict[str, Any]]:
+    """Every event of the order in the order it happened, who did it and what it meant."""
+    order = await repository.get_order(pool, order_id=order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    salesperson = _salesperson(order["document"])
+    entries = []
+    for row in await repository.timeline(pool, order_id=order_id):
+        described = domain.describe(row["type"], row["payload"], salesperson=salesperson)
+        entries.append(
+            {
+                "at": row["occurred_at"],
+                "type": row["type"],
+                "revision": row["revision"],
+                "source": row["source"],
+                "actor": described.actor,
+                "summary": described.summary,
+                "details": described.details,
+            }
+        )
+    return entries
+
+
+# ---------------------------------------------------------------------------------------
+# Bulk intake
+
+
+async def import_order(
+    pool: Pool, *, document: OrderDocument, today: date
+) -> Outcome | list[Problem]:
+    """One order of a bulk import, created and submitted in its own transaction, so a
+    refused order never takes an accepted one with it; its problems when refused."""
+    try:
+        async with transaction(pool) as conn:
+            return await create_order(
+                conn, document=document, channel=IMPORT, submit=True, today=today
+            )
+    except domain.SelfCheckFailed as exc:
+        return exc.problems
 
 
 def _occurred_at(event: Message, fallback: datetime | None) -> datetime:

@@ -10,13 +10,14 @@ from orderflow.http import create_service_app
 from orderflow.logging import configure_logging
 from orderflow.service import ServiceRuntime
 
-from .entrypoints import bus, http
+from .adapters.blobs import BlobStore, PostgresBlobStore
+from .entrypoints import attachments, bus, http, imports
 from .settings import Settings
 
 SERVICE = "intake"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, blobs: BlobStore | None = None) -> FastAPI:
     settings = settings or Settings()  # type: ignore[call-arg]  # values come from the env
     runtime = ServiceRuntime(
         service=SERVICE, schema="intake", package="intake", settings=settings, queues=bus.QUEUES
@@ -24,12 +25,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         runtime,
         title="Orderflow intake",
-        description="Orders and their revisions: create, self-check, submit, follow the review.",
+        description=(
+            "Orders, their revisions and files: create, attach, self-check, submit, "
+            "withdraw, follow the review, compare revisions, read the timeline, import."
+        ),
     )
     # the business day, for the self-check; one clock for HTTP and bus, replaceable in tests
     app.state.today = settings.today
+    app.state.settings = settings
+    # where attachment bytes live; PostgreSQL unless another store is given
+    app.state.blobs = blobs or PostgresBlobStore()
     bus.register(runtime, today=lambda: app.state.today())
     app.include_router(http.router)
+    app.include_router(imports.router)
+    app.include_router(attachments.router)
     return app
 
 

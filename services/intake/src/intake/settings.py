@@ -21,6 +21,18 @@ class Settings(ServiceSettings):
         "there is in the past",
     )
 
+    max_attachment_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        ge=1,
+        description="The largest file that may be attached to an order, in bytes; a larger "
+        "upload is refused (413) as soon as it passes the limit",
+    )
+    max_import_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1,
+        description="The largest bulk import body, in bytes",
+    )
+
     @field_validator("business_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

@@ -1,4 +1,5 @@
-"""Orders, revisions, idempotency keys and the event log in PostgreSQL (schema `intake`)."""
+"""Orders, revisions, attachments, idempotency keys, the event log and intake's own actions
+in PostgreSQL (schema `intake`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ Executor: TypeAlias = "Connection | Pool"
 
 _ORDER_COLUMNS = """o.id, o.status, o.salesperson_id, o.external_ref, o.customer_name, o.channel,
     o.current_revision, o.submitted_revision, o.created_at, o.updated_at, o.change_request,
-    o.approved_at, o.contract_id, o.contract_number, o.contract_signed_at, o.withdrawn_at"""
+    o.approved_at, o.contract_id, o.contract_number, o.contract_signed_at, o.withdrawn_at,
+    o.version, o.duplicate_key, o.possible_duplicate_of"""
 
 
 async def insert_order(
@@ -25,17 +27,21 @@ async def insert_order(
     external_ref: str | None,
     customer_name: str | None,
     channel: str,
+    duplicate_key: str | None,
+    possible_duplicate_of: list[UUID],
 ) -> None:
     await conn.execute(
         """INSERT INTO orders (id, status, salesperson_id, external_ref, customer_name, channel,
-                               current_revision)
-           VALUES ($1, $2, $3, $4, $5, $6, 1)""",
+                               current_revision, duplicate_key, possible_duplicate_of)
+           VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8)""",
         order_id,
         status,
         salesperson_id,
         external_ref,
         customer_name,
         channel,
+        duplicate_key,
+        possible_duplicate_of,
     )
 
 
@@ -65,7 +71,7 @@ async def update_header(
     """After an edit: the list's columns follow the newest document."""
     await conn.execute(
         """UPDATE orders SET current_revision = $2, salesperson_id = $3, external_ref = $4,
-                             customer_name = $5, updated_at = now()
+                             customer_name = $5, updated_at = now(), version = version + 1
            WHERE id = $1""",
         order_id,
         current_revision,
@@ -78,15 +84,14 @@ async def update_header(
 async def mark_submitted(
     conn: Connection, *, order_id: UUID, revision: int, submitted_at: datetime
 ) -> None:
+    """Freeze the revision and make it the order's submitted one, in one statement."""
     await conn.execute(
-        "UPDATE revisions SET submitted_at = $3, updated_at = $3 "
-        "WHERE order_id = $1 AND revision = $2 AND submitted_at IS NULL",
-        order_id,
-        revision,
-        submitted_at,
-    )
-    await conn.execute(
-        """UPDATE orders SET status = 'submitted', submitted_revision = $2, updated_at = $3
+        """WITH frozen AS (
+               UPDATE revisions SET submitted_at = $3, updated_at = $3
+               WHERE order_id = $1 AND revision = $2 AND submitted_at IS NULL
+           )
+           UPDATE orders SET status = 'submitted', submitted_revision = $2, updated_at = $3,
+                             version = version + 1
            WHERE id = $1""",
         order_id,
         revision,
@@ -164,30 +169,37 @@ async def list_orders(
     status: str | None,
     salesperson_id: str | None,
     external_ref: str | None,
+    duplicate: bool | None,
     limit: int,
     offset: int,
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of orders, newest first, with the total number matching the filters."""
     where = """($1::text IS NULL OR o.status = $1)
                AND ($2::text IS NULL OR o.salesperson_id = $2)
-               AND ($3::text IS NULL OR o.external_ref = $3)"""
+               AND ($3::text IS NULL OR o.external_ref = $3)
+               AND ($4::boolean IS NULL OR (cardinality(o.possible_duplicate_of) > 0) = $4)"""
     rows = await db.fetch(
         f"""SELECT o.id, o.status, o.salesperson_id, o.external_ref, o.customer_name, o.channel,
                    o.current_revision, o.submitted_revision, o.created_at, o.updated_at,
-                   r.totals
+                   o.possible_duplicate_of, r.totals
             FROM orders o
             JOIN revisions r ON r.order_id = o.id AND r.revision = o.current_revision
             WHERE {where}
             ORDER BY o.created_at DESC, o.id
-            LIMIT $4 OFFSET $5""",
+            LIMIT $5 OFFSET $6""",
         status,
         salesperson_id,
         external_ref,
+        duplicate,
         limit,
         offset,
     )
     total = await db.fetchval(
-        f"SELECT count(*) FROM orders o WHERE {where}", status, salesperson_id, external_ref
+        f"SELECT count(*) FROM orders o WHERE {where}",
+        status,
+        salesperson_id,
+        external_ref,
+        duplicate,
     )
     return [dict(r) for r in rows], int(total or 0)
 
@@ -276,10 +288,238 @@ async def append_event(
 
 
 async def events(db: Executor, *, order_id: UUID) -> list[dict[str, Any]]:
-    """The order's timeline, oldest first."""
+    """The events consumed for the order, oldest first."""
     rows = await db.fetch(
         """SELECT message_id, type, revision, payload, occurred_at, recorded_at, outcome
            FROM order_events WHERE order_id = $1 ORDER BY occurred_at, id""",
         order_id,
     )
     return [dict(r) for r in rows]
+
+
+async def timeline(db: Executor, *, order_id: UUID) -> list[dict[str, Any]]:
+    """Intake's own actions and the consumed events of the order, in the order they
+    happened; on the same instant intake's action first (it caused the event)."""
+    rows = await db.fetch(
+        """SELECT source, type, revision, payload, occurred_at FROM (
+               SELECT 'intake' AS source, 0 AS rank, id, type, revision, payload, occurred_at
+               FROM order_activity WHERE order_id = $1
+               UNION ALL
+               SELECT 'bus', 1, id, type, revision, payload, occurred_at
+               FROM order_events WHERE order_id = $1
+           ) t
+           ORDER BY occurred_at, rank, id""",
+        order_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def add_activity(
+    conn: Connection,
+    *,
+    order_id: UUID,
+    activity: str,
+    revision: int | None,
+    payload: dict[str, Any],
+    occurred_at: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO order_activity (order_id, type, revision, payload, occurred_at)
+           VALUES ($1, $2, $3, $4, $5)""",
+        order_id,
+        activity,
+        revision,
+        payload,
+        occurred_at,
+    )
+
+
+async def set_current_revision(conn: Connection, *, order_id: UUID, revision: int) -> None:
+    await conn.execute(
+        "UPDATE orders SET current_revision = $2, updated_at = now() WHERE id = $1",
+        order_id,
+        revision,
+    )
+
+
+async def bump_version(conn: Connection, *, order_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE orders SET version = version + 1, updated_at = now() WHERE id = $1", order_id
+    )
+
+
+async def withdraw(conn: Connection, *, order_id: UUID, withdrawn_at: datetime) -> None:
+    await conn.execute(
+        """UPDATE orders SET status = 'withdrawn', withdrawn_at = $2, updated_at = $2,
+                             version = version + 1
+           WHERE id = $1""",
+        order_id,
+        withdrawn_at,
+    )
+
+
+# --- duplicates ---------------------------------------------------------------------------
+
+
+async def lock_duplicate_key(conn: Connection, *, key: str) -> None:
+    """Serialise orders with the same reference until the transaction ends, so two that
+    arrive together still see each other."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", key)
+
+
+async def find_duplicates(
+    conn: Connection, *, key: str, exclude: UUID, created_before: datetime | None = None
+) -> list[UUID]:
+    """Other orders with the key, oldest first; withdrawn ones do not count (entering an
+    order again after withdrawing it is how it is replaced)."""
+    rows = await conn.fetch(
+        """SELECT id FROM orders
+           WHERE duplicate_key = $1 AND id <> $2 AND status <> 'withdrawn'
+             AND ($3::timestamptz IS NULL OR created_at < $3)
+           ORDER BY created_at, id""",
+        key,
+        exclude,
+        created_before,
+    )
+    return [r["id"] for r in rows]
+
+
+async def set_duplicates(
+    conn: Connection, *, order_id: UUID, key: str | None, possible_duplicate_of: list[UUID]
+) -> None:
+    await conn.execute(
+        "UPDATE orders SET duplicate_key = $2, possible_duplicate_of = $3 WHERE id = $1",
+        order_id,
+        key,
+        possible_duplicate_of,
+    )
+
+
+# --- revisions and their files ----------------------------------------------------------
+
+
+async def list_revisions(db: Executor, *, order_id: UUID) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        """SELECT r.order_id, r.revision, r.totals, r.channel, r.created_at, r.updated_at,
+                  r.submitted_at,
+                  (SELECT count(*) FROM revision_attachments ra
+                   WHERE ra.order_id = r.order_id AND ra.revision = r.revision) AS attachments
+           FROM revisions r WHERE r.order_id = $1 ORDER BY r.revision""",
+        order_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def previous_submitted(conn: Connection, *, order_id: UUID, before: int) -> int | None:
+    value = await conn.fetchval(
+        """SELECT max(revision) FROM revisions
+           WHERE order_id = $1 AND revision < $2 AND submitted_at IS NOT NULL""",
+        order_id,
+        before,
+    )
+    return int(value) if value is not None else None
+
+
+async def copy_attachments(
+    conn: Connection, *, order_id: UUID, from_revision: int, to_revision: int
+) -> None:
+    """A new revision starts with the files of the one it was made from."""
+    await conn.execute(
+        """INSERT INTO revision_attachments (order_id, revision, attachment_id)
+           SELECT order_id, $3, attachment_id FROM revision_attachments
+           WHERE order_id = $1 AND revision = $2""",
+        order_id,
+        from_revision,
+        to_revision,
+    )
+
+
+_ATTACHMENT_COLUMNS = (
+    "a.id, a.order_id, a.kind, a.name, a.content_type, a.size, a.sha256, a.created_at"
+)
+
+
+async def revision_attachments(
+    db: Executor, *, order_id: UUID, revision: int
+) -> list[dict[str, Any]]:
+    """The files of a revision, in the order they were uploaded."""
+    rows = await db.fetch(
+        f"""SELECT {_ATTACHMENT_COLUMNS}
+            FROM revision_attachments ra JOIN attachments a ON a.id = ra.attachment_id
+            WHERE ra.order_id = $1 AND ra.revision = $2
+            ORDER BY a.created_at, a.id""",
+        order_id,
+        revision,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_attachment(
+    db: Executor, *, order_id: UUID, attachment_id: UUID
+) -> dict[str, Any] | None:
+    row = await db.fetchrow(
+        f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments a WHERE a.order_id = $1 AND a.id = $2",
+        order_id,
+        attachment_id,
+    )
+    return dict(row) if row is not None else None
+
+
+async def insert_attachment(
+    conn: Connection,
+    *,
+    attachment_id: UUID,
+    order_id: UUID,
+    revision: int,
+    kind: str,
+    name: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"""WITH a AS (
+                INSERT INTO attachments (id, order_id, kind, name, content_type, size, sha256)
+                VALUES ($1, $2, $4, $5, $6, $7, $8)
+                RETURNING *
+            ), link AS (
+                INSERT INTO revision_attachments (order_id, revision, attachment_id)
+                SELECT order_id, $3, id FROM a
+            )
+            SELECT {_ATTACHMENT_COLUMNS} FROM a""",
+        attachment_id,
+        order_id,
+        revision,
+        kind,
+        name,
+        content_type,
+        size,
+        sha256,
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def unlink_attachment(
+    conn: Connection, *, order_id: UUID, revision: int, attachment_id: UUID
+) -> bool:
+    """Take a file off a revision (the trigger refuses a submitted one)."""
+    removed = await conn.fetchval(
+        """DELETE FROM revision_attachments
+           WHERE order_id = $1 AND revision = $2 AND attachment_id = $3 RETURNING true""",
+        order_id,
+        revision,
+        attachment_id,
+    )
+    return bool(removed)
+
+
+async def delete_attachment_if_unused(conn: Connection, *, attachment_id: UUID) -> bool:
+    """Forget a file no revision holds any more; True when it was deleted."""
+    deleted = await conn.fetchval(
+        """DELETE FROM attachments a WHERE a.id = $1
+             AND NOT EXISTS (SELECT 1 FROM revision_attachments ra WHERE ra.attachment_id = $1)
+           RETURNING true""",
+        attachment_id,
+    )
+    return bool(deleted)

@@ -12,7 +12,14 @@ from faststream.rabbit.annotations import RabbitMessage
 from orderflow import topology
 from orderflow.consumer import PermanentError, apply_once
 from orderflow.db import Connection
-from orderflow.messages import EVENTS, OrderSubmitted, Problem, SubmitOrder, SubmitOrderReply
+from orderflow.messages import (
+    EVENTS,
+    OrderSubmitted,
+    OrderWithdrawn,
+    Problem,
+    SubmitOrder,
+    SubmitOrderReply,
+)
 from orderflow.service import ServiceRuntime
 
 from .. import domain, handlers
@@ -88,7 +95,19 @@ def register(runtime: ServiceRuntime, *, today: Callable[[], date]) -> None:
         routing_key=OrderSubmitted.message_type,
         schema=OrderSubmitted,
         title="order.submitted",
-        description="A revision passed the self-check and goes to review.",
+        description=(
+            "A revision passed the self-check and goes to review, with its files (references, "
+            "never bytes) and what changed since the revision submitted before it."
+        ),
+        include_in_schema=True,
+    )
+    broker.publisher(
+        "",
+        EVENTS_EXCHANGE,
+        routing_key=OrderWithdrawn.message_type,
+        schema=OrderWithdrawn,
+        title="order.withdrawn",
+        description="The salesperson withdrew the order before approval.",
         include_in_schema=True,
     )
     broker.publisher(

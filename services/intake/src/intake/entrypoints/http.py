@@ -1,4 +1,6 @@
-"""Orders over HTTP: create, edit, self-check and submit, follow the review."""
+"""Orders over HTTP: create, edit, self-check and submit, withdraw, follow the review, read
+revisions, their differences and the timeline. Files and bulk imports have their own
+modules beside this one."""
 
 from __future__ import annotations
 
@@ -7,12 +9,20 @@ from datetime import date, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from orderflow.db import Pool, transaction
 from orderflow.http import PROBLEM_RESPONSES, Problem, ProblemDetails
-from orderflow.messages import Annotation, DepartmentFeedback, OrderDocument, Totals
+from orderflow.messages import (
+    Annotation,
+    AttachmentRef,
+    DepartmentFeedback,
+    FieldChange,
+    OrderDocument,
+    Totals,
+)
+from orderflow.messages import Problem as FieldProblem
 
 from .. import domain, handlers
 from ..adapters import repository
@@ -49,6 +59,12 @@ class Order(BaseModel):
     approved_at: datetime | None = None
     contract: ContractReference | None = None
     withdrawn_at: datetime | None = None
+    possible_duplicate_of: list[UUID] = Field(
+        default_factory=list,
+        description="Earlier orders with the same customer purchase-order reference, from "
+        "any channel: this one may be a duplicate of them (accepted, not merged)",
+    )
+    etag: str = Field(description="The ETag: send it as If-Match with the next change")
     created_at: datetime
     updated_at: datetime
 
@@ -63,6 +79,7 @@ class OrderSummary(BaseModel):
     current_revision: int
     submitted_revision: int | None
     totals: Totals
+    possible_duplicate_of: list[UUID] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 
@@ -83,6 +100,67 @@ class Revision(BaseModel):
     created_at: datetime
     updated_at: datetime
     submitted_at: datetime | None = Field(description="Set once submitted; then it never changes")
+    attachments: list[AttachmentRef] = Field(
+        description="The revision's files; a submitted revision's, as they were submitted"
+    )
+
+
+class RevisionSummary(BaseModel):
+    revision: int
+    channel: str
+    totals: Totals
+    attachments: int = Field(description="How many files the revision has")
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+
+
+class RevisionList(BaseModel):
+    order_id: UUID
+    current_revision: int
+    items: list[RevisionSummary]
+
+
+class RevisionDiff(BaseModel):
+    order_id: UUID
+    from_revision: int
+    to_revision: int
+    changes: list[FieldChange] = Field(
+        description="Every field that differs, as a JSON pointer into the order document with "
+        "the old and the new value; files as /attachments/<id>. Added: old is null; removed: "
+        "new is null"
+    )
+
+
+class Actor(BaseModel):
+    kind: str = Field(description="salesperson, reviewer or system")
+    id: str
+    name: str | None = None
+    department: str | None = None
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    type: str = Field(
+        description="order.created, order.revised, attachment.added, attachment.removed "
+        "(intake's own), or the event's type: order.submitted, review.round_opened, "
+        "review.verdict_recorded, order.changes_requested, order.approved, contract.drafted, "
+        "contract.signed, notification.delivered, order.withdrawn, ..."
+    )
+    revision: int | None
+    source: str = Field(description="intake (its own action) or bus (an event it consumed)")
+    actor: Actor | None = Field(description="Who did it")
+    summary: str
+    details: dict[str, Any]
+
+
+class Timeline(BaseModel):
+    order_id: UUID
+    items: list[TimelineEntry]
+
+
+class Withdrawal(BaseModel):
+    reason: str | None = Field(default=None, max_length=1000, description="Why, for the record")
 
 
 def _pool(request: Request) -> Pool:
@@ -92,6 +170,10 @@ def _pool(request: Request) -> Pool:
 def _today(request: Request) -> date:
     today: Callable[[], date] = request.app.state.today
     return today()
+
+
+def _etag(row: dict[str, Any]) -> str:
+    return domain.etag(revision=row["current_revision"], version=row["version"])
 
 
 def _order(row: dict[str, Any]) -> Order:
@@ -119,16 +201,47 @@ def _order(row: dict[str, Any]) -> Order:
         approved_at=row["approved_at"],
         contract=contract,
         withdrawn_at=row["withdrawn_at"],
+        possible_duplicate_of=list(row["possible_duplicate_of"]),
+        etag=_etag(row),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
 
 
-async def _load(pool: Pool, order_id: UUID) -> Order:
+async def _load(pool: Pool, order_id: UUID, response: Response | None = None) -> Order:
+    """The order as it is now; its ETag on the response too."""
     row = await repository.get_order(pool, order_id=order_id)
     if row is None:
         raise _not_found(order_id)
-    return _order(row)
+    order = _order(row)
+    if response is not None:
+        response.headers["ETag"] = order.etag
+    return order
+
+
+def if_match_required(if_match: str | None) -> str:
+    if if_match is None or not if_match.strip():
+        raise Problem(
+            428,
+            "If-Match required",
+            "send the order's ETag (from GET /api/v1/orders/{id}) in If-Match, so a change "
+            "made meanwhile by someone else is never overwritten unseen",
+            type_="urn:orderflow:problem:precondition-required",
+            errors=[_header_problem("If-Match is required")],
+        )
+    if if_match.strip() == "*":
+        raise Problem(
+            428,
+            "If-Match required",
+            "If-Match: * would overwrite whatever the order is now; send its ETag instead",
+            type_="urn:orderflow:problem:precondition-required",
+            errors=[_header_problem("send the ETag, not *")],
+        )
+    return if_match
+
+
+def _header_problem(detail: str) -> FieldProblem:
+    return FieldProblem(pointer="header:/If-Match", detail=detail)
 
 
 def _not_found(order_id: UUID) -> Problem:
@@ -149,8 +262,25 @@ def _rule_problem(exc: domain.RuleViolation) -> Problem:
             type_="urn:orderflow:problem:self-check-failed",
             errors=exc.problems,
         )
+    if isinstance(exc, domain.StaleVersion):
+        return Problem(
+            409,
+            "The order changed since it was read",
+            str(exc),
+            type_="urn:orderflow:problem:stale-revision",
+            headers={"ETag": exc.current},
+            extra={"current_revision": exc.revision, "current_etag": exc.current},
+        )
+    if isinstance(exc, domain.FileRefused):
+        return Problem(
+            exc.status,
+            "File not accepted" if exc.status == 415 else "File does not match its type",
+            str(exc),
+            type_="urn:orderflow:problem:file-refused",
+            errors=exc.problems,
+        )
     extra: dict[str, Any] = {}
-    if isinstance(exc, domain.NotEditable):
+    if isinstance(exc, domain.NotEditable | domain.NotWithdrawable):
         extra["current_status"] = exc.status.value
     if isinstance(exc, domain.AlreadySubmitted):
         extra["revision"] = exc.revision
@@ -166,8 +296,17 @@ def _rule_problem(exc: domain.RuleViolation) -> Problem:
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     **PROBLEM_RESPONSES,
     404: {"model": ProblemDetails, "description": "No such order"},
-    409: {"model": ProblemDetails, "description": "Not allowed in the order's current state"},
+    409: {
+        "model": ProblemDetails,
+        "description": "Not allowed in the order's current state, or the order changed since "
+        "it was read (If-Match); the current revision and ETag are in the body",
+    },
 }
+IF_MATCH_DOC = (
+    "The order's ETag as last read; a change made since is refused with 409 and the "
+    "current revision, never overwritten"
+)
+IfMatchOptional = Annotated[str | None, Header(alias="If-Match", description=IF_MATCH_DOC)]
 
 OrderId = Annotated[UUID, Path(description="The order's id (a UUID)")]
 
@@ -220,7 +359,7 @@ async def create_order(
     response.headers["Location"] = str(
         request.app.url_path_for("get_order", order_id=str(outcome.order_id))
     )
-    return await _load(pool, outcome.order_id)
+    return await _load(pool, outcome.order_id, response)
 
 
 @router.get("/orders", response_model=OrderPage)
@@ -233,6 +372,10 @@ async def list_orders(
     external_ref: Annotated[
         str | None, Query(min_length=1, max_length=100, description="The source system's ref")
     ] = None,
+    duplicate: Annotated[
+        bool | None,
+        Query(description="true: only orders flagged as possible duplicates; false: only others"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> OrderPage:
@@ -242,6 +385,7 @@ async def list_orders(
         status=status.value if status else None,
         salesperson_id=salesperson,
         external_ref=external_ref,
+        duplicate=duplicate,
         limit=limit,
         offset=offset,
     )
@@ -254,54 +398,161 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}", response_model=Order)
-async def get_order(request: Request, order_id: OrderId) -> Order:
-    """The order: status, current revision, document, totals, the departments' feedback."""
-    return await _load(_pool(request), order_id)
+async def get_order(request: Request, response: Response, order_id: OrderId) -> Order:
+    """The order: status, current revision, document, totals, the departments' feedback;
+    its ETag in the header."""
+    return await _load(_pool(request), order_id, response)
 
 
-@router.put("/orders/{order_id}", response_model=Order)
-async def update_order(request: Request, order_id: OrderId, document: OrderDocument) -> Order:
+@router.put(
+    "/orders/{order_id}",
+    response_model=Order,
+    responses={428: {"model": ProblemDetails, "description": "If-Match missing"}},
+)
+async def update_order(
+    request: Request,
+    response: Response,
+    order_id: OrderId,
+    document: OrderDocument,
+    if_match: Annotated[
+        str | None, Header(alias="If-Match", description=f"Required. {IF_MATCH_DOC}")
+    ] = None,
+) -> Order:
     """Replace the document of a draft, or revise an order sent back (a new revision)."""
+    expected = if_match_required(if_match)
     pool = _pool(request)
     try:
         async with transaction(pool) as conn:
             await handlers.update_order(
-                conn, order_id=order_id, document=document, channel=handlers.API
+                conn,
+                order_id=order_id,
+                document=document,
+                channel=handlers.API,
+                if_match=expected,
             )
     except handlers.OrderNotFound as exc:
         raise _not_found(order_id) from exc
     except domain.RuleViolation as exc:
         raise _rule_problem(exc) from exc
-    return await _load(pool, order_id)
+    return await _load(pool, order_id, response)
 
 
 @router.post("/orders/{order_id}/submit", response_model=Order)
-async def submit_order(request: Request, order_id: OrderId) -> Order:
-    """Self-check the current revision and send it to review; 422 lists every problem."""
+async def submit_order(
+    request: Request, response: Response, order_id: OrderId, if_match: IfMatchOptional = None
+) -> Order:
+    """Self-check the current revision with its files and send it to review; 422 lists
+    every problem."""
     pool = _pool(request)
     try:
         async with transaction(pool) as conn:
             await handlers.submit_order(
-                conn, order_id=order_id, channel=handlers.API, today=_today(request)
+                conn,
+                order_id=order_id,
+                channel=handlers.API,
+                today=_today(request),
+                if_match=if_match,
             )
     except handlers.OrderNotFound as exc:
         raise _not_found(order_id) from exc
     except domain.RuleViolation as exc:
         raise _rule_problem(exc) from exc
-    return await _load(pool, order_id)
+    return await _load(pool, order_id, response)
+
+
+@router.post("/orders/{order_id}/withdraw", response_model=Order)
+async def withdraw_order(
+    request: Request,
+    response: Response,
+    order_id: OrderId,
+    withdrawal: Annotated[Withdrawal | None, Body()] = None,
+    if_match: IfMatchOptional = None,
+) -> Order:
+    """Withdraw the order before it is approved; departments still reviewing it are told to
+    stop. 409 once it is approved."""
+    pool = _pool(request)
+    try:
+        async with transaction(pool) as conn:
+            await handlers.withdraw_order(
+                conn,
+                order_id=order_id,
+                reason=withdrawal.reason if withdrawal else None,
+                if_match=if_match,
+            )
+    except handlers.OrderNotFound as exc:
+        raise _not_found(order_id) from exc
+    except domain.RuleViolation as exc:
+        raise _rule_problem(exc) from exc
+    return await _load(pool, order_id, response)
+
+
+def _revision_not_found(exc: handlers.RevisionNotFound) -> Problem:
+    return Problem(
+        404,
+        "Revision not found",
+        str(exc),
+        type_="urn:orderflow:problem:revision-not-found",
+        extra={"revision": exc.revision},
+    )
+
+
+RevisionNumber = Annotated[int, Path(ge=1, description="A revision number, from 1")]
+
+
+@router.get("/orders/{order_id}/revisions", response_model=RevisionList)
+async def list_revisions(request: Request, order_id: OrderId) -> RevisionList:
+    """Every revision of the order, oldest first: when it was made and submitted."""
+    pool = _pool(request)
+    order = await repository.get_order(pool, order_id=order_id)
+    if order is None:
+        raise _not_found(order_id)
+    rows = await repository.list_revisions(pool, order_id=order_id)
+    return RevisionList(
+        order_id=order_id,
+        current_revision=order["current_revision"],
+        items=[RevisionSummary.model_validate(r) for r in rows],
+    )
 
 
 @router.get("/orders/{order_id}/revisions/{revision}", response_model=Revision)
-async def get_revision(
-    request: Request, order_id: OrderId, revision: Annotated[int, Path(ge=1)]
-) -> Revision:
-    """One revision of the order, exactly as it was stored (and, once submitted, reviewed)."""
-    row = await repository.get_revision(_pool(request), order_id=order_id, revision=revision)
-    if row is None:
-        raise Problem(
-            404,
-            "Revision not found",
-            f"order {order_id} has no revision {revision}",
-            type_="urn:orderflow:problem:revision-not-found",
+async def get_revision(request: Request, order_id: OrderId, revision: RevisionNumber) -> Revision:
+    """One revision of the order with its files, exactly as it was stored (and, once
+    submitted, reviewed)."""
+    try:
+        row = await handlers.revision_with_files(
+            _pool(request), order_id=order_id, revision=revision
         )
+    except handlers.RevisionNotFound as exc:
+        raise _revision_not_found(exc) from exc
     return Revision.model_validate(row)
+
+
+@router.get("/orders/{order_id}/revisions/{from_revision}/diff/{to_revision}")
+async def diff_revisions(
+    request: Request,
+    order_id: OrderId,
+    from_revision: RevisionNumber,
+    to_revision: RevisionNumber,
+) -> RevisionDiff:
+    """What changed from one revision to another, field by field (JSON pointer, old, new)."""
+    try:
+        changes = await handlers.revision_diff(
+            _pool(request), order_id=order_id, old=from_revision, new=to_revision
+        )
+    except handlers.RevisionNotFound as exc:
+        raise _revision_not_found(exc) from exc
+    return RevisionDiff(
+        order_id=order_id, from_revision=from_revision, to_revision=to_revision, changes=changes
+    )
+
+
+@router.get("/orders/{order_id}/timeline")
+async def get_timeline(request: Request, order_id: OrderId) -> Timeline:
+    """Everything that happened to the order, in order, with who and when: its creation,
+    edits and files, submissions, review rounds, each verdict, decisions, the contract,
+    notifications, withdrawal."""
+    try:
+        entries = await handlers.timeline(_pool(request), order_id=order_id)
+    except handlers.OrderNotFound as exc:
+        raise _not_found(order_id) from exc
+    return Timeline(order_id=order_id, items=[TimelineEntry.model_validate(e) for e in entries])

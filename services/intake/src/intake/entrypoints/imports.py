@@ -1,0 +1,445 @@
+"""Bulk intake over HTTP: a CSV or JSON Lines body, read as it streams in, one order at a
+time, each in its own transaction, answered with a report of every accepted order and
+every refused row. The formats are described in `intake.bulk`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+from uuid import UUID
+
+import structlog
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, ValidationError
+
+from orderflow.db import Pool
+from orderflow.http import Problem, ProblemDetails
+from orderflow.messages import OrderDocument
+from orderflow.messages import Problem as FieldProblem
+
+from .. import bulk, handlers
+from .http import PROBLEMS, _pool, _today
+
+log = structlog.get_logger(__name__)
+
+#: A longer row is refused on its own: a sane order never needs a megabyte.
+MAX_ROW_BYTES = 1 << 20
+
+CSV_TYPES = frozenset({"text/csv", "application/csv"})
+JSONL_TYPES = frozenset(
+    {
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+        "application/jsonlines",
+        "application/json-lines",
+    }
+)
+
+
+class RowProblem(BaseModel):
+    row: int = Field(
+        description="The row: the line of a JSON Lines file; in CSV, row 1 is the header"
+    )
+    column: str | None = Field(default=None, description="The CSV column, when known")
+    pointer: str = Field(description="JSON pointer into the order document")
+    detail: str
+
+
+class ImportedOrder(BaseModel):
+    row: int = Field(description="The order's first row")
+    rows: list[int]
+    order_ref: str | None = Field(default=None, description="The CSV order_ref")
+    order_id: UUID
+    revision: int
+    possible_duplicate_of: list[UUID] = Field(default_factory=list)
+
+
+class RefusedOrder(BaseModel):
+    row: int = Field(description="The order's first row")
+    rows: list[int] = Field(description="Every row of the order, none of which was imported")
+    order_ref: str | None = None
+    problems: list[RowProblem] = Field(description="Every problem, with its row and field")
+
+
+class ImportReport(BaseModel):
+    format: Literal["csv", "jsonl"]
+    rows: int = Field(description="Data rows read (CSV: without the header)")
+    accepted: int
+    rejected: int
+    orders: list[ImportedOrder] = Field(description="The orders created and submitted")
+    rejections: list[RefusedOrder] = Field(description="The orders refused, and why")
+    stopped: str | None = Field(
+        default=None, description="Why reading stopped before the end of the body, if it did"
+    )
+    seconds: float = Field(description="How long the import took")
+
+
+class ImportTooLarge(Exception):
+    pass
+
+
+IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "CSV (text/csv, one row per order line, rows of an order grouped by "
+        "order_ref) or JSON Lines (application/x-ndjson, one order document per line)",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+router = APIRouter(prefix="/api/v1", tags=["import"], responses=PROBLEMS)
+
+
+async def _lines(
+    stream: AsyncIterator[bytes], *, limit: int
+) -> AsyncIterator[tuple[int, bytes | None]]:
+    """Physical lines (1-based) as they arrive, without their line break; None for a line
+    longer than MAX_ROW_BYTES, whose bytes are skipped."""
+    buffer = bytearray()
+    number = 0
+    skipping = False
+    total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        if total > limit:
+            raise ImportTooLarge
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                if not skipping:
+                    buffer += chunk[start:]
+                    if len(buffer) > MAX_ROW_BYTES:
+                        skipping = True
+                        buffer.clear()
+                break
+            number += 1
+            if skipping:
+                yield number, None
+                skipping = False
+            else:
+                buffer += chunk[start:end]
+                yield number, bytes(buffer.removesuffix(b"\r"))
+            buffer.clear()
+            start = end + 1
+    if skipping:
+        yield number + 1, None
+    elif buffer:
+        yield number + 1, bytes(buffer.removesuffix(b"\r"))
+
+
+def _decode(raw: bytes, first: bool) -> str:
+    text = raw.decode("utf-8")
+    return text.removeprefix("\ufeff") if first else text
+
+
+#: Orders placed at the same time during an import: enough to overlap the database round
+#: trips, few enough to leave connections to the bus consumers.
+CONCURRENT_ORDERS = 4
+
+
+@dataclass
+class _Importer:
+    pool: Pool
+    today: date
+    report: ImportReport
+    _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENT_ORDERS))
+    _running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def order(
+        self,
+        *,
+        document: dict[str, Any] | None,
+        problems: list[bulk.RowProblem],
+        rows: list[int],
+        order_ref: str | None,
+        locate: Callable[[FieldProblem], bulk.RowProblem],
+    ) -> None:
+        """Check an order's document and place it, or report why not. Waits while as many
+        orders as allowed are being placed, so the rows never pile up in memory."""
+        parsed = None
+        if document is not None:
+            try:
+                parsed = OrderDocument.model_validate(document)
+            except ValidationError as exc:
+                problems = problems + [locate(p) for p in bulk.validation_problems(exc)]
+        if parsed is None or problems:
+            self._refuse(rows, order_ref, problems)
+            return
+        await self._slots.acquire()
+        task = asyncio.create_task(self._place(parsed, rows, order_ref, locate))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _place(
+        self,
+        document: OrderDocument,
+        rows: list[int],
+        order_ref: str | None,
+        locate: Callable[[FieldProblem], bulk.RowProblem],
+    ) -> None:
+        try:
+            outcome = await handlers.import_order(self.pool, document=document, today=self.today)
+        finally:
+            self._slots.release()
+        if isinstance(outcome, handlers.Outcome):
+            self.report.accepted += 1
+            self.report.orders.append(
+                ImportedOrder(
+                    row=rows[0],
+                    rows=rows,
+                    order_ref=order_ref,
+                    order_id=outcome.order_id,
+                    revision=outcome.revision,
+                    possible_duplicate_of=outcome.possible_duplicate_of,
+                )
+            )
+        else:
+            self._refuse(rows, order_ref, [locate(p) for p in outcome])
+
+    def _refuse(
+        self, rows: list[int], order_ref: str | None, problems: list[bulk.RowProblem]
+    ) -> None:
+        self.report.rejected += 1
+        self.report.rejections.append(
+            RefusedOrder(
+                row=rows[0],
+                rows=rows,
+                order_ref=order_ref,
+                problems=[
+                    RowProblem(row=p.row, column=p.column, pointer=p.pointer, detail=p.detail)
+                    for p in problems
+                ],
+            )
+        )
+
+    async def finish(self) -> None:
+        """Wait for the orders still being placed; then the report in row order."""
+        await asyncio.gather(*self._running)
+        self.report.orders.sort(key=lambda o: o.row)
+        self.report.rejections.sort(key=lambda r: r.row)
+
+
+async def _jsonl(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Importer) -> None:
+    async for number, raw in lines:
+
+        def here(p: FieldProblem, n: int = number) -> bulk.RowProblem:
+            return bulk.RowProblem(n, p.pointer, p.detail)
+
+        if raw is None:
+            importer.report.rows += 1
+            await importer.order(
+                document=None,
+                problems=[bulk.RowProblem(number, "/", f"longer than {MAX_ROW_BYTES} bytes")],
+                rows=[number],
+                order_ref=None,
+                locate=here,
+            )
+            continue
+        error: str | None = None
+        try:
+            text = _decode(raw, number == 1)
+        except UnicodeDecodeError:
+            text, error = "", "not UTF-8 text"
+        if not text.strip() and error is None:
+            continue
+        importer.report.rows += 1
+        document = None
+        if error is None:
+            document, error = bulk.jsonl_document(text)
+        await importer.order(
+            document=document,
+            problems=[bulk.RowProblem(number, "/", error)] if error else [],
+            rows=[number],
+            order_ref=None,
+            locate=here,
+        )
+
+
+async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Importer) -> None:
+    header: list[str] | None = None
+    dialect = None
+    record: list[str] = []
+    quotes = 0
+    row = 0
+    group: bulk.CsvOrder | None = None
+    seen: dict[str, int] = {}
+    late: dict[str, int] = {}
+
+    async def flush() -> None:
+        if group is None:
+            return
+        if group.ref in late:
+            # rows of an order already read: refused together, never a second order
+            first = group.rows[0].number
+            await importer.order(
+                document=None,
+                problems=[
+                    bulk.RowProblem(
+                        first,
+                        "/",
+                        f"the rows of order {group.ref!r} must follow each other; it started "
+                        f"on row {late[group.ref]} and other orders came between",
+                        bulk.REF_COLUMN,
+                    )
+                ],
+                rows=group.numbers,
+                order_ref=group.ref,
+                locate=lambda p: bulk.RowProblem(first, p.pointer, p.detail),
+            )
+            return
+        built = bulk.csv_document(group)
+        await importer.order(
+            document=built.document,
+            problems=built.problems,
+            rows=group.numbers,
+            order_ref=group.ref,
+            locate=built.locate,
+        )
+
+    async def refuse_row(number: int, detail: str, column: str | None = None) -> None:
+        importer.report.rows += 1
+        await importer.order(
+            document=None,
+            problems=[bulk.RowProblem(number, "/", detail, column)],
+            rows=[number],
+            order_ref=None,
+            locate=lambda p: bulk.RowProblem(number, p.pointer, p.detail),
+        )
+
+    async for _, raw in lines:
+        if raw is None:
+            row += 1
+            await refuse_row(row, f"longer than {MAX_ROW_BYTES} bytes")
+            continue
+        try:
+            text = _decode(raw, row == 0 and not record)
+        except UnicodeDecodeError:
+            row += 1
+            await refuse_row(row, "not UTF-8 text")
+            continue
+        record.append(text)
+        quotes += text.count('"')
+        if quotes % 2:
+            # a quoted cell goes on over the line break
+            continue
+        row += 1
+        lines_of_record, record, quotes = record, [], 0
+        if header is None:
+            dialect = bulk.dialect_of(lines_of_record[0])
+            header = bulk.normalise_header(bulk.parse_record(lines_of_record, dialect))
+            problems = bulk.header_problems(header)
+            if problems:
+                raise Problem(
+                    422,
+                    "Not an order import",
+                    "; ".join(problems),
+                    type_="urn:orderflow:problem:invalid-import",
+                    errors=[FieldProblem(pointer="/header", detail=p) for p in problems],
+                )
+            continue
+        assert dialect is not None
+        cells = bulk.parse_record(lines_of_record, dialect)
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) > len(header):
+            await refuse_row(row, f"{len(cells)} cells but the header has {len(header)} columns")
+            continue
+        values = dict(zip(header, cells, strict=False))
+        ref = values.get(bulk.REF_COLUMN, "").strip()
+        if not ref:
+            await refuse_row(
+                row, "order_ref is required: it groups the rows of an order", "order_ref"
+            )
+            continue
+        if group is not None and ref == group.ref:
+            importer.report.rows += 1
+            group.rows.append(bulk.CsvRow(row, values))
+            continue
+        await flush()
+        if ref in seen:
+            late[ref] = seen[ref]
+        else:
+            seen[ref] = row
+        importer.report.rows += 1
+        group = bulk.CsvOrder(ref, [bulk.CsvRow(row, values)])
+    await flush()
+    if record:
+        row += 1
+        await refuse_row(row, "a quoted cell is never closed")
+
+
+@router.post(
+    "/orders/import",
+    response_model=ImportReport,
+    openapi_extra=IMPORT_BODY,
+    responses={
+        413: {"model": ProblemDetails, "description": "The body is over the size limit"},
+        415: {"model": ProblemDetails, "description": "Neither CSV nor JSON Lines"},
+    },
+)
+async def import_orders(request: Request) -> ImportReport:
+    """Import many orders at once (CSV or JSON Lines): each valid one is created and
+    submitted (channel `import`), each invalid one reported with its rows and every
+    problem; one bad row never holds back the others."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in CSV_TYPES:
+        kind: Literal["csv", "jsonl"] = "csv"
+    elif media in JSONL_TYPES:
+        kind = "jsonl"
+    else:
+        raise Problem(
+            415,
+            "Send CSV or JSON Lines",
+            f"Content-Type {media or 'missing'}: send text/csv or application/x-ndjson",
+            type_="urn:orderflow:problem:unsupported-media-type",
+        )
+    limit = int(request.app.state.settings.max_import_bytes)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _import_too_large(limit)
+    started = time.perf_counter()
+    report = ImportReport(
+        format=kind, rows=0, accepted=0, rejected=0, orders=[], rejections=[], seconds=0
+    )
+    importer = _Importer(pool=_pool(request), today=_today(request), report=report)
+    lines = _lines(request.stream(), limit=limit)
+    try:
+        try:
+            await (_csv(lines, importer) if kind == "csv" else _jsonl(lines, importer))
+        finally:
+            await importer.finish()
+    except ImportTooLarge:
+        # what was imported stays imported; the report says where it stopped
+        report.stopped = (
+            f"the body is larger than {limit} bytes; rows after row {report.rows} were not read"
+        )
+    report.seconds = round(time.perf_counter() - started, 3)
+    log.info(
+        "import done",
+        format=kind,
+        rows=report.rows,
+        accepted=report.accepted,
+        rejected=report.rejected,
+        seconds=report.seconds,
+    )
+    return report
+
+
+def _import_too_large(limit: int) -> Problem:
+    return Problem(
+        413,
+        "Import too large",
+        f"an import may have at most {limit} bytes; split the file",
+        type_="urn:orderflow:problem:import-too-large",
+        extra={"limit": limit},
+    )
