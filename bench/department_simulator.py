@@ -10,6 +10,12 @@ A request is acknowledged only after its verdict was confirmed by the broker, so
 the simulator (SIGINT or SIGTERM) never loses a review: an unanswered one is redelivered
 to the next reviewer.
 
+Every verdict carries the AMQP `user_id` of the connection that publishes it (RabbitMQ
+checks it; the router refuses verdicts without one). With one user for all departments
+(`--amqp-url`), the router must let that user act for any department; with
+`--department-url finance=amqp://dept-finance:...@host/vhost` each department connects
+as its own user, as real department systems do.
+
     uv run python bench/department_simulator.py \
         --amqp-url amqp://guest:guest@127.0.0.1:5672/ \
         --departments supervisor,production,service_delivery,finance,technical \
@@ -30,9 +36,10 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
@@ -121,6 +128,23 @@ class Config:
     prefetch: int = 20
     think_time: float = 0.0
     publish_timeout: float = 10.0
+    # the user_id verdicts carry; None: the user of the connection that publishes them
+    user_id: str | None = None
+    # department -> its own AMQP URL (its own RabbitMQ user); others use amqp_url
+    department_urls: dict[str, str] = field(default_factory=dict)
+
+    def url_of(self, department: str) -> str:
+        return self.department_urls.get(department, self.amqp_url)
+
+    def user_of(self, department: str) -> str | None:
+        if department in self.department_urls:
+            return user_in(self.department_urls[department])
+        return self.user_id or user_in(self.amqp_url)
+
+
+def user_in(url: str) -> str | None:
+    user = urlsplit(url).username
+    return unquote(user) if user else None
 
 
 def _resolves(document: Any, pointer: str) -> bool:
@@ -143,7 +167,8 @@ class Simulator:
         self.config = config
         self.rng = random.Random(config.seed)
         self.stats: Counter[str] = Counter()
-        self._exchange: AbstractExchange | None = None
+        # where each department publishes: its own connection's channel when it has one
+        self._exchanges: dict[str, AbstractExchange] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
 
     def answer(self, request: ReviewRequested) -> VerdictGiven:
@@ -172,7 +197,7 @@ class Simulator:
         )
 
     async def _publish(self, verdict: VerdictGiven, message_id: str) -> None:
-        assert self._exchange is not None
+        exchange = self._exchanges[verdict.department]
         message = aio_pika.Message(
             verdict.model_dump_json().encode(),
             content_type="application/json",
@@ -183,9 +208,12 @@ class Simulator:
             app_id=APP_ID,
             timestamp=datetime.now(UTC),
             headers=envelope_headers(verdict),
+            # RabbitMQ refuses the message unless this is the connection's own user, so the
+            # router knows the verdict really comes from the department's system
+            user_id=self.config.user_of(verdict.department),
         )
         # mandatory: a verdict nobody routes is an error here, not a silent drop
-        await self._exchange.publish(
+        await exchange.publish(
             message,
             routing_key=verdict.department,
             mandatory=True,
@@ -245,20 +273,34 @@ class Simulator:
                 self._in_flight.discard(task)
 
     async def run(self, stop: asyncio.Event) -> Counter[str]:
-        connection = await aio_pika.connect_robust(
-            self.config.amqp_url, client_properties={"connection_name": APP_ID}
-        )
-        async with connection:
-            publishing = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            consuming = await connection.channel()
-            await consuming.set_qos(prefetch_count=self.config.prefetch)
-            await topology.declare(
-                consuming, [topology.department_queue(d) for d in self.config.departments]
-            )
-            self._exchange = await publishing.get_exchange(topology.VERDICTS)
+        async with contextlib.AsyncExitStack() as stack:
+            connections: dict[str, aio_pika.abc.AbstractRobustConnection] = {}
             consumers: list[tuple[AbstractQueue, str]] = []
             for department in self.config.departments:
-                queue = await consuming.get_queue(topology.department_queue(department).name)
+                url = self.config.url_of(department)
+                if url not in connections:
+                    opened = await aio_pika.connect_robust(
+                        url, client_properties={"connection_name": APP_ID}
+                    )
+                    connections[url] = await stack.enter_async_context(opened)
+                connection = connections[url]
+                publishing = await connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                consuming = await connection.channel()
+                await consuming.set_qos(prefetch_count=self.config.prefetch)
+                if department in self.config.department_urls:
+                    # a department's own user may configure nothing: the router declared
+                    # the queue and the exchange
+                    queue = await consuming.get_queue(
+                        topology.department_queue(department).name, ensure=False
+                    )
+                    exchange = await publishing.get_exchange(topology.VERDICTS, ensure=False)
+                else:
+                    await topology.declare(consuming, [topology.department_queue(department)])
+                    queue = await consuming.get_queue(topology.department_queue(department).name)
+                    exchange = await publishing.get_exchange(topology.VERDICTS)
+                self._exchanges[department] = exchange
                 consumers.append((queue, await queue.consume(self._on_message)))
             log.info("answering reviews for %s", ", ".join(self.config.departments))
             await stop.wait()
@@ -294,8 +336,28 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument(
         "--think-time", type=float, default=0.0, help="up to this many seconds per review"
     )
+    parser.add_argument(
+        "--user-id",
+        default=None,
+        help="the AMQP user_id on verdicts (default: the user in --amqp-url; RabbitMQ refuses "
+        "any other)",
+    )
+    parser.add_argument(
+        "--department-url",
+        action="append",
+        default=[],
+        metavar="DEPARTMENT=AMQP_URL",
+        help="connect this department as its own RabbitMQ user (repeatable), e.g. "
+        "finance=amqp://dept-finance:secret@127.0.0.1:5672/orderflow",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    department_urls: dict[str, str] = {}
+    for item in args.department_url:
+        name, sep, url = item.partition("=")
+        if not sep or not DEPARTMENT.match(name.strip()) or not url.startswith("amqp"):
+            parser.error(f"--department-url: expected DEPARTMENT=amqp://..., got {item!r}")
+        department_urls[name.strip()] = url.strip()
     departments = tuple(d.strip() for d in args.departments.split(",") if d.strip())
     for name, rate in (
         ("--approve-rate", args.approve_rate),
@@ -323,6 +385,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         seed=args.seed,
         prefetch=args.prefetch,
         think_time=args.think_time,
+        user_id=args.user_id,
+        department_urls=department_urls,
     )
 
 

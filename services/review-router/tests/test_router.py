@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -38,7 +40,17 @@ from orderflow.messages import (
     Totals,
     VerdictGiven,
 )
-from orderflow.testing import Infra, eventually, get_messages, publish, queue_depth, running
+from orderflow.testing import (
+    Infra,
+    ServiceProcess,
+    eventually,
+    get_messages,
+    publish,
+    queue_depth,
+    running,
+    start_service,
+    wait_ready,
+)
 from review_router.main import create_app
 from review_router.settings import Settings
 
@@ -123,7 +135,14 @@ class Events:
         return found
 
 
+def user_of(infra: Infra) -> str:
+    """The RabbitMQ user the tests connect as; it acts for every department, as the
+    console's user does for its logged-in reviewers."""
+    return urlsplit(infra.amqp_url).username or "guest"
+
+
 def settings(infra: Infra, **extra: Any) -> Settings:
+    extra.setdefault("verdict_acting_users", [user_of(infra)])
     return Settings(
         database_url=infra.database_url,
         amqp_url=infra.amqp_url,
@@ -168,9 +187,11 @@ async def submit(
     return event
 
 
-async def take(amqp: Any, department: str, count: int = 1) -> list[ReviewRequested]:
+async def take(
+    amqp: Any, department: str, count: int = 1, *, timeout: float = 15
+) -> list[ReviewRequested]:
     """The department's next review requests (acknowledged)."""
-    messages = await get_messages(amqp, f"review.{department}", count)
+    messages = await get_messages(amqp, f"review.{department}", count, timeout=timeout)
     assert all(m.type == ReviewRequested.message_type for m in messages)
     requests = [ReviewRequested.model_validate_json(m.body) for m in messages]
     assert all(m.correlation_id == str(r.order_id) for m, r in zip(messages, requests, strict=True))
@@ -205,6 +226,7 @@ async def give(
         message_id=message_id,
         message_type=verdict.message_type,
         correlation_id=str(verdict.order_id),
+        user_id=amqp.url.user,
     )
     return verdict
 
@@ -523,13 +545,14 @@ async def test_bad_verdicts_are_dead_lettered_and_the_consumer_goes_on(
     oid = (await submit(amqp, service_order())).order_id
     [supervisor] = await take(amqp, "supervisor")
 
-    async def raw(body: bytes) -> None:
+    async def raw(body: bytes, message_type: str | None = VerdictGiven.message_type) -> None:
         await publish(
             amqp,
             exchange=topology.VERDICTS,
             routing_key="supervisor",
             body=body,
-            message_type=VerdictGiven.message_type,
+            message_type=message_type,
+            user_id=amqp.url.user,
         )
 
     unknown = uuid.uuid4()
@@ -538,9 +561,11 @@ async def test_bad_verdicts_are_dead_lettered_and_the_consumer_goes_on(
     await give(amqp, supervisor, review_id=unknown)  # nobody asked for this review
     await give(amqp, supervisor, department="finance")  # not whom it was asked of
     await give(amqp, supervisor, revision=3)
+    await raw(b'{"kind": "approve-all"}', "review.approve")  # no such message
+    await raw(b'{"kind": "untyped"}', None)
     await give(amqp, supervisor)  # and a good one after them
 
-    dead = await get_messages(amqp, VERDICTS_DLQ, 5)
+    dead = await get_messages(amqp, VERDICTS_DLQ, 7)
 
     def reason(body_has: bytes) -> str:
         # verdicts are handled concurrently, so they are dead-lettered in any order
@@ -556,6 +581,9 @@ async def test_bad_verdicts_are_dead_lettered_and_the_consumer_goes_on(
     assert "does not match" in wrong_department and "department" in wrong_department
     wrong_revision = reason(b'"revision":3')
     assert "does not match" in wrong_revision and "revision" in wrong_revision
+    assert "unknown message type 'review.approve'" in reason(b"approve-all")
+    assert "unknown message type None" in reason(b"untyped")
+    assert "review.verdict, review.annotation, review.reassign" in reason(b"untyped")
     assert all(m.headers["x-orderflow-queue"] == "review-router.verdicts" for m in dead)
 
     [recorded] = await events.wait("review.verdict_recorded", oid)
@@ -645,16 +673,68 @@ async def test_http_problems(router: httpx.AsyncClient) -> None:
 # --- competing replicas ----------------------------------------------------------------
 
 
-async def test_two_replicas_decide_each_round_once(infra: Infra, amqp: Any, events: Events) -> None:
-    count = 50
-    async with (
-        running(create_app(settings(infra, prefetch=1))),
-        running(create_app(settings(infra, prefetch=1))),
-    ):
-        submitted = [await submit(amqp, product_order(technical=True)) for _ in range(count)]
+@contextlib.asynccontextmanager
+async def router_processes(
+    infra: Infra, log_dir: Path, count: int, **env: str
+) -> AsyncIterator[list[ServiceProcess]]:
+    """`count` review-routers, each its own OS process, as replicas run in production."""
+    started = [
+        start_service(
+            infra,
+            "review-router",
+            log_dir,
+            REVIEW_ROUTER_VERDICT_ACTING_USERS=user_of(infra),
+            REVIEW_ROUTER_OUTBOX_POLL_INTERVAL="0.2",
+            REVIEW_ROUTER_LOG_LEVEL="WARNING",
+            **env,
+        )
+        for _ in range(count)
+    ]
+    try:
+        await asyncio.gather(*(wait_ready(s) for s in started))
+        yield started
+    except BaseException:
+        for s in started:
+            print(f"----- {s.name} :{s.port} -----\n{s.log_tail(40)}")
+        raise
+    finally:
+        for s in started:
+            await asyncio.to_thread(s.terminate)
+
+
+async def verdicts_handled(router: ServiceProcess) -> float:
+    """What the process's own metrics say it handled from the verdict queue."""
+    async with httpx.AsyncClient(base_url=router.url, timeout=5) as client:
+        text = (await client.get("/metrics")).text
+    pattern = re.compile(
+        r'^orderflow_messages_consumed_total\{[^}]*outcome="ok"[^}]*'
+        r'queue="review-router.verdicts"[^}]*\} (\S+)$|'
+        r'^orderflow_messages_consumed_total\{[^}]*queue="review-router.verdicts"[^}]*'
+        r'outcome="ok"[^}]*\} (\S+)$',
+        re.M,
+    )
+    return sum(float(a or b) for a, b in pattern.findall(text))
+
+
+@pytest.mark.parametrize(
+    "count",
+    [50, pytest.param(500, marks=[pytest.mark.slow, pytest.mark.timeout(600)])],
+)
+async def test_two_router_processes_decide_each_round_once(
+    infra: Infra, amqp: Any, events: Events, tmp_path: Path, count: int
+) -> None:
+    async with router_processes(infra, tmp_path, 2, REVIEW_ROUTER_PREFETCH="1") as routers:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        gate = asyncio.Semaphore(50)
+
+        async def submit_one() -> OrderSubmitted:
+            async with gate:
+                return await submit(amqp, product_order(technical=True))
+
+        submitted = await asyncio.gather(*(submit_one() for _ in range(count)))
         ids = {s.order_id for s in submitted}
-        supervisor = await take(amqp, "supervisor", count)
-        gate = asyncio.Semaphore(25)
+        supervisor = await take(amqp, "supervisor", count, timeout=60 + count / 5)
         # every fifth order gets a request for changes from finance, the rest are approved
         to_change = {s.order_id for i, s in enumerate(submitted) if i % 5 == 0}
 
@@ -672,12 +752,14 @@ async def test_two_replicas_decide_each_round_once(infra: Infra, amqp: Any, even
 
         await asyncio.gather(*(answer(r) for r in supervisor))
         second = [
-            r for d in ("production", "finance", "technical") for r in await take(amqp, d, count)
+            r
+            for d in ("production", "finance", "technical")
+            for r in await take(amqp, d, count, timeout=60 + count / 5)
         ]
         assert {r.order_id for r in second} == ids
         # the verdicts of one round are published next to each other and, with one message
-        # in hand per replica, go to both replicas at the same time: without the lock on the
-        # round each would see the other's review still pending, and nobody would decide
+        # in hand per process, go to both processes at the same time: without the lock on
+        # the round each would see the other's review still pending, and nobody would decide
         position = {s.order_id: i for i, s in enumerate(submitted)}
         second.sort(key=lambda r: position[r.order_id])
         await asyncio.gather(*(answer(r) for r in second))
@@ -689,7 +771,8 @@ async def test_two_replicas_decide_each_round_once(infra: Infra, amqp: Any, even
             ]
             return found if len(found) >= count else None
 
-        await eventually(decided, timeout=60)
+        await eventually(decided, timeout=60 + count / 5)
+        elapsed = loop.time() - began
         await asyncio.sleep(1.5)  # anything decided twice would arrive by now
         approved = [e["order_id"] for e in events.of("order.approved")]
         changes = [e["order_id"] for e in events.of("order.changes_requested")]
@@ -702,6 +785,10 @@ async def test_two_replicas_decide_each_round_once(infra: Infra, amqp: Any, even
         assert await depths(amqp, topology.DEFAULT_DEPARTMENTS) == dict.fromkeys(
             topology.DEFAULT_DEPARTMENTS, 0
         )
+        # both processes did their share of the work
+        for r in routers:
+            assert await verdicts_handled(r) > 0, r.log_tail()
+        print(f"{count} rounds decided by 2 router processes in {elapsed:.1f}s")
 
 
 # --- the department simulator ----------------------------------------------------------
@@ -720,10 +807,9 @@ def load_simulator() -> ModuleType:
 @contextlib.asynccontextmanager
 async def simulating(infra: Infra, **options: Any) -> AsyncIterator[Any]:
     simulator_module = load_simulator()
+    options.setdefault("departments", topology.DEFAULT_DEPARTMENTS)
     simulator = simulator_module.Simulator(
-        simulator_module.Config(
-            amqp_url=infra.amqp_url, departments=topology.DEFAULT_DEPARTMENTS, **options
-        )
+        simulator_module.Config(amqp_url=infra.amqp_url, **options)
     )
     stop = asyncio.Event()
     task = asyncio.create_task(simulator.run(stop))

@@ -1,4 +1,5 @@
-"""Review rounds, review requests and verdicts in PostgreSQL (schema `review_router`)."""
+"""Review rounds, review requests, verdicts, annotations, assignments and timers in
+PostgreSQL (schema `review_router`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,19 @@ from uuid import UUID
 import asyncpg
 
 from orderflow.db import Connection, Pool
-from orderflow.messages import DepartmentFeedback, OrderDocument, Totals, VerdictGiven
+from orderflow.messages import (
+    Annotation,
+    AttachmentRef,
+    DepartmentFeedback,
+    FieldChange,
+    OrderDocument,
+    Reviewer,
+    Totals,
+    VerdictGiven,
+)
 
 from .. import domain
+from ..policy import Completion, Deadline
 
 
 @dataclass(frozen=True)
@@ -25,17 +36,27 @@ class LoadedRound:
     order: OrderDocument
     totals: Totals
     plan: domain.ReviewPlan
+    attachments: list[AttachmentRef]
+    previous_revision: int | None
+    changes: list[FieldChange]
 
 
 _REQUESTS = """
-    SELECT q.review_id, q.round_id, q.department, q.stage, q.status,
+    SELECT q.review_id, q.round_id, q.department, q.stage, q.status, q.carried_from,
+           q.due_hours, q.escalate_after_hours, q.escalate_to,
            v.department AS v_department, v.decision, v.reviewer, v.comment, v.annotations
     FROM review_requests q LEFT JOIN verdicts v ON v.id = q.verdict_id
     WHERE q.round_id = ANY($1::uuid[])
     ORDER BY q.stage, q.department"""
 
+# what a department posted while its review was pending
+_NOTES = """
+    SELECT review_id, annotations FROM annotations
+    WHERE round_id = ANY($1::uuid[]) AND outcome IN ('accepted', 'after_decision')
+    ORDER BY received_at, id"""
 
-def _request(row: asyncpg.Record) -> domain.Request:
+
+def _request(row: asyncpg.Record, notes: Sequence[Annotation]) -> domain.Request:
     feedback = None
     if row["decision"] is not None:
         feedback = DepartmentFeedback.model_validate(
@@ -47,18 +68,37 @@ def _request(row: asyncpg.Record) -> domain.Request:
                 "annotations": row["annotations"],
             }
         )
+    deadline = None
+    if row["due_hours"] is not None:
+        deadline = Deadline(
+            due_hours=row["due_hours"],
+            escalate_after_hours=row["escalate_after_hours"],
+            escalate_to=row["escalate_to"],
+        )
     return domain.Request(
         review_id=row["review_id"],
         department=row["department"],
         stage=row["stage"],
         status=domain.RequestStatus(row["status"]),
         feedback=feedback,
+        notes=tuple(notes),
+        carried_from=row["carried_from"],
+        deadline=deadline,
     )
 
 
 def _plan(stored: list[dict[str, Any]]) -> domain.ReviewPlan:
     return domain.ReviewPlan(
-        tuple(domain.Stage(int(s["number"]), tuple(s["departments"])) for s in stored)
+        tuple(
+            domain.Stage(
+                int(s["number"]),
+                tuple(s["departments"]),
+                # rounds planned before completion modes existed collected their stage
+                Completion(s.get("completion", Completion.COLLECT)),
+                str(s.get("name", "")),
+            )
+            for s in stored
+        )
     )
 
 
@@ -69,20 +109,30 @@ def _ordered(plan: domain.ReviewPlan, requests: list[domain.Request]) -> tuple[d
 
 
 async def _rounds(conn: Connection, rows: Sequence[asyncpg.Record]) -> list[domain.Round]:
-    requests: dict[UUID, list[domain.Request]] = {row["id"]: [] for row in rows}
-    for req in await conn.fetch(_REQUESTS, list(requests)):
-        requests[req["round_id"]].append(_request(req))
-    return [
-        domain.Round(
-            id=row["id"],
-            order_id=row["order_id"],
-            revision=row["revision"],
-            status=domain.RoundStatus(row["status"]),
-            current_stage=row["current_stage"],
-            requests=_ordered(_plan(row["plan"]), requests[row["id"]]),
+    ids = [row["id"] for row in rows]
+    notes: dict[UUID, list[Annotation]] = {}
+    for note in await conn.fetch(_NOTES, ids):
+        notes.setdefault(note["review_id"], []).extend(
+            Annotation.model_validate(a) for a in note["annotations"]
         )
-        for row in rows
-    ]
+    requests: dict[UUID, list[domain.Request]] = {i: [] for i in ids}
+    for req in await conn.fetch(_REQUESTS, ids):
+        requests[req["round_id"]].append(_request(req, notes.get(req["review_id"], ())))
+    rounds = []
+    for row in rows:
+        plan = _plan(row["plan"])
+        rounds.append(
+            domain.Round(
+                id=row["id"],
+                order_id=row["order_id"],
+                revision=row["revision"],
+                status=domain.RoundStatus(row["status"]),
+                current_stage=row["current_stage"],
+                requests=_ordered(plan, requests[row["id"]]),
+                stages=plan.stages,
+            )
+        )
+    return rounds
 
 
 async def lock_order(conn: Connection, *, order_id: UUID) -> None:
@@ -104,6 +154,13 @@ async def rounds_of_order(conn: Connection, *, order_id: UUID) -> list[domain.Ro
     return await _rounds(conn, rows)
 
 
+async def order_of_round(conn: Connection, *, round_id: UUID) -> OrderDocument:
+    document = await conn.fetchval(
+        "SELECT order_document FROM review_rounds WHERE id = $1", round_id
+    )
+    return OrderDocument.model_validate(document)
+
+
 async def round_of_review(conn: Connection, *, review_id: UUID) -> UUID | None:
     found: UUID | None = await conn.fetchval(
         "SELECT round_id FROM review_requests WHERE review_id = $1", review_id
@@ -115,7 +172,8 @@ async def lock_round(conn: Connection, *, round_id: UUID) -> LoadedRound:
     """The round, its row locked until the transaction ends: competing replicas deciding the
     same round take turns, and each sees the verdicts the one before it recorded."""
     row = await conn.fetchrow(
-        """SELECT id, order_id, revision, status, current_stage, plan, order_document, totals
+        """SELECT id, order_id, revision, status, current_stage, plan, order_document, totals,
+                  attachments, previous_revision, changes
            FROM review_rounds WHERE id = $1 FOR UPDATE""",
         round_id,
     )
@@ -127,6 +185,9 @@ async def lock_round(conn: Connection, *, round_id: UUID) -> LoadedRound:
         order=OrderDocument.model_validate(row["order_document"]),
         totals=Totals.model_validate(row["totals"]),
         plan=_plan(row["plan"]),
+        attachments=[AttachmentRef.model_validate(a) for a in row["attachments"]],
+        previous_revision=row["previous_revision"],
+        changes=[FieldChange.model_validate(c) for c in row["changes"]],
     )
 
 
@@ -138,12 +199,19 @@ async def insert_round(
     order: OrderDocument,
     totals: Totals,
     opened_at: datetime,
+    policy_version: str | None = None,
+    attachments: Sequence[AttachmentRef] = (),
+    previous_revision: int | None = None,
+    changes: Sequence[FieldChange] = (),
 ) -> bool:
-    """Store a new round and all its requests; False when its revision already has one."""
+    """Store a new round and all its requests; False when its revision already has one.
+    Requests start unsent: `mark_requested` sends them."""
     created = await conn.fetchval(
         """INSERT INTO review_rounds (id, order_id, revision, status, current_stage, plan,
-                                      order_document, totals, opened_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                      order_document, totals, opened_at, policy_version,
+                                      attachments, previous_revision, changes, decided_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                   CASE WHEN $4::text = 'open' THEN NULL ELSE $9::timestamptz END)
            ON CONFLICT (order_id, revision) DO NOTHING
            RETURNING 1""",
         round_.id,
@@ -151,25 +219,46 @@ async def insert_round(
         round_.revision,
         round_.status.value,
         round_.current_stage,
-        [{"number": s.number, "departments": list(s.departments)} for s in plan.stages],
+        [
+            {
+                "number": s.number,
+                "name": s.name,
+                "completion": s.completion.value,
+                "departments": list(s.departments),
+            }
+            for s in plan.stages
+        ],
         order.model_dump(mode="json", exclude_none=True),
         totals.model_dump(mode="json"),
         opened_at,
+        policy_version,
+        [a.model_dump(mode="json") for a in attachments],
+        previous_revision,
+        [c.model_dump(mode="json") for c in changes],
     )
     if created is None:
         return False
     await conn.executemany(
         """INSERT INTO review_requests (review_id, round_id, department, stage, status,
-                                        requested_at)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
+                                        carried_from, verdict_id, answered_at, due_hours,
+                                        escalate_after_hours, escalate_to)
+           VALUES ($1, $2, $3, $4, $5, $6,
+                   (SELECT verdict_id FROM review_requests WHERE review_id = $6),
+                   CASE WHEN $6::uuid IS NULL THEN NULL ELSE $7::timestamptz END,
+                   $8, $9, $10)""",
         [
             (
                 r.review_id,
                 round_.id,
                 r.department,
                 r.stage,
-                r.status.value,
-                opened_at if r.status == domain.RequestStatus.PENDING else None,
+                # sent (pending) only by mark_requested, with its deadline
+                "not_sent" if r.status == domain.RequestStatus.PENDING else r.status.value,
+                r.carried_from,
+                opened_at,
+                r.deadline.due_hours if r.deadline else None,
+                r.deadline.escalate_after_hours if r.deadline else None,
+                r.deadline.escalate_to if r.deadline else None,
             )
             for r in round_.requests
         ],
@@ -197,13 +286,29 @@ async def update_round(
     )
 
 
-async def mark_requested(conn: Connection, *, review_ids: Sequence[UUID], at: datetime) -> None:
-    await conn.execute(
-        """UPDATE review_requests SET status = 'pending', requested_at = $2
-           WHERE review_id = ANY($1::uuid[]) AND status = 'not_sent'""",
+async def mark_requested(
+    conn: Connection, *, review_ids: Sequence[UUID], at: datetime
+) -> dict[UUID, datetime | None]:
+    """Send reviews: pending from `at`, due as their deadline says, with a reminder timer
+    at that moment. Returns each review's due time."""
+    rows = await conn.fetch(
+        """UPDATE review_requests
+           SET status = 'pending', requested_at = $2::timestamptz,
+               due_at = CASE WHEN due_hours IS NULL THEN NULL
+                             ELSE $2::timestamptz + make_interval(secs => due_hours * 3600)
+                        END
+           WHERE review_id = ANY($1::uuid[]) AND status = 'not_sent'
+           RETURNING review_id, due_at""",
         list(review_ids),
         at,
     )
+    due = {row["review_id"]: row["due_at"] for row in rows}
+    await conn.executemany(
+        """INSERT INTO timers (kind, review_id, due_at, fire_at) VALUES ('overdue', $1, $2, $2)
+           ON CONFLICT (review_id, kind) DO NOTHING""",
+        [(review_id, at_) for review_id, at_ in due.items() if at_ is not None],
+    )
+    return due
 
 
 async def mark_cancelled(conn: Connection, *, review_ids: Sequence[UUID], at: datetime) -> None:
@@ -241,13 +346,14 @@ async def record_verdict(
     round_id: UUID,
     outcome: domain.VerdictOutcome,
     received_at: datetime,
+    user_id: str | None = None,
 ) -> UUID:
     verdict_id = uuid.uuid4()
     await conn.execute(
         """INSERT INTO verdicts (id, message_id, review_id, round_id, order_id, revision,
                                  department, decision, reviewer, comment, annotations, outcome,
-                                 received_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+                                 received_at, on_behalf_of, user_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)""",
         verdict_id,
         message_id,
         verdict.review_id,
@@ -261,18 +367,183 @@ async def record_verdict(
         [a.model_dump(mode="json") for a in verdict.annotations],
         outcome.value,
         received_at,
+        _reviewer(verdict.on_behalf_of),
+        user_id,
     )
     return verdict_id
+
+
+def _reviewer(reviewer: Reviewer | None) -> dict[str, Any] | None:
+    return reviewer.model_dump(mode="json", exclude_none=True) if reviewer else None
+
+
+async def record_annotations(
+    conn: Connection,
+    *,
+    message_id: str,
+    review_id: UUID,
+    round_id: UUID,
+    department: str,
+    reviewer: Reviewer,
+    on_behalf_of: Reviewer | None,
+    annotations: Sequence[Annotation],
+    outcome: domain.VerdictOutcome,
+    user_id: str | None,
+    received_at: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO annotations (id, message_id, review_id, round_id, department, reviewer,
+                                    on_behalf_of, annotations, outcome, user_id, received_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        uuid.uuid4(),
+        message_id,
+        review_id,
+        round_id,
+        department,
+        _reviewer(reviewer),
+        _reviewer(on_behalf_of),
+        [a.model_dump(mode="json") for a in annotations],
+        outcome.value,
+        user_id,
+        received_at,
+    )
+
+
+async def record_assignment(
+    conn: Connection,
+    *,
+    message_id: str,
+    review_id: UUID,
+    round_id: UUID,
+    department: str,
+    assigned_by: Reviewer,
+    assignee: Reviewer,
+    reason: str | None,
+    outcome: domain.VerdictOutcome,
+    user_id: str | None,
+    received_at: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO assignments (id, message_id, review_id, round_id, department,
+                                    assigned_by, assignee, reason, outcome, user_id, received_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        uuid.uuid4(),
+        message_id,
+        review_id,
+        round_id,
+        department,
+        _reviewer(assigned_by),
+        _reviewer(assignee),
+        reason,
+        outcome.value,
+        user_id,
+        received_at,
+    )
+    if outcome == domain.VerdictOutcome.ACCEPTED:
+        await conn.execute(
+            "UPDATE review_requests SET assignee = $2 WHERE review_id = $1",
+            review_id,
+            _reviewer(assignee),
+        )
+
+
+# --- customers ---------------------------------------------------------------------------
+
+
+async def customer_known(conn: Connection, *, key: str | None) -> bool:
+    if key is None:
+        return False
+    return bool(await conn.fetchval("SELECT 1 FROM known_customers WHERE customer_key = $1", key))
+
+
+async def remember_customer(
+    conn: Connection, *, key: str | None, order_id: UUID, at: datetime
+) -> None:
+    if key is None:
+        return
+    await conn.execute(
+        """INSERT INTO known_customers (customer_key, first_order_id, first_approved_at)
+           VALUES ($1, $2, $3) ON CONFLICT (customer_key) DO NOTHING""",
+        key,
+        order_id,
+        at,
+    )
+
+
+# --- timers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timer:
+    id: int
+    kind: str
+    review_id: UUID
+    due_at: datetime
+    attempts: int
+
+
+async def claim_due_timer(conn: Connection, *, now: datetime) -> Timer | None:
+    """One timer that is due, locked for this transaction; replicas skip it meanwhile."""
+    row = await conn.fetchrow(
+        """SELECT id, kind, review_id, due_at, attempts FROM timers
+           WHERE fired_at IS NULL AND fire_at <= $1
+           ORDER BY fire_at, id
+           LIMIT 1
+           FOR UPDATE SKIP LOCKED""",
+        now,
+    )
+    if row is None:
+        return None
+    return Timer(row["id"], row["kind"], row["review_id"], row["due_at"], row["attempts"])
+
+
+async def timer_fired(conn: Connection, *, timer_id: int, outcome: str, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE timers SET fired_at = $2, outcome = $3, attempts = attempts + 1 WHERE id = $1",
+        timer_id,
+        at,
+        outcome,
+    )
+
+
+async def timer_failed(
+    conn: Connection, *, timer_id: int, error: str, retry_at: datetime, give_up: bool
+) -> None:
+    await conn.execute(
+        """UPDATE timers SET attempts = attempts + 1, last_error = $2, fire_at = $3,
+                  fired_at = CASE WHEN $4 THEN $3 ELSE NULL END,
+                  outcome = CASE WHEN $4 THEN 'failed' ELSE NULL END
+           WHERE id = $1""",
+        timer_id,
+        error[:2000],
+        retry_at,
+        give_up,
+    )
+
+
+async def schedule(
+    conn: Connection, *, review_id: UUID, kind: str, due_at: datetime, fire_at: datetime
+) -> None:
+    await conn.execute(
+        """INSERT INTO timers (kind, review_id, due_at, fire_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (review_id, kind) DO NOTHING""",
+        kind,
+        review_id,
+        due_at,
+        fire_at,
+    )
 
 
 # Reads for the HTTP API.
 
 _ROUND_COLUMNS = """r.id, r.order_id, r.revision, r.status, r.current_stage, r.plan,
-                    r.order_document, r.totals, r.opened_at, r.decided_at, r.decision"""
+                    r.order_document, r.totals, r.opened_at, r.decided_at, r.decision,
+                    r.policy_version, r.previous_revision, r.changes, r.attachments"""
 _REQUEST_COLUMNS = """q.review_id, q.round_id, r.order_id, r.revision, q.department, q.stage,
-                      q.status, q.requested_at, q.answered_at, q.cancelled_at"""
+                      q.status, q.requested_at, q.answered_at, q.cancelled_at, q.due_at,
+                      q.carried_from, q.assignee"""
 _VERDICT_COLUMNS = """id, message_id, review_id, round_id, department, decision, reviewer,
-                      comment, annotations, outcome, received_at"""
+                      comment, annotations, outcome, received_at, on_behalf_of, user_id"""
 
 
 async def rounds_with_details(pool: Pool, *, order_id: UUID) -> list[dict[str, Any]]:
@@ -286,18 +557,33 @@ async def rounds_with_details(pool: Pool, *, order_id: UUID) -> list[dict[str, A
                 order_id,
             )
         ]
-        ids = [r["id"] for r in rounds]
-        requests = await conn.fetch(
-            f"""SELECT {_REQUEST_COLUMNS}
-                FROM review_requests q JOIN review_rounds r ON r.id = q.round_id
-                WHERE q.round_id = ANY($1::uuid[]) ORDER BY q.stage, q.department""",
-            ids,
+        return await _round_details(conn, rounds)
+
+
+async def round_with_details(pool: Pool, *, round_id: UUID) -> dict[str, Any] | None:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_ROUND_COLUMNS} FROM review_rounds r WHERE r.id = $1", round_id
         )
-        verdicts = await conn.fetch(
-            f"""SELECT {_VERDICT_COLUMNS} FROM verdicts
-                WHERE round_id = ANY($1::uuid[]) ORDER BY received_at, id""",
-            ids,
-        )
+        if row is None:
+            return None
+        [found] = await _round_details(conn, [dict(row)])
+        return found
+
+
+async def _round_details(conn: Connection, rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ids = [r["id"] for r in rounds]
+    requests = await conn.fetch(
+        f"""SELECT {_REQUEST_COLUMNS}
+            FROM review_requests q JOIN review_rounds r ON r.id = q.round_id
+            WHERE q.round_id = ANY($1::uuid[]) ORDER BY q.stage, q.department""",
+        ids,
+    )
+    verdicts = await conn.fetch(
+        f"""SELECT {_VERDICT_COLUMNS} FROM verdicts
+            WHERE round_id = ANY($1::uuid[]) ORDER BY received_at, id""",
+        ids,
+    )
     for r in rounds:
         r["requests"] = [dict(q) for q in requests if q["round_id"] == r["id"]]
         r["verdicts"] = [dict(v) for v in verdicts if v["round_id"] == r["id"]]
@@ -305,10 +591,11 @@ async def rounds_with_details(pool: Pool, *, order_id: UUID) -> list[dict[str, A
 
 
 async def review_with_details(pool: Pool, *, review_id: UUID) -> dict[str, Any] | None:
-    """One review request with its round's order and every verdict given for it."""
+    """One review request with its round's order and its whole history."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            f"""SELECT {_REQUEST_COLUMNS}, r.status AS round_status, r.order_document, r.totals
+            f"""SELECT {_REQUEST_COLUMNS}, r.status AS round_status, r.order_document, r.totals,
+                       r.policy_version, r.previous_revision, r.changes, r.attachments
                 FROM review_requests q JOIN review_rounds r ON r.id = q.round_id
                 WHERE q.review_id = $1""",
             review_id,
@@ -320,27 +607,61 @@ async def review_with_details(pool: Pool, *, review_id: UUID) -> dict[str, Any] 
             "ORDER BY received_at, id",
             review_id,
         )
+        annotations = await conn.fetch(
+            """SELECT id, message_id, reviewer, on_behalf_of, annotations, outcome, user_id,
+                      received_at
+               FROM annotations WHERE review_id = $1 ORDER BY received_at, id""",
+            review_id,
+        )
+        assignments = await conn.fetch(
+            """SELECT id, message_id, assigned_by, assignee, reason, outcome, user_id,
+                      received_at
+               FROM assignments WHERE review_id = $1 ORDER BY received_at, id""",
+            review_id,
+        )
+        timers = await conn.fetch(
+            """SELECT kind, due_at, fire_at, fired_at, outcome FROM timers
+               WHERE review_id = $1 ORDER BY fire_at, id""",
+            review_id,
+        )
     review = dict(row)
     review["verdicts"] = [dict(v) for v in verdicts]
+    review["annotations"] = [dict(a) for a in annotations]
+    review["assignments"] = [dict(a) for a in assignments]
+    review["timers"] = [dict(t) for t in timers]
     return review
 
 
 async def pending_for(
-    pool: Pool, *, department: str, limit: int, offset: int
+    pool: Pool,
+    *,
+    department: str,
+    limit: int,
+    offset: int,
+    assignee: str | None = None,
+    overdue_at: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """A department's pending review requests, oldest first, with their total count."""
+    """A department's pending review requests, oldest first, with their total count;
+    optionally only those handed to `assignee`, or only those due before `overdue_at`."""
+    where = """q.department = $1 AND q.status = 'pending'
+               AND ($2::text IS NULL OR q.assignee ->> 'id' = $2)
+               AND ($3::timestamptz IS NULL OR q.due_at < $3)"""
     rows = await pool.fetch(
         f"""SELECT {_REQUEST_COLUMNS}
             FROM review_requests q JOIN review_rounds r ON r.id = q.round_id
-            WHERE q.department = $1 AND q.status = 'pending'
+            WHERE {where}
             ORDER BY q.requested_at, q.review_id
-            LIMIT $2 OFFSET $3""",
+            LIMIT $4 OFFSET $5""",
         department,
+        assignee,
+        overdue_at,
         limit,
         offset,
     )
     total = await pool.fetchval(
-        "SELECT count(*) FROM review_requests WHERE department = $1 AND status = 'pending'",
+        f"SELECT count(*) FROM review_requests q WHERE {where}",
         department,
+        assignee,
+        overdue_at,
     )
     return [dict(r) for r in rows], int(total or 0)

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
+from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
 
 from orderflow import topology
-from orderflow.consumer import apply_once
+from orderflow.consumer import PermanentError, apply_once
 from orderflow.db import Connection
 from orderflow.messages import (
     OrderApproved,
     OrderChangesRequested,
     OrderSubmitted,
     OrderWithdrawn,
+    Problem,
+    ReassignReview,
+    ReviewAnnotated,
+    ReviewAnnotationRecorded,
     ReviewCancelled,
+    ReviewEscalated,
+    ReviewOverdue,
+    ReviewReassigned,
     ReviewRequested,
     ReviewRoundOpened,
     VerdictGiven,
@@ -28,19 +38,48 @@ from .. import handlers
 EVENTS = topology.exchange(topology.EVENTS)
 REVIEWS = topology.exchange(topology.REVIEWS)
 VERDICTS = topology.exchange(topology.VERDICTS)
-VERDICT_QUEUE = topology.verdict_queue(topology.DEFAULT_DEPARTMENTS)
-# the department queues are declared here too, so a review request is routable (and waits
-# for its department) even before that department's first reviewer connects
-QUEUES = (
-    topology.ROUTER_SUBMITTED,
-    topology.ROUTER_WITHDRAWN,
-    VERDICT_QUEUE,
-    *(topology.department_queue(d) for d in topology.DEFAULT_DEPARTMENTS),
-)
+VERDICTS_CONSUMER = "review-router.verdicts"
+DEPARTMENT_MESSAGES = (VerdictGiven, ReviewAnnotated, ReassignReview)
 
 
-def register(runtime: ServiceRuntime) -> None:
+def departments(policy_departments: Iterable[str]) -> list[str]:
+    """The process's departments and any the policy adds, each once."""
+    return list(dict.fromkeys((*topology.DEFAULT_DEPARTMENTS, *policy_departments)))
+
+
+def queues(all_departments: Iterable[str]) -> tuple[topology.QueueSpec, ...]:
+    """What the router declares at start. The department queues are declared here too (a
+    policy's own departments included), so a review request is routable, and waits for its
+    department, even before that department's first reviewer connects."""
+    names = list(all_departments)
+    return (
+        topology.ROUTER_SUBMITTED,
+        topology.ROUTER_WITHDRAWN,
+        topology.verdict_queue(names),
+        *(topology.department_queue(d) for d in names),
+    )
+
+
+def _of_type(model: type[Any]) -> Callable[[StreamMessage[Any]], bool]:
+    def matches(message: StreamMessage[Any]) -> bool:
+        return bool(message.raw_message.type == model.message_type)
+
+    return matches
+
+
+def _sender(msg: RabbitMessage) -> handlers.Sender:
+    raw = msg.raw_message
+    return handlers.Sender(
+        message_id=str(raw.message_id), user_id=raw.user_id, routing_key=raw.routing_key
+    )
+
+
+def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
     broker = runtime.broker
+    names = departments(rules.policy.reviewing_departments)
+
+    def now() -> datetime:
+        return datetime.now(UTC)
 
     @broker.subscriber(
         topology.ROUTER_SUBMITTED.rabbit_queue(),
@@ -52,7 +91,7 @@ def register(runtime: ServiceRuntime) -> None:
         """Open a review round for the submitted revision and ask its first stage."""
 
         async def effect(conn: Connection) -> None:
-            await handlers.on_order_submitted(conn, event, now=datetime.now(UTC))
+            await handlers.on_order_submitted(conn, event, now=now(), rules=rules)
 
         await apply_once(runtime.pool, msg, consumer="review-router.order-submitted", effect=effect)
 
@@ -66,37 +105,80 @@ def register(runtime: ServiceRuntime) -> None:
         """Close the order's open round and cancel its pending reviews."""
 
         async def effect(conn: Connection) -> None:
-            await handlers.on_order_withdrawn(conn, event, now=datetime.now(UTC))
+            await handlers.on_order_withdrawn(conn, event, now=now())
 
         await apply_once(runtime.pool, msg, consumer="review-router.order-withdrawn", effect=effect)
 
-    # every department's verdicts arrive on one queue (bound once per department at start)
-    @broker.subscriber(
-        VERDICT_QUEUE.rabbit_queue(),
+    # every department's messages arrive on one queue (bound once per department at start),
+    # told apart by their AMQP type
+    department_messages = broker.subscriber(
+        topology.verdict_queue(names).rabbit_queue(),
         VERDICTS,
         ack_policy=AckPolicy.MANUAL,
         no_reply=True,
+        title="review-router.verdicts",
+        description=(
+            "What departments send, on orderflow.verdicts with the department as routing key "
+            "and, told apart by the AMQP type: review.verdict (VerdictGiven), "
+            "review.annotation (ReviewAnnotated) and review.reassign (ReassignReview). Each "
+            "must carry the AMQP user_id of a RabbitMQ user that speaks for the department "
+            "(RabbitMQ checks it against the connection's user); anything else is "
+            "dead-lettered to review-router.verdicts.dlq with the reason."
+        ),
     )
+
+    async def once(msg: RabbitMessage, apply: Callable[[Connection], Awaitable[Any]]) -> None:
+        async def effect(conn: Connection) -> None:
+            await apply(conn)
+
+        await apply_once(runtime.pool, msg, consumer=VERDICTS_CONSUMER, effect=effect)
+
+    @department_messages(filter=_of_type(VerdictGiven))
     async def verdict_given(verdict: VerdictGiven, msg: RabbitMessage) -> None:
         """Record a department's verdict; open the next stage or decide the round."""
+        sender = _sender(msg)
+        await once(
+            msg,
+            lambda conn: handlers.on_verdict(conn, verdict, sender=sender, now=now(), rules=rules),
+        )
 
-        async def effect(conn: Connection) -> None:
-            await handlers.on_verdict(
-                conn,
-                verdict,
-                message_id=str(msg.raw_message.message_id),
-                now=datetime.now(UTC),
-            )
+    @department_messages(filter=_of_type(ReviewAnnotated))
+    async def review_annotated(command: ReviewAnnotated, msg: RabbitMessage) -> None:
+        """Record a department's remarks on fields, made while it reviews."""
+        sender = _sender(msg)
+        await once(
+            msg,
+            lambda conn: handlers.on_annotations(
+                conn, command, sender=sender, now=now(), rules=rules
+            ),
+        )
 
-        await apply_once(runtime.pool, msg, consumer="review-router.verdicts", effect=effect)
+    @department_messages(filter=_of_type(ReassignReview))
+    async def reassign_review(command: ReassignReview, msg: RabbitMessage) -> None:
+        """Hand a pending review to another reviewer of the department."""
+        sender = _sender(msg)
+        await once(
+            msg,
+            lambda conn: handlers.on_reassign(conn, command, sender=sender, now=now(), rules=rules),
+        )
 
-    _document_publishers(runtime)
+    @department_messages
+    async def other_type(msg: RabbitMessage) -> None:
+        """Anything else on the verdicts exchange is refused, with the types it may have."""
+        known = ", ".join(m.message_type for m in DEPARTMENT_MESSAGES)
+        kind = msg.raw_message.type
+        raise PermanentError(
+            f"unknown message type {kind!r} on {topology.VERDICTS}: expected one of {known}",
+            [Problem(pointer="", detail=f"the AMQP type must be one of {known}")],
+        )
+
+    _document_publishers(runtime, names)
 
 
-def _document_publishers(runtime: ServiceRuntime) -> None:
+def _document_publishers(runtime: ServiceRuntime, names: Iterable[str]) -> None:
     """What the outbox publishes, for AsyncAPI; publishing itself goes through the outbox."""
     broker = runtime.broker
-    for department in topology.DEFAULT_DEPARTMENTS:
+    for department in names:
         broker.publisher(
             "",
             REVIEWS,
@@ -105,7 +187,8 @@ def _document_publishers(runtime: ServiceRuntime) -> None:
             title=f"review.requested:{department}",
             description=(
                 f"Asks {department} to review a revision of an order; arrives on the queue "
-                f"review.{department}. Answer with `review.verdict` on orderflow.verdicts."
+                f"review.{department}. Answer with `review.verdict` on orderflow.verdicts "
+                "(routing key = the department, AMQP user_id = your RabbitMQ user)."
             ),
             include_in_schema=True,
         )
@@ -117,13 +200,26 @@ def _document_publishers(runtime: ServiceRuntime) -> None:
             title=f"review.cancelled:{department}",
             description=(
                 f"Tells {department} a pending review is no longer needed (a newer revision "
-                "was submitted, or the order was withdrawn)."
+                "was submitted, the order was withdrawn, or the round was decided by another "
+                "department's request for changes under `fail_fast`)."
             ),
             include_in_schema=True,
         )
     events = (
         (ReviewRoundOpened, "A review round was opened for a submitted revision."),
-        (VerdictRecorded, "A department's verdict counted towards its round."),
+        (VerdictRecorded, "A department's verdict was recorded against its round."),
+        (
+            ReviewAnnotationRecorded,
+            "A department posted remarks on fields while reviewing; they go to the "
+            "salesperson with the round's change request.",
+        ),
+        (ReviewReassigned, "A department handed a pending review to another reviewer."),
+        (ReviewOverdue, "A review is still unanswered at its due time (a reminder)."),
+        (
+            ReviewEscalated,
+            "A review is still unanswered long after its due time: the department's "
+            "supervisor contact is told.",
+        ),
         (OrderApproved, "Every department of every stage approved the revision."),
         (
             OrderChangesRequested,

@@ -1,9 +1,10 @@
-"""Review rounds, review requests and department work lists over HTTP (read only)."""
+"""Review rounds, review requests with their history, department work lists and the review
+policy over HTTP (read only: departments act on the bus)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request
@@ -12,10 +13,20 @@ from pydantic import BaseModel, Field
 from orderflow.db import Pool
 from orderflow.http import PROBLEM_RESPONSES, ProblemDetails
 from orderflow.http import Problem as HttpProblem
-from orderflow.messages import Annotation, Decision, OrderDocument, Reviewer, Totals
+from orderflow.messages import (
+    Annotation,
+    AttachmentRef,
+    Decision,
+    FieldChange,
+    OrderDocument,
+    Reviewer,
+    Totals,
+)
 
 from .. import domain
 from ..adapters import repository
+from ..handlers import Rules
+from ..policy import Completion
 
 DepartmentName = Annotated[
     str,
@@ -26,9 +37,19 @@ DepartmentName = Annotated[
     ),
 ]
 
+OUTCOME = Field(
+    description="accepted, or why it changed nothing: stale (a superseded revision), "
+    "round_closed (the round was already decided or withdrawn), not_requested (the "
+    "review's stage was not asked yet), duplicate (the review was already answered), "
+    "after_decision (recorded after another department's request for changes decided the "
+    "round under `all`)"
+)
+
 
 class StageView(BaseModel):
     number: int
+    name: str = ""
+    completion: Completion = Completion.COLLECT
     departments: list[str]
 
 
@@ -39,14 +60,59 @@ class VerdictView(BaseModel):
     department: str
     decision: Decision
     reviewer: Reviewer
+    on_behalf_of: Reviewer | None = None
     comment: str | None
     annotations: list[Annotation]
-    outcome: domain.VerdictOutcome = Field(
-        description="accepted, or why it changed nothing: stale (a superseded revision), "
-        "round_closed (the round was already decided or withdrawn), not_requested (the "
-        "review's stage was not asked yet), duplicate (the review was already answered)"
-    )
+    outcome: domain.VerdictOutcome = OUTCOME
+    user_id: str | None = Field(default=None, description="The RabbitMQ user that sent it")
     received_at: datetime
+
+
+class AnnotationsView(BaseModel):
+    id: UUID
+    message_id: str
+    reviewer: Reviewer
+    on_behalf_of: Reviewer | None = None
+    annotations: list[Annotation]
+    outcome: domain.VerdictOutcome = OUTCOME
+    user_id: str | None = None
+    received_at: datetime
+
+
+class AssignmentView(BaseModel):
+    id: UUID
+    message_id: str
+    assigned_by: Reviewer
+    assignee: Reviewer
+    reason: str | None = None
+    outcome: domain.VerdictOutcome = OUTCOME
+    user_id: str | None = None
+    received_at: datetime
+
+
+class TimerView(BaseModel):
+    kind: Literal["overdue", "escalate"]
+    due_at: datetime
+    fire_at: datetime
+    fired_at: datetime | None
+    outcome: str | None = Field(description="sent, or why nothing was sent")
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    kind: Literal[
+        "kept",
+        "requested",
+        "annotated",
+        "reassigned",
+        "verdict",
+        "overdue",
+        "escalated",
+        "cancelled",
+    ]
+    actor: Reviewer | None = Field(default=None, description="Who did it")
+    on_behalf_of: Reviewer | None = Field(default=None, description="For whom, when delegated")
+    detail: dict[str, Any] = Field(default_factory=dict)
 
 
 class ReviewRequestView(BaseModel):
@@ -60,13 +126,26 @@ class ReviewRequestView(BaseModel):
     requested_at: datetime | None
     answered_at: datetime | None
     cancelled_at: datetime | None
+    due_at: datetime | None = None
+    assignee: Reviewer | None = Field(default=None, description="Whom the review was handed to")
+    carried_from: UUID | None = Field(
+        default=None, description="The review of the previous revision whose approval it kept"
+    )
 
 
 class ReviewView(ReviewRequestView):
     round_status: domain.RoundStatus
+    policy_version: str | None
     order: OrderDocument
     totals: Totals
+    attachments: list[AttachmentRef]
+    previous_revision: int | None
+    changes: list[FieldChange]
     verdicts: list[VerdictView]
+    annotations: list[AnnotationsView]
+    assignments: list[AssignmentView]
+    timers: list[TimerView]
+    history: list[HistoryEntry] = Field(description="Everything that happened to it, in order")
 
 
 class RoundView(BaseModel):
@@ -74,9 +153,12 @@ class RoundView(BaseModel):
     order_id: UUID
     revision: int
     status: domain.RoundStatus
+    policy_version: str | None
     current_stage: int
     plan: list[StageView]
     totals: Totals
+    previous_revision: int | None
+    changes: list[FieldChange]
     opened_at: datetime
     decided_at: datetime | None
     decision: dict[str, Any] | None = Field(
@@ -99,12 +181,22 @@ class PendingPage(BaseModel):
     offset: int
 
 
+class PolicyView(BaseModel):
+    version: str
+    description: str | None
+    document: dict[str, Any] = Field(description="The policy as the router read it")
+
+
 def _pool(request: Request) -> Pool:
     return request.app.state.runtime.pool  # type: ignore[no-any-return]
 
 
+def _not_found(what: str, detail: str) -> HttpProblem:
+    return HttpProblem(404, f"{what} not found", detail, type_="urn:orderflow:problem:not-found")
+
+
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ProblemDetails, "description": "No such review"},
+    404: {"model": ProblemDetails, "description": "No such review or round"},
 }
 
 router = APIRouter(prefix="/api/v1", tags=["reviews"], responses=PROBLEM_RESPONSES)
@@ -120,18 +212,85 @@ async def list_rounds(
     return RoundList(order_id=order_id, items=[RoundView.model_validate(r) for r in rounds])
 
 
+@router.get("/rounds/{round_id}", responses=NOT_FOUND)
+async def get_round(request: Request, round_id: UUID) -> RoundView:
+    """One review round: its status, plan, requests and verdicts."""
+    found = await repository.round_with_details(_pool(request), round_id=round_id)
+    if found is None:
+        raise _not_found("Round", f"no round {round_id}")
+    return RoundView.model_validate(found)
+
+
+def _history(review: dict[str, Any]) -> list[HistoryEntry]:
+    entries: list[HistoryEntry] = []
+    if review["carried_from"] is not None and review["answered_at"] is not None:
+        entries.append(
+            HistoryEntry(
+                at=review["answered_at"],
+                kind="kept",
+                detail={"carried_from": str(review["carried_from"])},
+            )
+        )
+    if review["requested_at"] is not None:
+        entries.append(
+            HistoryEntry(
+                at=review["requested_at"], kind="requested", detail={"due_at": review["due_at"]}
+            )
+        )
+    for a in review["annotations"]:
+        entries.append(
+            HistoryEntry(
+                at=a["received_at"],
+                kind="annotated",
+                actor=a["reviewer"],
+                on_behalf_of=a["on_behalf_of"],
+                detail={"annotations": a["annotations"], "outcome": a["outcome"]},
+            )
+        )
+    for a in review["assignments"]:
+        entries.append(
+            HistoryEntry(
+                at=a["received_at"],
+                kind="reassigned",
+                actor=a["assigned_by"],
+                detail={"assignee": a["assignee"], "reason": a["reason"], "outcome": a["outcome"]},
+            )
+        )
+    for v in review["verdicts"]:
+        entries.append(
+            HistoryEntry(
+                at=v["received_at"],
+                kind="verdict",
+                actor=v["reviewer"],
+                on_behalf_of=v["on_behalf_of"],
+                detail={
+                    "decision": v["decision"],
+                    "comment": v["comment"],
+                    "annotations": v["annotations"],
+                    "outcome": v["outcome"],
+                },
+            )
+        )
+    for t in review["timers"]:
+        if t["fired_at"] is not None and t["outcome"] == "sent":
+            kind = "overdue" if t["kind"] == "overdue" else "escalated"
+            entries.append(
+                HistoryEntry(at=t["fired_at"], kind=kind, detail={"due_at": t["due_at"]})
+            )
+    if review["cancelled_at"] is not None:
+        entries.append(HistoryEntry(at=review["cancelled_at"], kind="cancelled"))
+    return sorted(entries, key=lambda e: e.at)
+
+
 @router.get("/reviews/{review_id}", responses=NOT_FOUND)
 async def get_review(request: Request, review_id: UUID) -> ReviewView:
-    """One review request, with the order as submitted and every verdict given for it."""
+    """One review request with the order as submitted and its whole history: annotations,
+    reassignments, verdicts (who decided, for whom), reminders and escalations."""
     review = await repository.review_with_details(_pool(request), review_id=review_id)
     if review is None:
-        raise HttpProblem(
-            404,
-            "Review not found",
-            f"no review {review_id}",
-            type_="urn:orderflow:problem:not-found",
-        )
+        raise _not_found("Review", f"no review {review_id}")
     review["order"] = review.pop("order_document")
+    review["history"] = _history(review)
     return ReviewView.model_validate(review)
 
 
@@ -141,10 +300,19 @@ async def list_pending(
     department: DepartmentName,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
+    assignee: Annotated[
+        str | None, Query(max_length=100, description="Only reviews handed to this reviewer id")
+    ] = None,
+    overdue: Annotated[bool, Query(description="Only reviews past their due time")] = False,
 ) -> PendingPage:
     """A department's review requests still waiting for a verdict, oldest first."""
     rows, total = await repository.pending_for(
-        _pool(request), department=department, limit=limit, offset=offset
+        _pool(request),
+        department=department,
+        limit=limit,
+        offset=offset,
+        assignee=assignee,
+        overdue_at=datetime.now(UTC) if overdue else None,
     )
     return PendingPage(
         department=department,
@@ -152,4 +320,15 @@ async def list_pending(
         total=total,
         limit=limit,
         offset=offset,
+    )
+
+
+@router.get("/policy")
+async def get_policy(request: Request) -> PolicyView:
+    """The review policy the router plans rounds with."""
+    rules: Rules = request.app.state.rules
+    return PolicyView(
+        version=rules.policy.version,
+        description=rules.policy.description,
+        document=rules.policy.model_dump(mode="json", exclude_none=True),
     )
