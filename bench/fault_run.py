@@ -54,8 +54,10 @@ SCHEMAS = {
     "contracts": "contracts",
     "notifier": "notifier",
 }
-# what the router must be told for this run: the simulators publish as the broker's guest
-ROUTER_ENV = {"REVIEW_ROUTER_REQUIRE_VERDICT_USER": "false"}
+# the simulated departments publish as the run's broker user, which the router is told may
+# act for every department (verdicts stay authenticated: RabbitMQ checks the user_id)
+SIMULATOR_USER = "guest"
+ROUTER_ENV = {"REVIEW_ROUTER_VERDICT_ACTING_USERS": SIMULATOR_USER}
 
 
 @dataclass
@@ -151,6 +153,46 @@ async def publish_retrying(channel_holder: dict[str, Any], connection: Any, **kw
     raise RuntimeError("could not publish for a minute")
 
 
+async def consume_forever(
+    url: str,
+    queues: list[str],
+    handle: Any,
+    stop: asyncio.Event,
+    *,
+    prefetch: int,
+    setup: Any = None,
+) -> None:
+    """Consume until `stop`, reconnecting from scratch whenever the connection is lost (as a
+    department system should: a broker restart must not leave it deaf)."""
+    while not stop.is_set():
+        try:
+            connection = await aio_pika.connect(url)
+        except Exception:  # the broker is away
+            await asyncio.sleep(1)
+            continue
+        lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_, lost=lost: lost.set())
+        try:
+            publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=prefetch)
+            if setup is not None:
+                await setup(channel)
+            for name in queues:
+                queue = await channel.declare_queue(name, passive=True)
+                await queue.consume(lambda m, p=publisher: handle(m, p))
+            stopping = asyncio.create_task(stop.wait())
+            closing = asyncio.create_task(lost.wait())
+            await asyncio.wait({stopping, closing}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            closing.cancel()
+        except Exception:  # lost while setting up: start again
+            await asyncio.sleep(1)
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
 async def departments(
     url: str,
     rng: random.Random,
@@ -160,13 +202,10 @@ async def departments(
     duplicate_rate: float,
     stop: asyncio.Event,
 ) -> None:
-    """Answer every review request; some verdicts are sent twice."""
-    connection = await aio_pika.connect_robust(url, reconnect_interval=1)
-    holder: dict[str, Any] = {}
-    channel = await connection.channel()
-    await channel.set_qos(prefetch_count=50)
+    """Answer every review request; some verdicts are sent twice. A verdict whose publish
+    fails leaves its request unacknowledged, so it comes back after the reconnection."""
 
-    async def on_request(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def on_request(message: aio_pika.abc.AbstractIncomingMessage, publisher: Any) -> None:
         if message.type != "review.requested":
             await message.ack()
             return
@@ -190,43 +229,48 @@ async def departments(
         )
         mid = str(uuid.uuid4())
         times = 2 if rng.random() < duplicate_rate else 1
-        for _ in range(times):
-            await publish_retrying(
-                holder,
-                connection,
-                exchange=topology.VERDICTS,
-                routing_key=review.department,
-                message=aio_pika.Message(
-                    verdict.model_dump_json().encode(),
-                    message_id=mid,
-                    type=VerdictGiven.message_type,
-                    content_type="application/json",
-                    correlation_id=str(review.order_id),
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-            )
+        try:
+            exchange = await publisher.get_exchange(topology.VERDICTS, ensure=False)
+            for _ in range(times):
+                await exchange.publish(
+                    aio_pika.Message(
+                        verdict.model_dump_json().encode(),
+                        message_id=mid,
+                        type=VerdictGiven.message_type,
+                        content_type="application/json",
+                        correlation_id=str(review.order_id),
+                        user_id=SIMULATOR_USER,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=review.department,
+                    mandatory=True,
+                    timeout=10,
+                )
+            await message.ack()
+        except Exception:  # the broker went away mid-answer: the request comes back
+            return
         figures.verdicts += 1
         figures.verdicts_duplicated += times - 1
-        await message.ack()
 
-    for department in topology.DEFAULT_DEPARTMENTS:
-        queue = await channel.get_queue(f"review.{department}", ensure=False)
-        await queue.consume(on_request)
-    await stop.wait()
-    await connection.close()
+    await consume_forever(
+        url,
+        [f"review.{d}" for d in topology.DEFAULT_DEPARTMENTS],
+        on_request,
+        stop,
+        prefetch=50,
+    )
 
 
 async def salespeople(url: str, intake: Any, figures: Figures, stop: asyncio.Event) -> None:
     """Revise and resubmit every order that came back with changes requested."""
-    connection = await aio_pika.connect_robust(url, reconnect_interval=1)
-    channel = await connection.channel()
-    await channel.set_qos(prefetch_count=20)
-    queue = await channel.declare_queue(
-        "faultrun.salespeople", durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await queue.bind(topology.EVENTS, routing_key="order.changes_requested")
 
-    async def on_changes(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def setup(channel: Any) -> None:
+        queue = await channel.declare_queue(
+            "faultrun.salespeople", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(topology.EVENTS, routing_key="order.changes_requested")
+
+    async def on_changes(message: aio_pika.abc.AbstractIncomingMessage, _: Any) -> None:
         body = json.loads(message.body)
         order_id = body["order_id"]
         for attempt in range(300):
@@ -259,11 +303,10 @@ async def salespeople(url: str, intake: Any, figures: Figures, stop: asyncio.Eve
                     figures.log(f"resubmitting {order_id} failed (attempt {attempt}): {exc!r}")
                 await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
         figures.changes_requested += 1
-        await message.ack()
+        with contextlib.suppress(Exception):
+            await message.ack()
 
-    await queue.consume(on_changes)
-    await stop.wait()
-    await connection.close()
+    await consume_forever(url, ["faultrun.salespeople"], on_changes, stop, prefetch=20, setup=setup)
 
 
 async def load(

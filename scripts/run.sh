@@ -78,6 +78,9 @@ done <"$ROOT/Procfile"
 if ((with_simulator)); then
     [[ -f "$ROOT/bench/department_simulator.py" ]] || die "bench/department_simulator.py is missing"
     export ORDERFLOW_SIMULATOR_AMQP_URL="${ORDERFLOW_SIMULATOR_AMQP_URL:-$amqp_url}"
+    # the simulator answers for every department as the local broker user; in production each
+    # department system has its own user (deploy/rabbitmq/definitions.json)
+    export REVIEW_ROUTER_VERDICT_ACTING_USERS="${REVIEW_ROUTER_VERDICT_ACTING_USERS:-$RABBIT_USER}"
     # expanded by the simulator's own shell, so no character of the URL needs quoting here
     # shellcheck disable=SC2016
     simulator='python bench/department_simulator.py --amqp-url "$ORDERFLOW_SIMULATOR_AMQP_URL"'

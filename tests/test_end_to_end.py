@@ -6,45 +6,31 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import httpx
 import pytest
 
 from orderflow import topology
-from orderflow.messages import ReviewRequested, SubmitOrderReply, VerdictGiven
+from orderflow.messages import ReviewRequested, SubmitOrderReply
 from orderflow.testing import (
     Infra,
+    answer_review,
     eventually,
-    get_messages,
+    example_order,
     publish,
     queue_depth,
     service_processes,
+    take_review,
+    wait_status,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
-
-
-def example(name: str) -> dict[str, Any]:
-    """An example order with its dates moved into the future, so the self-check passes on
-    whatever day the test runs."""
-    order: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
-    start = date.today() + timedelta(days=60)
-    order["delivery"]["date"] = start.isoformat()
-    for line in order["lines"]:
-        if "service" in line:
-            line["service"]["period_start"] = start.isoformat()
-            line["service"]["period_end"] = (start + timedelta(days=364)).isoformat()
-    return order
-
-
-async def take_review(amqp: Any, department: str) -> ReviewRequested:
-    [msg] = await get_messages(amqp, f"review.{department}", 1, timeout=30)
-    assert msg.type == "review.requested"
-    return ReviewRequested.model_validate_json(msg.body)
+example = example_order
+order_status = wait_status
 
 
 async def answer(
@@ -53,44 +39,19 @@ async def answer(
     decision: str = "approve",
     annotations: list[dict[str, str]] | None = None,
 ) -> None:
-    verdict = VerdictGiven(
-        review_id=review.review_id,
-        order_id=review.order_id,
-        revision=review.revision,
-        department=review.department,
-        decision=decision,  # type: ignore[arg-type]
-        reviewer={"id": f"{review.department}.reviewer", "name": "Reviewer"},  # type: ignore[arg-type]
-        comment="ok" if decision == "approve" else "please revise",
-        annotations=annotations or [],  # type: ignore[arg-type]
-    )
-    await publish(
-        amqp,
-        exchange=topology.VERDICTS,
-        routing_key=review.department,
-        body=verdict.model_dump_json().encode(),
-        message_type=VerdictGiven.message_type,
-        correlation_id=str(review.order_id),
-    )
-
-
-async def order_status(client: httpx.AsyncClient, order_id: str, wanted: str) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
-        body: dict[str, Any] = (await client.get(f"/api/v1/orders/{order_id}")).json()
-        return body if body.get("status") == wanted else None
-
-    try:
-        result: dict[str, Any] = await eventually(check, timeout=30)
-    except AssertionError:
-        body = (await client.get(f"/api/v1/orders/{order_id}")).json()
-        raise AssertionError(f"order {order_id} never reached {wanted}: {body}") from None
-    return result
+    # the router accepts verdicts only with a user_id RabbitMQ validated; the test's user
+    # acts for every department, as the console's user does for its reviewers
+    await answer_review(amqp, review, decision, annotations, user_id=amqp.url.user)
 
 
 @pytest.mark.timeout(240)
 async def test_orders_travel_from_submission_to_contract(
     infra: Infra, amqp: aio_pika.abc.AbstractRobustConnection, tmp_path: Path
 ) -> None:
-    async with service_processes(infra, tmp_path) as services:
+    acting = urlsplit(infra.amqp_url).username or "guest"
+    async with service_processes(
+        infra, tmp_path, REVIEW_ROUTER_VERDICT_ACTING_USERS=acting
+    ) as services:
         intake = httpx.AsyncClient(base_url=services["intake"].url, timeout=10)
         contracts = httpx.AsyncClient(base_url=services["contracts"].url, timeout=10)
         notifier = httpx.AsyncClient(base_url=services["notifier"].url, timeout=10)
@@ -159,8 +120,17 @@ async def _product_order_with_changes_then_contract(
     # the salesperson revises and resubmits: revision 2
     order["payment"]["terms"] = "50% 预付，50% 货到后 30 天内付清"
     order["lines"][0]["unit_price"] = "95.00"
-    updated = await intake.put(f"/api/v1/orders/{order_id}", json=order)
+    etag = (await intake.get(f"/api/v1/orders/{order_id}")).headers["etag"]
+    updated = await intake.put(f"/api/v1/orders/{order_id}", json=order, headers={"If-Match": etag})
     assert updated.status_code in (200, 201), updated.text
+    # resubmitted from a draft, an order with technical requirements carries the customer's
+    # requirement specification (only a one-step submission cannot)
+    spec = await intake.post(
+        f"/api/v1/orders/{order_id}/attachments",
+        data={"kind": "requirements_spec"},
+        files={"file": ("规格书.txt", "法兰密封面粗糙度 Ra1.6".encode(), "text/plain")},
+    )
+    assert spec.status_code == 201, spec.text
     submitted = await intake.post(f"/api/v1/orders/{order_id}/submit")
     assert submitted.status_code in (200, 202), submitted.text
 

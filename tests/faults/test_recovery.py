@@ -69,7 +69,7 @@ async def local_infra(rabbit: LocalRabbit, postgres: LocalPostgres) -> Infra:
 @contextlib.asynccontextmanager
 async def system(infra: Infra, log_dir: Path) -> AsyncIterator[dict[str, Any]]:
     async with service_processes(
-        infra, log_dir, REVIEW_ROUTER_REQUIRE_VERDICT_USER="false"
+        infra, log_dir, REVIEW_ROUTER_VERDICT_ACTING_USERS="guest"
     ) as services:
         clients = {
             name: httpx.AsyncClient(base_url=s.url, timeout=10) for name, s in services.items()

@@ -418,7 +418,12 @@ async def answer_review(
     *,
     user_id: str | None = None,
 ) -> str:
-    """Publish a department's verdict on a review request; the message id."""
+    """Publish a department's verdict on a review request; the message id. It carries the
+    connection's user as `user_id` unless told otherwise: the router accepts verdicts only
+    from users that may speak for the department."""
+    if user_id is None:
+        url = getattr(connection, "url", None)
+        user_id = getattr(url, "user", None)
     verdict = VerdictGiven.model_validate(
         {
             "review_id": review.review_id,
