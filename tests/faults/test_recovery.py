@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import signal
 import tempfile
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +25,16 @@ import asyncpg
 import httpx
 import pytest
 
+from orderflow import topology
 from orderflow.localservers import LocalPostgres, LocalRabbit
+from orderflow.publisher import Publisher, PublishError
 from orderflow.testing import (
     Infra,
     answer_review,
+    eventually,
     example_order,
+    publish,
+    queue_depth,
     service_processes,
     take_review,
     wait_status,
@@ -200,3 +210,108 @@ def _crash(postgres: LocalPostgres, _: Any) -> float:
     time.sleep(3)  # long enough for every readiness probe to notice
     postgres.start()
     return 3.0
+
+
+def _beam_pid(rabbit: LocalRabbit) -> int:
+    # the Erlang VM's own process id, as the node reports it
+    return int(rabbit.rabbitmqctl("eval", "os:getpid().").strip().strip('"'))
+
+
+@pytest.mark.timeout(120)
+async def test_a_publish_to_a_frozen_broker_times_out(rabbit: LocalRabbit) -> None:
+    publisher = Publisher(rabbit.url, app_id="probe", timeout=2)
+    await publisher.connect()
+    try:
+        await topology.declare(publisher.channel)
+        pid = _beam_pid(rabbit)
+        os.kill(pid, signal.SIGSTOP)  # the broker neither answers nor closes the connection
+        try:
+            began = time.monotonic()
+            with pytest.raises(PublishError):
+                await publisher.publish(
+                    exchange=topology.EVENTS,
+                    routing_key="order.withdrawn",
+                    body=b"{}",
+                    message_id="frozen",
+                    message_type="order.withdrawn",
+                )
+            assert time.monotonic() - began < 6
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        await publisher.close()
+
+
+@pytest.mark.timeout(180)
+async def test_sigterm_lets_the_messages_in_flight_finish(infra: Infra, tmp_path: Path) -> None:
+    """Approvals keep arriving while contracts is stopped with SIGTERM: every message is
+    either done (its contract committed and the message acknowledged) or still waiting in
+    the queue, never both; after a restart each has exactly one contract."""
+    approvals = 60
+    async with service_processes(infra, tmp_path, names=("contracts",)) as services:
+        contracts = services["contracts"]
+        connection = await aio_pika.connect_robust(infra.amqp_url)
+        try:
+            for i in range(approvals):
+                await publish(
+                    connection,
+                    exchange=topology.EVENTS,
+                    routing_key="order.approved",
+                    body=_approval(i),
+                    message_type="order.approved",
+                )
+            pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2)
+            assert pool is not None
+            try:
+                await eventually(
+                    lambda: _count(pool, "SELECT count(*) >= 5 FROM contracts.contracts"),
+                    timeout=60,
+                )
+                contracts.process.send_signal(signal.SIGTERM)
+                code = await asyncio.to_thread(contracts.process.wait, 60)
+                # uvicorn stops gracefully, then ends with the signal it caught
+                assert code in (0, -signal.SIGTERM), contracts.log_tail()
+                assert "Application shutdown complete" in contracts.log_tail(400)
+                drafted = await pool.fetchval("SELECT count(*) FROM contracts.contracts")
+                waiting = await queue_depth(connection, topology.CONTRACTS_APPROVED.name)
+                # a message cut off after its commit would be counted twice here
+                assert drafted + waiting == approvals, (drafted, waiting)
+                assert drafted < approvals, "stopped too late to show anything"
+            finally:
+                await pool.close()
+        finally:
+            await connection.close()
+    async with service_processes(infra, tmp_path, names=("contracts",)):
+        pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2)
+        assert pool is not None
+        try:
+            await eventually(
+                lambda: _count(pool, f"SELECT count(*) = {approvals} FROM contracts.contracts"),
+                timeout=90,
+            )
+            numbers = await pool.fetchval("SELECT count(DISTINCT number) FROM contracts.contracts")
+            assert numbers == approvals
+        finally:
+            await pool.close()
+
+
+async def _count(pool: Any, sql: str) -> bool:
+    return bool(await pool.fetchval(sql))
+
+
+def _approval(i: int) -> bytes:
+    order = example_order("order-product")
+    event = {
+        "order_id": str(uuid.uuid4()),
+        "revision": 1,
+        "order": {**order, "external_ref": f"SIGTERM-{i}"},
+        "totals": {
+            "currency": "CNY",
+            "subtotal": "18380.00",
+            "tax": "2389.40",
+            "total": "20769.40",
+        },
+        "approvals": [],
+        "approved_at": "2026-11-28T10:00:00+00:00",
+    }
+    return json.dumps(event, ensure_ascii=False).encode()

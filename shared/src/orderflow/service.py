@@ -4,11 +4,13 @@ and the faststream broker, started and stopped in order by the FastAPI lifespan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import structlog
 from faststream.rabbit import Channel, RabbitBroker
 
@@ -125,14 +127,28 @@ class ServiceRuntime:
         finally:
             await self.stop()
 
+    async def _database_reachable(self) -> bool:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 2)
+            return True
+        # every pooled connection may simply be busy (a loaded service is not a broken one):
+        # ask the server itself on a connection of the probe's own
+        try:
+            conn = await asyncpg.connect(self.settings.dsn, timeout=3)
+        except Exception:
+            return False
+        try:
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), 2)
+            return True
+        except Exception:
+            return False
+        finally:
+            await conn.close(timeout=2)
+
     async def ready(self) -> dict[str, bool]:
         checks = {"database": False, "broker": False, "publisher": False}
         if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.fetchval("SELECT 1"), 2)
-                checks["database"] = True
-            except Exception:
-                checks["database"] = False
+            checks["database"] = await self._database_reachable()
         checks["publisher"] = self._publisher is not None and self._publisher.is_connected
         try:
             checks["broker"] = bool(await asyncio.wait_for(self.broker.ping(timeout=2), 3))

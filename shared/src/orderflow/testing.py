@@ -356,7 +356,7 @@ def start_service(infra: Infra, name: str, log_dir: Any, **extra: str) -> Servic
 async def wait_ready(service: ServiceProcess, *, timeout: float = 60) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with httpx.AsyncClient(base_url=service.url, timeout=2) as client:
+    async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
         while loop.time() < deadline:
             if service.process.poll() is not None:
                 raise AssertionError(
