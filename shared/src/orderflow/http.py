@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,8 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import deadletters
+from .logging import configure_logging
 from .messages import Problem as MessageProblem
 from .service import ServiceRuntime
+from .settings import ServiceSettings
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -207,3 +210,15 @@ def create_service_app(
     install_problem_handlers(app)
     install_operational_routes(app, runtime)
     return app
+
+
+def serve(service: str, settings: ServiceSettings, create_app: Callable[..., FastAPI]) -> None:
+    """Run a service's app under uvicorn until SIGTERM or Ctrl-C, then stop gracefully."""
+    configure_logging(service, level=settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.graceful_timeout),
+    )

@@ -3,11 +3,9 @@ app's lifespan starts."""
 
 from __future__ import annotations
 
-import uvicorn
 from fastapi import FastAPI
 
-from orderflow.http import create_service_app
-from orderflow.logging import configure_logging
+from orderflow.http import create_service_app, serve
 from orderflow.service import ServiceRuntime
 
 from .adapters.blobs import BlobStore, PostgresBlobStore
@@ -43,15 +41,7 @@ def create_app(settings: Settings | None = None, *, blobs: BlobStore | None = No
 
 
 def run() -> None:
-    settings = Settings()  # type: ignore[call-arg]
-    configure_logging(SERVICE, level=settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.graceful_timeout),
-    )
+    serve(SERVICE, Settings(), create_app)  # type: ignore[call-arg]  # values from the env
 
 
 if __name__ == "__main__":

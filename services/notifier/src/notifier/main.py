@@ -9,11 +9,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
-from orderflow.http import create_service_app
-from orderflow.logging import configure_logging
+from orderflow.http import create_service_app, serve
 from orderflow.service import ServiceRuntime
 
 from . import contacts
@@ -103,15 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def run() -> None:
-    settings = Settings()  # type: ignore[call-arg]
-    configure_logging(SERVICE, level=settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.graceful_timeout),
-    )
+    serve(SERVICE, Settings(), create_app)  # type: ignore[call-arg]  # values from the env
 
 
 if __name__ == "__main__":

@@ -8,11 +8,9 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from fastapi import FastAPI
 
-from orderflow.http import create_service_app
-from orderflow.logging import configure_logging
+from orderflow.http import create_service_app, serve
 from orderflow.service import ServiceRuntime
 
 from . import domain, handlers, policy
@@ -85,20 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def run() -> None:
-    settings = Settings()  # type: ignore[call-arg]
-    configure_logging(SERVICE, level=settings.log_level, json=settings.log_json)
     try:
-        app = create_app(settings)
+        serve(SERVICE, Settings(), create_app)  # type: ignore[call-arg]  # values from the env
     except policy.PolicyError as exc:
+        # a bad policy file stops the router before it connects to anything
         print(f"{SERVICE}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    uvicorn.run(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.graceful_timeout),
-    )
 
 
 if __name__ == "__main__":
