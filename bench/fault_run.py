@@ -181,7 +181,11 @@ async def consume_forever(
                 await setup(channel)
             for name in queues:
                 queue = await channel.declare_queue(name, passive=True)
-                await queue.consume(lambda m, p=publisher: handle(m, p))
+
+                async def deliver(message: Any, publisher: Any = publisher) -> None:
+                    await handle(message, publisher)
+
+                await queue.consume(deliver)
             stopping = asyncio.create_task(stop.wait())
             closing = asyncio.create_task(lost.wait())
             await asyncio.wait({stopping, closing}, return_when=asyncio.FIRST_COMPLETED)

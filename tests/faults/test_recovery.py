@@ -96,13 +96,16 @@ async def system(infra: Infra, log_dir: Path) -> AsyncIterator[dict[str, Any]]:
 
 
 async def readiness(clients: dict[str, httpx.AsyncClient]) -> dict[str, int]:
-    codes = {}
-    for name, client in clients.items():
+    """Every service's readiness, asked at once (a probe may take a few seconds)."""
+
+    async def one(client: httpx.AsyncClient) -> int:
         try:
-            codes[name] = (await client.get("/health/ready")).status_code
+            return (await client.get("/health/ready")).status_code
         except httpx.HTTPError:
-            codes[name] = 0
-    return codes
+            return 0
+
+    codes = await asyncio.gather(*(one(c) for c in clients.values()))
+    return dict(zip(clients, codes, strict=True))
 
 
 async def watch_outage(
@@ -153,7 +156,7 @@ async def test_broker_restart_mid_review(
         order_id = created.json()["id"]
         await wait_status(intake, order_id, "in_review")
 
-        away, not_ready = await watch_outage(clients, rabbit.restart)
+        away, not_ready = await watch_outage(clients, lambda: _broker_away(rabbit))
         # every service noticed the broker was gone
         assert not_ready == set(clients), f"not-ready seen for {not_ready} during {away:.1f}s"
         await until_ready(clients)
@@ -203,13 +206,18 @@ async def test_database_crash_mid_review(
         await wait_status(intake, order_id, "contract_drafted", timeout=60)
 
 
+def _broker_away(rabbit: LocalRabbit) -> float:
+    rabbit.stop()
+    time.sleep(4)  # long enough for every readiness probe to notice
+    rabbit.start()
+    return 4.0
+
+
 def _crash(postgres: LocalPostgres, _: Any) -> float:
     postgres.stop("immediate")
-    import time
-
-    time.sleep(3)  # long enough for every readiness probe to notice
+    time.sleep(4)  # long enough for every readiness probe to notice
     postgres.start()
-    return 3.0
+    return 4.0
 
 
 def _beam_pid(rabbit: LocalRabbit) -> int:
