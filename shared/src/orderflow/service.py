@@ -12,7 +12,9 @@ from typing import Any
 
 import asyncpg
 import structlog
+from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit.subscriber import RabbitSubscriber
 
 from . import topology
 from .consumer import ReliableConsumer, RetryPolicy
@@ -53,6 +55,18 @@ class ServiceRuntime:
             middlewares=[ReliableConsumer.factory(self, retry_policy)],
             reconnect_interval=2.0,
             log_level=logging.DEBUG,  # one line per message only when asked for
+        )
+
+    def subscriber(self, spec: topology.QueueSpec) -> RabbitSubscriber:
+        """`@runtime.subscriber(spec)`: consume a queue of the topology, with the arguments it
+        was declared with; the `ReliableConsumer` middleware acknowledges (after the
+        handler's transaction committed), and replies go through the outbox, never back
+        from the handler."""
+        return self.broker.subscriber(
+            spec.rabbit_queue(),
+            topology.exchange(spec.exchange),
+            ack_policy=AckPolicy.MANUAL,
+            no_reply=True,
         )
 
     @property

@@ -24,6 +24,7 @@ from orderflow.messages import (
     OrderChangesRequested,
     ReviewOverdue,
     ReviewRoundOpened,
+    Salesperson,
 )
 
 from . import domain
@@ -121,27 +122,16 @@ async def _notify(
             await _delivered_event(conn, row)
 
 
-async def on_changes_requested(
-    conn: Connection, event: OrderChangesRequested, *, event_id: str, deps: Notifying
+async def _notify_salesperson(
+    conn: Connection,
+    deps: Notifying,
+    event: OrderChangesRequested | OrderApproved | ContractDrafted,
+    *,
+    event_id: str,
+    salesperson: Salesperson,
+    context: Callable[..., Any],
 ) -> None:
-    person = deps.directory.person(event.salesperson.id, known_as=event.salesperson)
-    await _notify(
-        conn,
-        deps,
-        event_id=event_id,
-        event_type=event.message_type,
-        order_id=event.order_id,
-        recipients=[domain.Recipient(person)],
-        context=lambda r: domain.changes_requested_context(
-            event, language=r.person.language, console=deps.console
-        ),
-    )
-
-
-async def on_approved(
-    conn: Connection, event: OrderApproved, *, event_id: str, deps: Notifying
-) -> None:
-    salesperson = event.order.salesperson
+    """The salesperson of the order hears of the event, in their own language."""
     person = deps.directory.person(salesperson.id, known_as=salesperson)
     await _notify(
         conn,
@@ -150,26 +140,46 @@ async def on_approved(
         event_type=event.message_type,
         order_id=event.order_id,
         recipients=[domain.Recipient(person)],
-        context=lambda r: domain.approved_context(
-            event, language=r.person.language, console=deps.console
-        ),
+        context=lambda r: context(event, language=r.person.language, console=deps.console),
+    )
+
+
+async def on_changes_requested(
+    conn: Connection, event: OrderChangesRequested, *, event_id: str, deps: Notifying
+) -> None:
+    await _notify_salesperson(
+        conn,
+        deps,
+        event,
+        event_id=event_id,
+        salesperson=event.salesperson,
+        context=domain.changes_requested_context,
+    )
+
+
+async def on_approved(
+    conn: Connection, event: OrderApproved, *, event_id: str, deps: Notifying
+) -> None:
+    await _notify_salesperson(
+        conn,
+        deps,
+        event,
+        event_id=event_id,
+        salesperson=event.order.salesperson,
+        context=domain.approved_context,
     )
 
 
 async def on_contract_drafted(
     conn: Connection, event: ContractDrafted, *, event_id: str, deps: Notifying
 ) -> None:
-    person = deps.directory.person(event.salesperson.id, known_as=event.salesperson)
-    await _notify(
+    await _notify_salesperson(
         conn,
         deps,
+        event,
         event_id=event_id,
-        event_type=event.message_type,
-        order_id=event.order_id,
-        recipients=[domain.Recipient(person)],
-        context=lambda r: domain.contract_drafted_context(
-            event, language=r.person.language, console=deps.console
-        ),
+        salesperson=event.salesperson,
+        context=domain.contract_drafted_context,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
 
 from orderflow import topology
@@ -48,12 +47,7 @@ def register(runtime: ServiceRuntime, renderer: handlers.Renderer) -> None:
         renderer=renderer,
     )
 
-    @broker.subscriber(
-        topology.CONTRACTS_APPROVED.rabbit_queue(),
-        EVENTS,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(topology.CONTRACTS_APPROVED)
     async def order_approved(event: OrderApproved, msg: RabbitMessage) -> None:
         """Draft the contract of the approved revision."""
 

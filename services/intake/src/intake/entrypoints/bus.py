@@ -6,7 +6,6 @@ from collections.abc import Callable
 from datetime import date
 
 import structlog
-from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
 
 from orderflow import topology
@@ -37,12 +36,7 @@ QUEUES = (topology.INTAKE_COMMANDS, topology.INTAKE_PROJECTION)
 def register(runtime: ServiceRuntime, *, today: Callable[[], date]) -> None:
     broker = runtime.broker
 
-    @broker.subscriber(
-        topology.INTAKE_COMMANDS.rabbit_queue(),
-        COMMANDS_EXCHANGE,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(topology.INTAKE_COMMANDS)
     async def submit_order(command: SubmitOrder, msg: RabbitMessage) -> None:
         """Create and submit an order sent by another system, or a new revision of one."""
         raw = msg.raw_message
@@ -65,12 +59,7 @@ def register(runtime: ServiceRuntime, *, today: Callable[[], date]) -> None:
 
         await apply_once(runtime.pool, msg, consumer="intake.commands", effect=effect)
 
-    @broker.subscriber(
-        topology.INTAKE_PROJECTION.rabbit_queue(),
-        EVENTS_EXCHANGE,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(topology.INTAKE_PROJECTION)
     async def project_event(msg: RabbitMessage) -> None:
         """Keep the order read model and its timeline up to date with every event."""
         raw = msg.raw_message

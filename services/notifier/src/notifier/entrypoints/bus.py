@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
 
 from orderflow import topology
@@ -53,12 +52,7 @@ def register(runtime: ServiceRuntime, deps: handlers.Notifying) -> None:
 
         await apply_once(runtime.pool, msg, consumer=consumer, effect=effect)
 
-    @broker.subscriber(
-        topology.NOTIFIER_CHANGES_REQUESTED.rabbit_queue(),
-        EVENTS,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(topology.NOTIFIER_CHANGES_REQUESTED)
     async def order_changes_requested(event: OrderChangesRequested, msg: RabbitMessage) -> None:
         """Tell the salesperson what every department asked to change."""
         await once(
@@ -67,12 +61,7 @@ def register(runtime: ServiceRuntime, deps: handlers.Notifying) -> None:
             lambda conn, eid: handlers.on_changes_requested(conn, event, event_id=eid, deps=deps),
         )
 
-    @broker.subscriber(
-        topology.NOTIFIER_APPROVED.rabbit_queue(),
-        EVENTS,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(topology.NOTIFIER_APPROVED)
     async def order_approved(event: OrderApproved, msg: RabbitMessage) -> None:
         """Tell the salesperson the order passed review."""
         await once(
@@ -81,12 +70,7 @@ def register(runtime: ServiceRuntime, deps: handlers.Notifying) -> None:
             lambda conn, eid: handlers.on_approved(conn, event, event_id=eid, deps=deps),
         )
 
-    @broker.subscriber(
-        topology.NOTIFIER_CONTRACT_DRAFTED.rabbit_queue(),
-        EVENTS,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(topology.NOTIFIER_CONTRACT_DRAFTED)
     async def contract_drafted(event: ContractDrafted, msg: RabbitMessage) -> None:
         """Tell the salesperson the contract is ready."""
         await once(
@@ -95,12 +79,7 @@ def register(runtime: ServiceRuntime, deps: handlers.Notifying) -> None:
             lambda conn, eid: handlers.on_contract_drafted(conn, event, event_id=eid, deps=deps),
         )
 
-    @broker.subscriber(
-        NOTIFIER_ROUND_OPENED.rabbit_queue(),
-        EVENTS,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(NOTIFIER_ROUND_OPENED)
     async def review_round_opened(event: ReviewRoundOpened, msg: RabbitMessage) -> None:
         """Tell each reviewing department's contacts that a review waits for them."""
         await once(
@@ -109,12 +88,7 @@ def register(runtime: ServiceRuntime, deps: handlers.Notifying) -> None:
             lambda conn, eid: handlers.on_round_opened(conn, event, event_id=eid, deps=deps),
         )
 
-    @broker.subscriber(
-        topology.NOTIFIER_REVIEW_OVERDUE.rabbit_queue(),
-        EVENTS,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(topology.NOTIFIER_REVIEW_OVERDUE)
     async def review_overdue(event: ReviewOverdue, msg: RabbitMessage) -> None:
         """Remind the department and tell its escalation contacts a review is overdue."""
         await once(

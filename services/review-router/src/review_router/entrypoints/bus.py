@@ -81,12 +81,7 @@ def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
     def now() -> datetime:
         return datetime.now(UTC)
 
-    @broker.subscriber(
-        topology.ROUTER_SUBMITTED.rabbit_queue(),
-        EVENTS,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(topology.ROUTER_SUBMITTED)
     async def order_submitted(event: OrderSubmitted, msg: RabbitMessage) -> None:
         """Open a review round for the submitted revision and ask its first stage."""
 
@@ -95,12 +90,7 @@ def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
 
         await apply_once(runtime.pool, msg, consumer="review-router.order-submitted", effect=effect)
 
-    @broker.subscriber(
-        topology.ROUTER_WITHDRAWN.rabbit_queue(),
-        EVENTS,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
+    @runtime.subscriber(topology.ROUTER_WITHDRAWN)
     async def order_withdrawn(event: OrderWithdrawn, msg: RabbitMessage) -> None:
         """Close the order's open round and cancel its pending reviews."""
 
