@@ -50,12 +50,12 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
 
 
-async def migrate(pool: Pool, *, schema: str, package: str) -> list[str]:
+async def migrate(pool: Pool, *, schema: str, package: str, shared: bool = True) -> list[str]:
     """Apply `<package>/migrations/*.sql` not yet applied, in name order, each in its own
     transaction. An advisory lock makes replicas starting together apply them once.
 
     The shared outbox and inbox tables come first (`orderflow.migrations`), so every
-    service gets them in its schema.
+    service gets them in its schema; `shared=False` leaves them out (the `auth` schema).
     """
     applied: list[str] = []
     async with pool.acquire() as conn:
@@ -76,7 +76,8 @@ async def migrate(pool: Pool, *, schema: str, package: str) -> list[str]:
                     f'SELECT name, checksum FROM "{schema}".schema_migrations'
                 )
             }
-            for source in dict.fromkeys(("orderflow", package)):
+            sources = ("orderflow", package) if shared else (package,)
+            for source in dict.fromkeys(sources):
                 files = resources.files(source).joinpath("migrations")
                 for entry in sorted(files.iterdir(), key=lambda e: e.name):
                     if not entry.name.endswith(".sql"):

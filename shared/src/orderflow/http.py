@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,27 +15,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import deadletters
+from .auth import Caller, install_auth, require
+from .auth.identity import METRICS_READ, OPS
 from .logging import configure_logging
-from .messages import Problem as MessageProblem
+from .problems import PROBLEM_JSON as PROBLEM_JSON
+from .problems import FieldProblem as FieldProblem
+from .problems import Problem as Problem
+from .problems import ProblemDetails as ProblemDetails
 from .service import ServiceRuntime
 from .settings import ServiceSettings
 
-PROBLEM_JSON = "application/problem+json"
-
-
-# the same shape in HTTP problem details and in command replies
-FieldProblem = MessageProblem
-
-
-class ProblemDetails(BaseModel):
-    """RFC 9457 problem details; `errors` lists every field problem at once."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
-    errors: list[FieldProblem] = Field(default_factory=list)
+OpsDep = Annotated[Caller, Depends(require(OPS))]
+MetricsDep = Annotated[Caller, Depends(require(OPS, METRICS_READ))]
 
 
 class DeadLetterView(BaseModel):
@@ -59,31 +50,6 @@ class ReplayRequest(BaseModel):
 class DiscardRequest(BaseModel):
     message_ids: list[str] = Field(min_length=1)
     note: str = Field(min_length=1, description="Why it is dropped, for the record")
-    by: str = Field(min_length=1, description="Who drops it")
-
-
-class Problem(Exception):
-    """Raise to answer with problem+json."""
-
-    def __init__(
-        self,
-        status: int,
-        title: str,
-        detail: str | None = None,
-        *,
-        type_: str = "about:blank",
-        errors: Sequence[FieldProblem] = (),
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(detail or title)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.type = type_
-        self.errors = list(errors)
-        self.headers = headers
-        self.extra = extra or {}
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -166,7 +132,7 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
 
     @app.get("/ops/dead-letters", tags=["operations"])
     async def dead_letters(
-        queue: str | None = None, reason: str | None = None
+        caller: OpsDep, queue: str | None = None, reason: str | None = None
     ) -> list[DeadLetterView]:
         """Dead letters of this service's queues (or of one `.dlq`), with their reasons."""
         found = []
@@ -176,7 +142,9 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
         return [d for d in found if reason is None or reason in d.reason]
 
     @app.post("/ops/dead-letters/{dlq}/replay", tags=["operations"])
-    async def replay_dead_letters(dlq: str, body: ReplayRequest) -> dict[str, list[str]]:
+    async def replay_dead_letters(
+        dlq: str, body: ReplayRequest, caller: OpsDep
+    ) -> dict[str, list[str]]:
         """Send dead letters back to the queue they failed in, after a fix."""
         ids = None if body.all else set(body.message_ids)
         if ids is not None and not ids:
@@ -185,19 +153,21 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
         return {"replayed": done}
 
     @app.post("/ops/dead-letters/{dlq}/discard", tags=["operations"])
-    async def discard_dead_letters(dlq: str, body: DiscardRequest) -> dict[str, list[str]]:
+    async def discard_dead_letters(
+        dlq: str, body: DiscardRequest, caller: OpsDep
+    ) -> dict[str, list[str]]:
         """Drop dead letters for good, with a note; a copy is kept in `ops.discarded`."""
         done = await deadletters.discard(
             runtime.publisher.connection,
             dlq,
             message_ids=set(body.message_ids),
             note=body.note,
-            by=body.by,
+            by=caller.id,
         )
         return {"discarded": done}
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(caller: MetricsDep) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -208,6 +178,7 @@ def create_service_app(
     app = FastAPI(title=title, description=description, version=version, lifespan=runtime.lifespan)
     app.state.runtime = runtime
     install_problem_handlers(app)
+    install_auth(app, runtime, runtime.settings.auth)
     install_operational_routes(app, runtime)
     return app
 

@@ -17,6 +17,7 @@ from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.subscriber import RabbitSubscriber
 
 from . import topology
+from .auth import store as auth_store
 from .consumer import ReliableConsumer, RetryPolicy
 from .db import Pool, create_pool, migrate
 from .outbox import OutboxRelay
@@ -107,6 +108,7 @@ class ServiceRuntime:
             ),
         )
         await migrate(self.pool, schema=self.schema, package=self.package)
+        await auth_store.prepare(self.pool)
         self._publisher = Publisher(s.amqp_url, app_id=self.service, timeout=s.publish_timeout)
         await self._retry("broker", self._publisher.connect)
         await topology.declare(self.publisher.channel, self.queues)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, PostgresDsn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .auth.settings import AuthSettings
+
 
 class ServiceSettings(BaseSettings):
     """Connection and runtime settings. The URLs are required: there is no default broker or
@@ -31,6 +33,10 @@ class ServiceSettings(BaseSettings):
     )
     console_base_url: str = Field(
         default="http://127.0.0.1:8000", description="Base URL of the console, for deep links"
+    )
+
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings, description="Sign-in, from ORDERFLOW_AUTH_* (all services)"
     )
 
     @property

@@ -18,7 +18,7 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,6 +30,8 @@ import asyncpg
 import httpx
 import pytest
 
+from .auth import identity
+from .auth import store as auth_store
 from .messages import ReviewRequested, VerdictGiven
 
 
@@ -265,13 +267,45 @@ async def publish(
     return mid
 
 
+#: Every role and scope but the people's own: what the tests' default client may do.
+ALL_SCOPES = (identity.ADMIN, *identity.SYSTEM_SCOPES)
+
+
+async def issue_key(pool: Any, scopes: Sequence[str] = ALL_SCOPES, *, name: str = "") -> str:
+    """A fresh API key with `scopes` in the store that `pool` reaches (migrated if needed)."""
+    await auth_store.prepare(pool)
+    _, token = await auth_store.create_api_key(
+        pool, name=name or f"test-{uuid.uuid4().hex[:10]}", scopes=scopes, created_by="tests"
+    )
+    return token
+
+
+async def issue_key_for(database_url: str, scopes: Sequence[str] = ALL_SCOPES) -> str:
+    """`issue_key` on a database of its own URL (services running as processes)."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        return await issue_key(pool, scopes)
+    finally:
+        await pool.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
 @contextlib.asynccontextmanager
-async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """Run a service app in this process (its lifespan: pool, broker, relay) with a client."""
+async def running(
+    app: Any, *, scopes: Sequence[str] | None = ALL_SCOPES
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Run a service app in this process (its lifespan: pool, broker, relay) with a client
+    signed in with an API key of `scopes` (None: an anonymous client)."""
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
     ):
+        if scopes is not None:
+            client.headers.update(bearer(await issue_key(app.state.runtime.pool, scopes)))
         yield client
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from orderflow.auth.routes import admin as admin_routes
 from orderflow.http import create_service_app, serve
 from orderflow.service import ServiceRuntime
 
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None, *, blobs: BlobStore | None = No
     app.include_router(http.router)
     app.include_router(imports.router)
     app.include_router(attachments.router)
+    # accounts and API keys: on the console's host
+    app.include_router(admin_routes)
     return app
 
 
