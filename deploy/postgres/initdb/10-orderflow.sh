@@ -14,6 +14,9 @@ CREATE ROLE intake LOGIN PASSWORD :'intake_password';
 CREATE ROLE review_router LOGIN PASSWORD :'review_router_password';
 CREATE ROLE contracts LOGIN PASSWORD :'contracts_password';
 CREATE ROLE notifier LOGIN PASSWORD :'notifier_password';
+-- the identity store (schema auth) is shared: every service reads and updates it
+CREATE ROLE orderflow_services NOLOGIN;
+GRANT orderflow_services TO intake, review_router, contracts, notifier;
 
 CREATE DATABASE orderflow;
 REVOKE ALL ON DATABASE orderflow FROM PUBLIC;

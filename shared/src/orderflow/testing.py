@@ -482,17 +482,23 @@ async def answer_review(
 
 
 async def wait_status(
-    client: httpx.AsyncClient, order_id: str, wanted: str, *, timeout: float = 30
+    client: httpx.AsyncClient,
+    order_id: str,
+    wanted: str,
+    *,
+    timeout: float = 30,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Poll intake until the order reaches `wanted`; its last view otherwise, in the error."""
 
     async def check() -> dict[str, Any] | None:
-        body: dict[str, Any] = (await client.get(f"/api/v1/orders/{order_id}")).json()
+        got = await client.get(f"/api/v1/orders/{order_id}", headers=headers)
+        body: dict[str, Any] = got.json()
         return body if body.get("status") == wanted else None
 
     try:
         result: dict[str, Any] = await eventually(check, timeout=timeout)
     except AssertionError:
-        body = (await client.get(f"/api/v1/orders/{order_id}")).json()
+        body = (await client.get(f"/api/v1/orders/{order_id}", headers=headers)).json()
         raise AssertionError(f"order {order_id} never reached {wanted}: {body}") from None
     return result

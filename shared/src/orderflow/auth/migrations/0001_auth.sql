@@ -36,3 +36,14 @@ CREATE TABLE sessions (
     expires_at      timestamptz NOT NULL
 );
 CREATE INDEX sessions_expiry ON sessions (expires_at);
+
+-- Where each service logs in as its own role (deploy/postgres/initdb), they are members
+-- of orderflow_services, and every service reads and updates this schema whoever created it.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'orderflow_services') THEN
+        GRANT USAGE, CREATE ON SCHEMA auth TO orderflow_services;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA auth TO orderflow_services;
+    END IF;
+END
+$$;
