@@ -6,6 +6,7 @@ a machine that reaches the database (before anyone can sign in to do it over HTT
     orderflow-admin create-key crm --scope orders:write  prints the key once
     orderflow-admin revoke-key crm
     orderflow-admin list-keys | list-users
+    orderflow-admin bootstrap-local                      accounts for a local try-out
 
 The database: --database-url, else ORDERFLOW_AUTH_DATABASE_URL, else INTAKE_DATABASE_URL.
 """
@@ -18,6 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 
@@ -140,6 +142,54 @@ async def _list_users(pool: Pool, args: argparse.Namespace) -> None:
         print(f"{account.username}\t{state}\t{','.join(account.roles)}")
 
 
+#: The people of a local try-out: the example orders' salespeople, a manager, a reviewer per
+#: department of the default policy, operations and an administrator.
+LOCAL_PEOPLE: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("it.admin", "IT Admin", (ADMIN,), ()),
+    ("zhang.wei", "张伟", ("salesperson",), ()),
+    ("chen.jing", "陈静", ("salesperson",), ()),
+    ("zhao.lei", "赵磊", ("sales_manager",), ("zhang.wei", "chen.jing")),
+    *(
+        (f"{d}.reviewer", f"{d.replace('_', ' ').title()} reviewer", (f"reviewer:{d}",), ())
+        for d in ("supervisor", "production", "service_delivery", "finance", "technical")
+    ),
+    ("ops.on.call", "Ops on call", ("ops",), ()),
+)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text, encoding="utf-8")
+
+
+async def _bootstrap_local(pool: Pool, args: argparse.Namespace) -> None:
+    """Local accounts with generated passwords, written once to a file only its owner reads;
+    run again, it keeps them and says where they are."""
+    path = Path(args.file)
+    existing = await store.get_account(pool, LOCAL_PEOPLE[0][0])
+    if existing is not None and os.path.exists(path):
+        print(f"local sign-in details are in {path}")
+        return
+    lines = ["# Local accounts (username  password  roles); generated, for this machine only"]
+    for username, name, roles, team in LOCAL_PEOPLE:
+        password = tokens.new_password()
+        await store.upsert_account(
+            pool,
+            username=username,
+            display_name=name,
+            roles=roles,
+            team=team,
+            password_hash=passwords.hash_password(password),
+        )
+        lines.append(f"{username}  {password}  {','.join(roles)}")
+    _write_private(path, "\n".join(lines) + "\n")
+    print("local accounts created; usernames and passwords (shown once here):\n")
+    print("\n".join(lines[1:]))
+    print(f"\nkept in {path} (readable by you only)")
+
+
 COMMANDS = {
     "create-admin": _create_admin,
     "create-user": _create_user,
@@ -149,6 +199,7 @@ COMMANDS = {
     "revoke-key": _revoke_key,
     "list-keys": _list_keys,
     "list-users": _list_users,
+    "bootstrap-local": _bootstrap_local,
 }
 
 
@@ -182,6 +233,8 @@ def parser() -> argparse.ArgumentParser:
     rk.add_argument("--by", default=os.environ.get("USER", "orderflow-admin"))
     sub.add_parser("list-keys")
     sub.add_parser("list-users")
+    bl = sub.add_parser("bootstrap-local", help="accounts for a local try-out")
+    bl.add_argument("--file", default=".local/sign-in.txt")
     return p
 
 
