@@ -168,8 +168,9 @@ async def _bootstrap_local(pool: Pool, args: argparse.Namespace) -> None:
     """Local accounts with generated passwords, written once to a file only its owner reads;
     run again, it keeps them and says where they are."""
     path = Path(args.file)
+    kept = path.exists()  # noqa: ASYNC240 - a command-line tool: nothing else waits on it
     existing = await store.get_account(pool, LOCAL_PEOPLE[0][0])
-    if existing is not None and os.path.exists(path):
+    if existing is not None and kept:
         print(f"local sign-in details are in {path}")
         return
     lines = ["# Local accounts (username  password  roles); generated, for this machine only"]
