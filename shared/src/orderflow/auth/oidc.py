@@ -199,7 +199,10 @@ class _KeySet:
     def load(self, kid: str | None, jwk: dict[str, Any], alg: str) -> jwt.PyJWK:
         loaded = self._loaded.get((kid, alg))
         if loaded is None:
-            loaded = self._loaded[(kid, alg)] = jwt.PyJWK(jwk, algorithm=alg)
+            try:
+                loaded = self._loaded[(kid, alg)] = jwt.PyJWK(jwk, algorithm=alg)
+            except jwt.PyJWTError:
+                raise InvalidToken("algorithm does not match the signing key") from None
         return loaded
 
     def _select(self, kid: str | None) -> dict[str, Any] | None:
