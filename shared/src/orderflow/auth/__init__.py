@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from .authenticator import Authenticator, TokenVerifier
 from .deps import CallerDep, authenticated, forbidden, optional_caller, require
+from .hardening import HardeningSettings, RateLimiter, install_hardening
 from .identity import Caller
 from .settings import AuthSettings
 
@@ -31,9 +32,29 @@ __all__ = [
 def _verifier(settings: AuthSettings) -> TokenVerifier | None:
     if not settings.oidc_issuer:
         return None
-    from .oidc import build_verifier  # type: ignore[import-untyped,unused-ignore]
+    if not settings.oidc_audience:
+        raise ValueError("ORDERFLOW_AUTH_OIDC_AUDIENCE is required with an issuer")
+    from .oidc import OidcSettings, OidcVerifier
 
-    return build_verifier(settings)  # type: ignore[no-any-return,unused-ignore]
+    return OidcVerifier(
+        OidcSettings(
+            issuer=settings.oidc_issuer,
+            audience=[settings.oidc_audience],
+            algorithms=settings.oidc_algorithms,
+            jwks_url=settings.oidc_jwks_url,
+            leeway_seconds=settings.oidc_leeway_seconds,
+            username_claim=settings.oidc_username_claim,
+            roles_claim=settings.oidc_roles_claim,
+        )
+    )
+
+
+def _hardening(settings: AuthSettings) -> HardeningSettings:
+    return HardeningSettings(
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+        behind_https=settings.https,
+    )
 
 
 def install_auth(app: FastAPI, runtime: ServiceRuntime, settings: AuthSettings) -> None:
@@ -48,4 +69,7 @@ def install_auth(app: FastAPI, runtime: ServiceRuntime, settings: AuthSettings) 
         role_map=settings.oidc_role_map,
         team_claim=settings.oidc_team_claim,
     )
+    # counted per process (decision 0013), and per app so that tests do not share counters
+    app.state.rate_limiter = RateLimiter()
+    install_hardening(app, _hardening(settings))
     app.include_router(sign_in)

@@ -26,11 +26,16 @@ class InvalidCredential(Exception):
 
 
 class VerifiedToken(Protocol):
-    username: str
-    roles: Sequence[str]
-    email: str | None
-    name: str | None
-    claims: Mapping[str, Any]
+    @property
+    def username(self) -> str: ...
+    @property
+    def roles(self) -> Sequence[str]: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def claims(self) -> Mapping[str, Any]: ...
 
 
 class TokenVerifier(Protocol):

@@ -264,6 +264,27 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def parse_limit(name: str, limit: str) -> limits.RateLimitItem:
+    try:
+        return limits.parse(limit)
+    except ValueError as exc:
+        raise ValueError(f"rate limit {name!r}: cannot read {limit!r}: {exc}") from None
+
+
+def enforce(name: str, limit: str, key: str, *, limiter: RateLimiter | None = None) -> None:
+    """Count one request of `key` under `name`; 429 problem+json with Retry-After beyond
+    `limit` (e.g. "10/minute")."""
+    wait = (limiter or DEFAULT_LIMITER).hit(parse_limit(name, limit), name, key)
+    if wait is not None:
+        raise _problem(
+            429,
+            "Too many requests",
+            f"{name}: at most {limit}; retry in {wait} s",
+            "urn:orderflow:problem:rate-limited",
+            headers={"Retry-After": str(wait)},
+        )
+
+
 def rate_limit(
     name: str,
     limit: str,
@@ -271,26 +292,13 @@ def rate_limit(
     key: Callable[..., Any] = client_address,
     limiter: RateLimiter | None = None,
 ) -> Callable[..., Coroutine[Any, Any, None]]:
-    """A FastAPI dependency allowing `limit` (e.g. "10/minute") requests per key under
-    `name`, else 429 problem+json with Retry-After. `key` is itself a dependency returning a
-    string: the caller's identity (resolved once per request with the auth dependency), or by
-    default the client address."""
-    try:
-        item = limits.parse(limit)
-    except ValueError as exc:
-        raise ValueError(f"rate limit {name!r}: cannot read {limit!r}: {exc}") from None
-    counters = limiter or DEFAULT_LIMITER
+    """A FastAPI dependency allowing `limit` requests per key under `name` (see `enforce`).
+    `key` is itself a dependency returning a string: the caller's identity (resolved once
+    per request with the auth dependency), or by default the client address."""
+    parse_limit(name, limit)  # a bad limit fails when the route is declared
 
     async def limited(caller_key: str = Depends(key)) -> None:
-        wait = counters.hit(item, name, str(caller_key))
-        if wait is not None:
-            raise _problem(
-                429,
-                "Too many requests",
-                f"{name}: at most {limit}; retry in {wait} s",
-                "urn:orderflow:problem:rate-limited",
-                headers={"Retry-After": str(wait)},
-            )
+        enforce(name, limit, str(caller_key), limiter=limiter)
 
     return limited
 
@@ -298,6 +306,6 @@ def rate_limit(
 def _problem(
     status: int, title: str, detail: str, type_: str, headers: dict[str, str] | None = None
 ) -> Problem:
-    from orderflow.http import Problem  # here, not at the top: orderflow.http imports us
+    from orderflow.problems import Problem  # here: the module stays free of the package
 
     return Problem(status, title, detail, type_=type_, headers=headers)

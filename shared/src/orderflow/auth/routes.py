@@ -16,6 +16,7 @@ from ..problems import FieldProblem, Problem
 from . import passwords, store
 from .authenticator import SESSION_COOKIE, caller_of_account, client_address
 from .deps import CallerDep, require
+from .hardening import enforce
 from .identity import ADMIN, Caller, valid_role
 from .settings import AuthSettings
 
@@ -83,6 +84,8 @@ async def login(body: SignIn, request: Request, response: Response) -> SignedIn:
     """Sign in with a local account; the answer's token (and the session cookie the console
     uses) work with all four services. Repeated failures lock the account for a while."""
     settings = _auth(request)
+    limiter = request.app.state.rate_limiter
+    enforce("sign-in", settings.login_rate, client_address(request) or "", limiter=limiter)
     pool = _pool(request)
     account = await store.get_account(pool, body.username)
     now = datetime.now(UTC)
