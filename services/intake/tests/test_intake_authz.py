@@ -19,9 +19,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from intake import bulk
+from intake import bulk, handlers
 from orderflow import topology
 from orderflow.auth import store as auth_store
+from orderflow.db import transaction
 from orderflow.testing import bearer, eventually, issue_key, publish
 
 #: A small but well-formed PDF.
@@ -493,3 +494,25 @@ async def test_orders_from_the_bus_record_the_broker_user(w: World, amqp: Any) -
         ("order.created", broker),
         ("order.submitted", broker),
     ]
+
+
+async def test_the_salesperson_is_checked_again_under_the_lock(w: World) -> None:
+    """Let in for zhang.wei's order, a request meets the order handed to someone else
+    meanwhile: refused when the order is locked, nothing changed."""
+    order = await w.order(DRAFT)
+    handed_over = await w.admin.put(
+        f"/api/v1/orders/{order['id']}",
+        json=w.document("li.na"),
+        headers={"If-Match": (await w.admin.get(f"/api/v1/orders/{order['id']}")).headers["etag"]},
+    )
+    assert handed_over.status_code == 200, handed_over.text
+    with pytest.raises(handlers.NotPermitted):
+        async with transaction(w.app.state.runtime.pool) as conn:
+            await handlers.withdraw_order(
+                conn,
+                order_id=uuid.UUID(order["id"]),
+                reason=None,
+                actor={"id": "zhang.wei", "kind": "person", "via": "session"},
+                permits=lambda salesperson: salesperson == "zhang.wei",
+            )
+    assert (await w.admin.get(f"/api/v1/orders/{order['id']}")).json()["status"] == DRAFT
