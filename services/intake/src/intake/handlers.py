@@ -68,6 +68,28 @@ class AttachmentNotFound(Exception):
         super().__init__(f"order {order_id} has no file {attachment_id}{where}")
 
 
+class NotPermitted(Exception):
+    """The caller may not change this salesperson's order (checked under the order's lock:
+    its salesperson may have changed since the request was let in)."""
+
+    def __init__(self, order_id: UUID) -> None:
+        self.order_id = order_id
+        super().__init__(f"you may not change order {order_id}")
+
+
+#: Who did something, as the timeline keeps it: `Caller.audit()` for an HTTP request (id,
+#: kind, via, source address), `bus_actor` for a command from the bus.
+Actor = dict[str, Any]
+#: Whether the caller may change the orders of a salesperson (by id).
+Permits = Callable[[str], bool]
+
+
+def bus_actor(user_id: str | None) -> Actor:
+    """The broker user that published a command (RabbitMQ checks `user_id` against the
+    connection's user), as a system actor."""
+    return {"id": user_id or "(no user_id)", "kind": "system", "via": "amqp"}
+
+
 class IdempotencyKeyReused(Exception):
     def __init__(self, key: str, order_id: UUID) -> None:
         self.key = key
@@ -146,6 +168,7 @@ async def _submit(
     document: OrderDocument,
     attachments: list[AttachmentRef],
     channel: str,
+    actor: Actor,
 ) -> None:
     """Freeze a revision that passed the self-check, files included, and announce it to the
     departments with what changed since the revision submitted before it."""
@@ -164,7 +187,7 @@ async def _submit(
             new_attachments=attachments,
         )
     await repository.mark_submitted(conn, order_id=order_id, revision=revision, submitted_at=now)
-    await outbox.enqueue(
+    message_id = await outbox.enqueue(
         conn,
         OrderSubmitted(
             order_id=order_id,
@@ -180,6 +203,7 @@ async def _submit(
         exchange=topology.EVENTS,
         correlation_id=order_id,
     )
+    await repository.record_publisher(conn, message_id=message_id, actor=actor)
     log.info(
         "order submitted",
         order_id=str(order_id),
@@ -223,6 +247,7 @@ async def create_order(
     channel: str,
     submit: bool,
     today: date,
+    actor: Actor,
     idempotency_key: str | None = None,
 ) -> Outcome:
     """A new order (revision 1), as a draft or submitted at once."""
@@ -261,6 +286,7 @@ async def create_order(
         channel=channel,
         duplicate_key=key,
         possible_duplicate_of=duplicates,
+        created_by=actor,
     )
     await repository.insert_revision(
         conn,
@@ -282,10 +308,17 @@ async def create_order(
             "possible_duplicate_of": [str(d) for d in duplicates],
         },
         occurred_at=now,
+        actor=actor,
     )
     if submit:
         await _submit(
-            conn, order_id=order_id, revision=1, document=document, attachments=[], channel=channel
+            conn,
+            order_id=order_id,
+            revision=1,
+            document=document,
+            attachments=[],
+            channel=channel,
+            actor=actor,
         )
     log.info("order created", order_id=str(order_id), channel=channel, submitted=submit)
     return Outcome(
@@ -297,11 +330,17 @@ async def create_order(
 
 
 async def _locked(
-    conn: Connection, order_id: UUID, *, if_match: str | None = None
+    conn: Connection,
+    order_id: UUID,
+    *,
+    if_match: str | None = None,
+    permits: Permits | None = None,
 ) -> dict[str, Any]:
     order = await repository.lock_order(conn, order_id=order_id)
     if order is None:
         raise OrderNotFound(order_id)
+    if permits is not None and not permits(order["salesperson_id"]):
+        raise NotPermitted(order_id)
     # compared under the lock, so two writers with the same ETag cannot both pass
     domain.check_version(if_match, revision=order["current_revision"], version=order["version"])
     return order
@@ -340,7 +379,12 @@ async def _open_draft(conn: Connection, *, order: dict[str, Any], channel: str) 
 
 
 async def _write(
-    conn: Connection, *, order: dict[str, Any], document: OrderDocument, channel: str
+    conn: Connection,
+    *,
+    order: dict[str, Any],
+    document: OrderDocument,
+    channel: str,
+    actor: Actor,
 ) -> int:
     target = domain.edit_target(
         status=Status(order["status"]),
@@ -395,6 +439,7 @@ async def _write(
             "salesperson": _salesperson(document),
         },
         occurred_at=datetime.now(UTC),
+        actor=actor,
     )
     return target.revision
 
@@ -406,10 +451,12 @@ async def update_order(
     document: OrderDocument,
     channel: str,
     if_match: str | None,
+    actor: Actor,
+    permits: Permits | None = None,
 ) -> Outcome:
     """Edit a draft, or revise an order the departments sent back (a new revision)."""
-    order = await _locked(conn, order_id, if_match=if_match)
-    revision = await _write(conn, order=order, document=document, channel=channel)
+    order = await _locked(conn, order_id, if_match=if_match, permits=permits)
+    revision = await _write(conn, order=order, document=document, channel=channel, actor=actor)
     return Outcome(order_id=order_id, revision=revision, status=Status(order["status"]))
 
 
@@ -419,10 +466,12 @@ async def submit_order(
     order_id: UUID,
     channel: str,
     today: date,
+    actor: Actor,
     if_match: str | None = None,
+    permits: Permits | None = None,
 ) -> Outcome:
     """Self-check the current revision with its files and send it to review."""
-    order = await _locked(conn, order_id, if_match=if_match)
+    order = await _locked(conn, order_id, if_match=if_match, permits=permits)
     domain.check_submittable(
         status=Status(order["status"]),
         current_revision=order["current_revision"],
@@ -441,20 +490,27 @@ async def submit_order(
         document=document,
         attachments=files,
         channel=channel,
+        actor=actor,
     )
     return Outcome(order_id=order_id, revision=revision, status=Status.SUBMITTED)
 
 
 async def withdraw_order(
-    conn: Connection, *, order_id: UUID, reason: str | None, if_match: str | None = None
+    conn: Connection,
+    *,
+    order_id: UUID,
+    reason: str | None,
+    actor: Actor,
+    if_match: str | None = None,
+    permits: Permits | None = None,
 ) -> Outcome:
     """The salesperson takes the order back before approval; the departments still
     reviewing it are told to stop (the router answers `order.withdrawn`)."""
-    order = await _locked(conn, order_id, if_match=if_match)
+    order = await _locked(conn, order_id, if_match=if_match, permits=permits)
     domain.check_withdrawable(Status(order["status"]))
     now = datetime.now(UTC)
-    await repository.withdraw(conn, order_id=order_id, withdrawn_at=now)
-    await outbox.enqueue(
+    await repository.withdraw(conn, order_id=order_id, withdrawn_at=now, by=actor)
+    message_id = await outbox.enqueue(
         conn,
         OrderWithdrawn(
             order_id=order_id,
@@ -465,6 +521,7 @@ async def withdraw_order(
         exchange=topology.EVENTS,
         correlation_id=order_id,
     )
+    await repository.record_publisher(conn, message_id=message_id, actor=actor)
     log.info("order withdrawn", order_id=str(order_id), status=order["status"])
     return Outcome(order_id=order_id, revision=order["current_revision"], status=Status.WITHDRAWN)
 
@@ -476,18 +533,23 @@ async def on_submit_command(
     today: date,
     reply_to: str | None,
     correlation_id: str | None,
+    user_id: str | None,
 ) -> Outcome:
-    """`order.submit` from another system: a new order, or a new revision of one sent back."""
+    """`order.submit` from another system: a new order, or a new revision of one sent back;
+    the broker user that published it is its actor."""
+    actor = bus_actor(user_id)
     document = OrderDocument.model_validate(command.model_dump(exclude={"order_id"}))
     if command.order_id is None:
-        outcome = await create_order(conn, document=document, channel=BUS, submit=True, today=today)
+        outcome = await create_order(
+            conn, document=document, channel=BUS, submit=True, today=today, actor=actor
+        )
     else:
         order = await _locked(conn, command.order_id)
         domain.check_editable(Status(order["status"]))
         # the new revision keeps the files of the one it replaces or follows
         files = await _files(conn, command.order_id, order["current_revision"])
         _check(document, today=today, attachments=files)
-        revision = await _write(conn, order=order, document=document, channel=BUS)
+        revision = await _write(conn, order=order, document=document, channel=BUS, actor=actor)
         await _submit(
             conn,
             order_id=command.order_id,
@@ -495,6 +557,7 @@ async def on_submit_command(
             document=document,
             attachments=files,
             channel=BUS,
+            actor=actor,
         )
         outcome = Outcome(order_id=command.order_id, revision=revision, status=Status.SUBMITTED)
     if reply_to:
@@ -531,12 +594,9 @@ class NewFile:
     chunks: Callable[[], Iterable[bytes]]
 
 
-async def check_attachable(pool: Pool, *, order_id: UUID) -> None:
-    """Before an upload is read: the order exists and takes files (checked again, under
-    its lock, when the file is stored)."""
-    order = await repository.get_order(pool, order_id=order_id)
-    if order is None:
-        raise OrderNotFound(order_id)
+def check_attachable(order: dict[str, Any]) -> None:
+    """Before an upload is read: the order takes files (checked again, under its lock, when
+    the file is stored)."""
     domain.check_editable(Status(order["status"]))
 
 
@@ -547,14 +607,16 @@ async def add_attachment(
     order_id: UUID,
     file: NewFile,
     channel: str,
+    actor: Actor,
     if_match: str | None = None,
+    permits: Permits | None = None,
 ) -> tuple[AttachmentRef, int]:
     """Store a file on the order's open revision; the file and the revision's new version
     commit together or not at all. Returns the file and the revision it joined."""
     for attempt in (1, 2):
         try:
             async with transaction(pool) as conn:
-                order = await _locked(conn, order_id, if_match=if_match)
+                order = await _locked(conn, order_id, if_match=if_match, permits=permits)
                 revision = await _open_draft(conn, order=order, channel=channel)
                 await store.put(conn, sha256=file.sha256, size=file.size, chunks=file.chunks())
                 row = await repository.insert_attachment(
@@ -582,6 +644,7 @@ async def add_attachment(
                         "salesperson": _salesperson(current["document"]),
                     },
                     occurred_at=datetime.now(UTC),
+                    actor=actor,
                 )
         except asyncpg.ForeignKeyViolationError:
             # the same bytes were discarded by a deletion that committed between finding
@@ -608,12 +671,14 @@ async def remove_attachment(
     order_id: UUID,
     attachment_id: UUID,
     channel: str,
+    actor: Actor,
     if_match: str | None = None,
+    permits: Permits | None = None,
 ) -> int:
     """Take a file off the order's open revision; a submitted revision keeps it. The bytes
     go when no revision of any order holds them any more. Returns the open revision."""
     async with transaction(pool) as conn:
-        order = await _locked(conn, order_id, if_match=if_match)
+        order = await _locked(conn, order_id, if_match=if_match, permits=permits)
         domain.check_editable(Status(order["status"]))
         files = {f.id: f for f in await _files(conn, order_id, order["current_revision"])}
         ref = files.get(attachment_id)
@@ -637,6 +702,7 @@ async def remove_attachment(
                 "salesperson": _salesperson(current["document"]),
             },
             occurred_at=datetime.now(UTC),
+            actor=actor,
         )
     if forgotten:
         # after the commit: had it rolled back, the bytes would still be needed
@@ -703,7 +769,9 @@ async def timeline(pool: Pool, *, order_id: UUID) -> list[dict[str, Any]]:
                 "type": row["type"],
                 "revision": row["revision"],
                 "source": row["source"],
-                "actor": described.actor,
+                # who was signed in (or the broker user) when recorded; otherwise who the
+                # event itself names (a reviewer, a service)
+                "actor": row["actor"] or described.actor,
                 "summary": described.summary,
                 "details": described.details,
             }
@@ -716,14 +784,14 @@ async def timeline(pool: Pool, *, order_id: UUID) -> list[dict[str, Any]]:
 
 
 async def import_order(
-    pool: Pool, *, document: OrderDocument, today: date
+    pool: Pool, *, document: OrderDocument, today: date, actor: Actor
 ) -> Outcome | list[Problem]:
     """One order of a bulk import, created and submitted in its own transaction, so a
     refused order never takes an accepted one with it; its problems when refused."""
     try:
         async with transaction(pool) as conn:
             return await create_order(
-                conn, document=document, channel=IMPORT, submit=True, today=today
+                conn, document=document, channel=IMPORT, submit=True, today=today, actor=actor
             )
     except domain.SelfCheckFailed as exc:
         return exc.problems

@@ -3,6 +3,7 @@ in PostgreSQL (schema `intake`)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, TypeAlias
 from uuid import UUID
@@ -15,7 +16,7 @@ Executor: TypeAlias = "Connection | Pool"
 _ORDER_COLUMNS = """o.id, o.status, o.salesperson_id, o.external_ref, o.customer_name, o.channel,
     o.current_revision, o.submitted_revision, o.created_at, o.updated_at, o.change_request,
     o.approved_at, o.contract_id, o.contract_number, o.contract_signed_at, o.withdrawn_at,
-    o.version, o.duplicate_key, o.possible_duplicate_of"""
+    o.version, o.duplicate_key, o.possible_duplicate_of, o.created_by, o.withdrawn_by"""
 
 
 async def insert_order(
@@ -29,11 +30,13 @@ async def insert_order(
     channel: str,
     duplicate_key: str | None,
     possible_duplicate_of: list[UUID],
+    created_by: dict[str, Any],
 ) -> None:
     await conn.execute(
         """INSERT INTO orders (id, status, salesperson_id, external_ref, customer_name, channel,
-                               current_revision, duplicate_key, possible_duplicate_of)
-           VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8)""",
+                               current_revision, duplicate_key, possible_duplicate_of,
+                               created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9)""",
         order_id,
         status,
         salesperson_id,
@@ -42,6 +45,7 @@ async def insert_order(
         channel,
         duplicate_key,
         possible_duplicate_of,
+        created_by,
     )
 
 
@@ -172,12 +176,16 @@ async def list_orders(
     duplicate: bool | None,
     limit: int,
     offset: int,
+    among: Collection[str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of orders, newest first, with the total number matching the filters."""
+    """A page of orders, newest first, with the total number matching the filters; only
+    the orders of the salespeople `among` when given."""
     where = """($1::text IS NULL OR o.status = $1)
                AND ($2::text IS NULL OR o.salesperson_id = $2)
                AND ($3::text IS NULL OR o.external_ref = $3)
-               AND ($4::boolean IS NULL OR (cardinality(o.possible_duplicate_of) > 0) = $4)"""
+               AND ($4::boolean IS NULL OR (cardinality(o.possible_duplicate_of) > 0) = $4)
+               AND ($5::text[] IS NULL OR o.salesperson_id = ANY($5))"""
+    scope = sorted(among) if among is not None else None
     rows = await db.fetch(
         f"""SELECT o.id, o.status, o.salesperson_id, o.external_ref, o.customer_name, o.channel,
                    o.current_revision, o.submitted_revision, o.created_at, o.updated_at,
@@ -186,11 +194,12 @@ async def list_orders(
             JOIN revisions r ON r.order_id = o.id AND r.revision = o.current_revision
             WHERE {where}
             ORDER BY o.created_at DESC, o.id
-            LIMIT $5 OFFSET $6""",
+            LIMIT $6 OFFSET $7""",
         status,
         salesperson_id,
         external_ref,
         duplicate,
+        scope,
         limit,
         offset,
     )
@@ -200,6 +209,7 @@ async def list_orders(
         salesperson_id,
         external_ref,
         duplicate,
+        scope,
     )
     return [dict(r) for r in rows], int(total or 0)
 
@@ -270,11 +280,13 @@ async def append_event(
     occurred_at: datetime,
     outcome: str,
 ) -> bool:
-    """Add an event to the order's timeline; False when it is there already."""
+    """Add an event to the order's timeline, with who caused it when intake published it
+    because of a request; False when it is there already."""
     row = await conn.fetchval(
         """INSERT INTO order_events (order_id, message_id, type, revision, payload, occurred_at,
-                                     outcome)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                     outcome, actor)
+           VALUES ($1, $2, $3, $4, $5, $6, $7,
+                   (SELECT actor FROM published_actors WHERE message_id = $2))
            ON CONFLICT (message_id) DO NOTHING RETURNING 1""",
         order_id,
         message_id,
@@ -290,7 +302,7 @@ async def append_event(
 async def events(db: Executor, *, order_id: UUID) -> list[dict[str, Any]]:
     """The events consumed for the order, oldest first."""
     rows = await db.fetch(
-        """SELECT message_id, type, revision, payload, occurred_at, recorded_at, outcome
+        """SELECT message_id, type, revision, payload, occurred_at, recorded_at, outcome, actor
            FROM order_events WHERE order_id = $1 ORDER BY occurred_at, id""",
         order_id,
     )
@@ -301,11 +313,12 @@ async def timeline(db: Executor, *, order_id: UUID) -> list[dict[str, Any]]:
     """Intake's own actions and the consumed events of the order, in the order they
     happened; on the same instant intake's action first (it caused the event)."""
     rows = await db.fetch(
-        """SELECT source, type, revision, payload, occurred_at FROM (
-               SELECT 'intake' AS source, 0 AS rank, id, type, revision, payload, occurred_at
+        """SELECT source, type, revision, payload, occurred_at, actor FROM (
+               SELECT 'intake' AS source, 0 AS rank, id, type, revision, payload, occurred_at,
+                      actor
                FROM order_activity WHERE order_id = $1
                UNION ALL
-               SELECT 'bus', 1, id, type, revision, payload, occurred_at
+               SELECT 'bus', 1, id, type, revision, payload, occurred_at, actor
                FROM order_events WHERE order_id = $1
            ) t
            ORDER BY occurred_at, rank, id""",
@@ -322,15 +335,24 @@ async def add_activity(
     revision: int | None,
     payload: dict[str, Any],
     occurred_at: datetime,
+    actor: dict[str, Any],
 ) -> None:
     await conn.execute(
-        """INSERT INTO order_activity (order_id, type, revision, payload, occurred_at)
-           VALUES ($1, $2, $3, $4, $5)""",
+        """INSERT INTO order_activity (order_id, type, revision, payload, occurred_at, actor)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
         order_id,
         activity,
         revision,
         payload,
         occurred_at,
+        actor,
+    )
+
+
+async def record_publisher(conn: Connection, *, message_id: UUID, actor: dict[str, Any]) -> None:
+    """Who caused an event intake publishes; its timeline entry takes the actor from here."""
+    await conn.execute(
+        "INSERT INTO published_actors (message_id, actor) VALUES ($1, $2)", str(message_id), actor
     )
 
 
@@ -348,13 +370,16 @@ async def bump_version(conn: Connection, *, order_id: UUID) -> None:
     )
 
 
-async def withdraw(conn: Connection, *, order_id: UUID, withdrawn_at: datetime) -> None:
+async def withdraw(
+    conn: Connection, *, order_id: UUID, withdrawn_at: datetime, by: dict[str, Any]
+) -> None:
     await conn.execute(
-        """UPDATE orders SET status = 'withdrawn', withdrawn_at = $2, updated_at = $2,
-                             version = version + 1
+        """UPDATE orders SET status = 'withdrawn', withdrawn_at = $2, withdrawn_by = $3,
+                             updated_at = $2, version = version + 1
            WHERE id = $1""",
         order_id,
         withdrawn_at,
+        by,
     )
 
 

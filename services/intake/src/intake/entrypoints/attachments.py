@@ -25,7 +25,8 @@ from .. import domain, handlers
 from ..adapters import repository
 from ..adapters.blobs import CHUNK_BYTES, BlobStore
 from ..adapters.content import IncomingFile, TooLarge
-from .http import PROBLEMS, IfMatchOptional, OrderId, _not_found, _pool, _rule_problem
+from .access import OrderId, ReadOrders, WriteOrders
+from .http import PROBLEMS, IfMatchOptional, _not_found, _pool, _rule_problem, problems_of
 
 log = structlog.get_logger(__name__)
 
@@ -246,7 +247,11 @@ def _kind(upload: Upload) -> tuple[AttachmentKind | None, list[FieldProblem]]:
     },
 )
 async def upload_attachment(
-    request: Request, response: Response, order_id: OrderId, if_match: IfMatchOptional = None
+    request: Request,
+    response: Response,
+    orders: WriteOrders,
+    order_id: OrderId,
+    if_match: IfMatchOptional = None,
 ) -> AttachmentAdded:
     """Attach a file to the order's open revision: `kind` and `file`, multipart. Its type
     is read from its bytes; nothing is stored when it is refused."""
@@ -255,12 +260,9 @@ async def upload_attachment(
     declared_length = request.headers.get("content-length", "")
     if declared_length.isdigit() and int(declared_length) > limit + _ENVELOPE_BYTES:
         raise _too_large(limit)
-    try:
-        await handlers.check_attachable(pool, order_id=order_id)
-    except handlers.OrderNotFound as exc:
-        raise _not_found(order_id) from exc
-    except domain.RuleViolation as exc:
-        raise _rule_problem(exc) from exc
+    access = await orders.writable(order_id)
+    with problems_of(order_id):
+        handlers.check_attachable(access.order)
 
     incoming = IncomingFile(limit=limit)
     try:
@@ -284,7 +286,7 @@ async def upload_attachment(
             )
         except domain.FileRefused as exc:
             raise _rule_problem(exc) from exc
-        try:
+        with problems_of(order_id):
             ref, revision = await handlers.add_attachment(
                 pool,
                 _store(request),
@@ -298,12 +300,10 @@ async def upload_attachment(
                     chunks=lambda: incoming.chunks(CHUNK_BYTES),
                 ),
                 channel=handlers.API,
+                actor=access.actor,
                 if_match=if_match,
+                permits=access.permits,
             )
-        except handlers.OrderNotFound as exc:
-            raise _not_found(order_id) from exc
-        except domain.RuleViolation as exc:
-            raise _rule_problem(exc) from exc
     finally:
         incoming.close()
     order = await _load_etag(request, order_id)
@@ -322,12 +322,14 @@ async def _load_etag(request: Request, order_id: UUID) -> str:
 @router.get("/orders/{order_id}/attachments", response_model=AttachmentList)
 async def list_attachments(
     request: Request,
+    orders: ReadOrders,
     order_id: OrderId,
     revision: Annotated[
         int | None, Query(ge=1, description="A revision's files; the current one's by default")
     ] = None,
 ) -> AttachmentList:
     """The files of the order's current revision, or of the revision asked for."""
+    await orders.readable(order_id)
     try:
         number, files = await handlers.attachments_of(
             _pool(request), order_id=order_id, revision=revision
@@ -366,9 +368,10 @@ def _attachment_not_found(exc: handlers.AttachmentNotFound) -> Problem:
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}},
 )
 async def download_attachment(
-    request: Request, order_id: OrderId, attachment_id: AttachmentId
+    request: Request, orders: ReadOrders, order_id: OrderId, attachment_id: AttachmentId
 ) -> StreamingResponse:
     """The file's bytes, with its content type (read from the bytes at upload) and name."""
+    await orders.readable(order_id)
     pool = _pool(request)
     try:
         ref = await handlers.attachment(pool, order_id=order_id, attachment_id=attachment_id)
@@ -409,25 +412,26 @@ async def download_attachment(
 @router.delete("/orders/{order_id}/attachments/{attachment_id}", status_code=204)
 async def delete_attachment(
     request: Request,
+    orders: WriteOrders,
     order_id: OrderId,
     attachment_id: AttachmentId,
     if_match: IfMatchOptional = None,
 ) -> Response:
     """Take a file off the order's open revision; submitted revisions keep theirs."""
+    access = await orders.writable(order_id)
     pool = _pool(request)
     try:
-        await handlers.remove_attachment(
-            pool,
-            _store(request),
-            order_id=order_id,
-            attachment_id=attachment_id,
-            channel=handlers.API,
-            if_match=if_match,
-        )
-    except handlers.OrderNotFound as exc:
-        raise _not_found(order_id) from exc
+        with problems_of(order_id):
+            await handlers.remove_attachment(
+                pool,
+                _store(request),
+                order_id=order_id,
+                attachment_id=attachment_id,
+                channel=handlers.API,
+                actor=access.actor,
+                if_match=if_match,
+                permits=access.permits,
+            )
     except handlers.AttachmentNotFound as exc:
         raise _attachment_not_found(exc) from exc
-    except domain.RuleViolation as exc:
-        raise _rule_problem(exc) from exc
     return Response(status_code=204, headers={"ETag": await _load_etag(request, order_id)})

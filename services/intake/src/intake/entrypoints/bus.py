@@ -49,6 +49,7 @@ def register(runtime: ServiceRuntime, *, today: Callable[[], date]) -> None:
                     today=today(),
                     reply_to=raw.reply_to,
                     correlation_id=raw.correlation_id or raw.message_id,
+                    user_id=raw.user_id,
                 )
             except domain.SelfCheckFailed as exc:
                 raise PermanentError(str(exc), problems=exc.problems) from exc

@@ -1,10 +1,11 @@
 """Orders over HTTP: create, edit, self-check and submit, withdraw, follow the review, read
 revisions, their differences and the timeline. Files and bulk imports have their own
-modules beside this one."""
+modules beside this one; who may do what is in `access`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -27,6 +28,18 @@ from orderflow.messages import Problem as FieldProblem
 from .. import domain, handlers
 from ..adapters import repository
 from ..domain import Status
+from .access import (
+    RESPONSES,
+    Lister,
+    OrderId,
+    ReadOrders,
+    WriteOrders,
+    Writer,
+    check_salesperson,
+    not_permitted,
+    order_not_found,
+    pool,
+)
 
 
 class ChangeRequest(BaseModel):
@@ -36,6 +49,23 @@ class ChangeRequest(BaseModel):
     feedback: list[DepartmentFeedback]
     annotations: list[Annotation] = Field(description="Every annotation, as one checklist")
     decided_at: datetime
+
+
+class Actor(BaseModel):
+    """Who did it: the signed-in caller of the request (person or system, how they signed
+    in, from which address), the broker user that sent a command, or whom an event names."""
+
+    kind: str = Field(
+        description="person or system (a signed-in caller or a broker user); for events "
+        "recorded before sign-in or from other services: salesperson, reviewer or system"
+    )
+    id: str = Field(description="The username, `key:<name>` for an API key, the broker user")
+    name: str | None = None
+    department: str | None = None
+    via: str | None = Field(
+        default=None, description="How the caller signed in: api_key, session, oidc; amqp"
+    )
+    source: str | None = Field(default=None, description="The client address of the request")
 
 
 class ContractReference(BaseModel):
@@ -59,6 +89,10 @@ class Order(BaseModel):
     approved_at: datetime | None = None
     contract: ContractReference | None = None
     withdrawn_at: datetime | None = None
+    withdrawn_by: Actor | None = None
+    created_by: Actor | None = Field(
+        default=None, description="Who created the order (unknown for orders from before sign-in)"
+    )
     possible_duplicate_of: list[UUID] = Field(
         default_factory=list,
         description="Earlier orders with the same customer purchase-order reference, from "
@@ -132,13 +166,6 @@ class RevisionDiff(BaseModel):
     )
 
 
-class Actor(BaseModel):
-    kind: str = Field(description="salesperson, reviewer or system")
-    id: str
-    name: str | None = None
-    department: str | None = None
-
-
 class TimelineEntry(BaseModel):
     at: datetime
     type: str = Field(
@@ -164,7 +191,7 @@ class Withdrawal(BaseModel):
 
 
 def _pool(request: Request) -> Pool:
-    return request.app.state.runtime.pool  # type: ignore[no-any-return]
+    return pool(request)
 
 
 def _today(request: Request) -> date:
@@ -201,6 +228,8 @@ def _order(row: dict[str, Any]) -> Order:
         approved_at=row["approved_at"],
         contract=contract,
         withdrawn_at=row["withdrawn_at"],
+        withdrawn_by=row["withdrawn_by"],
+        created_by=row["created_by"],
         possible_duplicate_of=list(row["possible_duplicate_of"]),
         etag=_etag(row),
         created_at=row["created_at"],
@@ -208,15 +237,33 @@ def _order(row: dict[str, Any]) -> Order:
     )
 
 
-async def _load(pool: Pool, order_id: UUID, response: Response | None = None) -> Order:
-    """The order as it is now; its ETag on the response too."""
-    row = await repository.get_order(pool, order_id=order_id)
-    if row is None:
-        raise _not_found(order_id)
+def _answer(row: dict[str, Any], response: Response | None = None) -> Order:
+    """The order; its ETag on the response too."""
     order = _order(row)
     if response is not None:
         response.headers["ETag"] = order.etag
     return order
+
+
+async def _load(pool: Pool, order_id: UUID, response: Response | None = None) -> Order:
+    """The order as it is now (after a change); its ETag on the response too."""
+    row = await repository.get_order(pool, order_id=order_id)
+    if row is None:
+        raise _not_found(order_id)
+    return _answer(row, response)
+
+
+@contextmanager
+def problems_of(order_id: UUID) -> Iterator[None]:
+    """What a handler's refusal means over HTTP."""
+    try:
+        yield
+    except handlers.OrderNotFound as exc:
+        raise _not_found(order_id) from exc
+    except handlers.NotPermitted as exc:
+        raise not_permitted(order_id) from exc
+    except domain.RuleViolation as exc:
+        raise _rule_problem(exc) from exc
 
 
 def if_match_required(if_match: str | None) -> str:
@@ -245,12 +292,7 @@ def _header_problem(detail: str) -> FieldProblem:
 
 
 def _not_found(order_id: UUID) -> Problem:
-    return Problem(
-        404,
-        "Order not found",
-        f"there is no order {order_id}",
-        type_="urn:orderflow:problem:order-not-found",
-    )
+    return order_not_found(order_id)
 
 
 def _rule_problem(exc: domain.RuleViolation) -> Problem:
@@ -295,7 +337,8 @@ def _rule_problem(exc: domain.RuleViolation) -> Problem:
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     **PROBLEM_RESPONSES,
-    404: {"model": ProblemDetails, "description": "No such order"},
+    **RESPONSES,
+    404: {"model": ProblemDetails, "description": "No such order, or not one the caller may see"},
     409: {
         "model": ProblemDetails,
         "description": "Not allowed in the order's current state, or the order changed since "
@@ -308,15 +351,19 @@ IF_MATCH_DOC = (
 )
 IfMatchOptional = Annotated[str | None, Header(alias="If-Match", description=IF_MATCH_DOC)]
 
-OrderId = Annotated[UUID, Path(description="The order's id (a UUID)")]
-
 router = APIRouter(prefix="/api/v1", tags=["orders"], responses=PROBLEMS)
 
 
-@router.post("/orders", status_code=201, response_model=Order)
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=Order,
+    responses={403: {"model": ProblemDetails, "description": "Not the caller's salesperson"}},
+)
 async def create_order(
     request: Request,
     response: Response,
+    caller: Writer,
     document: OrderDocument,
     submit: Annotated[
         bool, Query(description="Self-check and submit at once; nothing is stored on problems")
@@ -331,7 +378,10 @@ async def create_order(
         ),
     ] = None,
 ) -> Order:
-    """Create an order as a draft, or submit it at once with `submit=true`."""
+    """Create an order as a draft, or submit it at once with `submit=true`. A salesperson
+    places their own orders, a sales manager their own and their team's (403 naming
+    /salesperson/id otherwise); `orders:write` anyone's."""
+    check_salesperson(caller, document.salesperson.id)
     pool = _pool(request)
     try:
         async with transaction(pool) as conn:
@@ -341,6 +391,7 @@ async def create_order(
                 channel=handlers.API,
                 submit=submit,
                 today=_today(request),
+                actor=caller.audit(),
                 idempotency_key=idempotency_key,
             )
     except domain.RuleViolation as exc:
@@ -365,6 +416,7 @@ async def create_order(
 @router.get("/orders", response_model=OrderPage)
 async def list_orders(
     request: Request,
+    caller: Lister,
     status: Annotated[Status | None, Query(description="Only orders in this status")] = None,
     salesperson: Annotated[
         str | None, Query(min_length=1, max_length=100, description="Only this salesperson's")
@@ -379,7 +431,11 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> OrderPage:
-    """Orders, newest first, with the total matching the filters."""
+    """Orders, newest first, with the total matching the filters: a salesperson's own, a
+    sales manager's own and their team's, every order for `orders:read` and `orders:write`."""
+    among = caller.sees_team()
+    if among is not None and salesperson is not None and salesperson not in among:
+        return OrderPage(items=[], total=0, limit=limit, offset=offset)
     rows, total = await repository.list_orders(
         _pool(request),
         status=status.value if status else None,
@@ -388,6 +444,7 @@ async def list_orders(
         duplicate=duplicate,
         limit=limit,
         offset=offset,
+        among=among,
     )
     return OrderPage(
         items=[OrderSummary.model_validate(r) for r in rows],
@@ -398,10 +455,10 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}", response_model=Order)
-async def get_order(request: Request, response: Response, order_id: OrderId) -> Order:
+async def get_order(response: Response, orders: ReadOrders, order_id: OrderId) -> Order:
     """The order: status, current revision, document, totals, the departments' feedback;
-    its ETag in the header."""
-    return await _load(_pool(request), order_id, response)
+    its ETag in the header. For its salesperson's side, and reviewers once submitted."""
+    return _answer((await orders.readable(order_id)).order, response)
 
 
 @router.put(
@@ -412,16 +469,20 @@ async def get_order(request: Request, response: Response, order_id: OrderId) -> 
 async def update_order(
     request: Request,
     response: Response,
+    orders: WriteOrders,
     order_id: OrderId,
     document: OrderDocument,
     if_match: Annotated[
         str | None, Header(alias="If-Match", description=f"Required. {IF_MATCH_DOC}")
     ] = None,
 ) -> Order:
-    """Replace the document of a draft, or revise an order sent back (a new revision)."""
+    """Replace the document of a draft, or revise an order sent back (a new revision). The
+    new document's salesperson must be one the caller may act for."""
     expected = if_match_required(if_match)
+    access = await orders.writable(order_id)
+    check_salesperson(access.caller, document.salesperson.id)
     pool = _pool(request)
-    try:
+    with problems_of(order_id):
         async with transaction(pool) as conn:
             await handlers.update_order(
                 conn,
@@ -429,34 +490,35 @@ async def update_order(
                 document=document,
                 channel=handlers.API,
                 if_match=expected,
+                actor=access.actor,
+                permits=access.permits,
             )
-    except handlers.OrderNotFound as exc:
-        raise _not_found(order_id) from exc
-    except domain.RuleViolation as exc:
-        raise _rule_problem(exc) from exc
     return await _load(pool, order_id, response)
 
 
 @router.post("/orders/{order_id}/submit", response_model=Order)
 async def submit_order(
-    request: Request, response: Response, order_id: OrderId, if_match: IfMatchOptional = None
+    request: Request,
+    response: Response,
+    orders: WriteOrders,
+    order_id: OrderId,
+    if_match: IfMatchOptional = None,
 ) -> Order:
     """Self-check the current revision with its files and send it to review; 422 lists
     every problem."""
+    access = await orders.writable(order_id)
     pool = _pool(request)
-    try:
+    with problems_of(order_id):
         async with transaction(pool) as conn:
             await handlers.submit_order(
                 conn,
                 order_id=order_id,
                 channel=handlers.API,
                 today=_today(request),
+                actor=access.actor,
                 if_match=if_match,
+                permits=access.permits,
             )
-    except handlers.OrderNotFound as exc:
-        raise _not_found(order_id) from exc
-    except domain.RuleViolation as exc:
-        raise _rule_problem(exc) from exc
     return await _load(pool, order_id, response)
 
 
@@ -464,25 +526,25 @@ async def submit_order(
 async def withdraw_order(
     request: Request,
     response: Response,
+    orders: WriteOrders,
     order_id: OrderId,
     withdrawal: Annotated[Withdrawal | None, Body()] = None,
     if_match: IfMatchOptional = None,
 ) -> Order:
     """Withdraw the order before it is approved; departments still reviewing it are told to
     stop. 409 once it is approved."""
+    access = await orders.writable(order_id)
     pool = _pool(request)
-    try:
+    with problems_of(order_id):
         async with transaction(pool) as conn:
             await handlers.withdraw_order(
                 conn,
                 order_id=order_id,
                 reason=withdrawal.reason if withdrawal else None,
+                actor=access.actor,
                 if_match=if_match,
+                permits=access.permits,
             )
-    except handlers.OrderNotFound as exc:
-        raise _not_found(order_id) from exc
-    except domain.RuleViolation as exc:
-        raise _rule_problem(exc) from exc
     return await _load(pool, order_id, response)
 
 
@@ -500,24 +562,24 @@ RevisionNumber = Annotated[int, Path(ge=1, description="A revision number, from 
 
 
 @router.get("/orders/{order_id}/revisions", response_model=RevisionList)
-async def list_revisions(request: Request, order_id: OrderId) -> RevisionList:
+async def list_revisions(request: Request, orders: ReadOrders, order_id: OrderId) -> RevisionList:
     """Every revision of the order, oldest first: when it was made and submitted."""
-    pool = _pool(request)
-    order = await repository.get_order(pool, order_id=order_id)
-    if order is None:
-        raise _not_found(order_id)
-    rows = await repository.list_revisions(pool, order_id=order_id)
+    access = await orders.readable(order_id)
+    rows = await repository.list_revisions(_pool(request), order_id=order_id)
     return RevisionList(
         order_id=order_id,
-        current_revision=order["current_revision"],
+        current_revision=access.order["current_revision"],
         items=[RevisionSummary.model_validate(r) for r in rows],
     )
 
 
 @router.get("/orders/{order_id}/revisions/{revision}", response_model=Revision)
-async def get_revision(request: Request, order_id: OrderId, revision: RevisionNumber) -> Revision:
+async def get_revision(
+    request: Request, orders: ReadOrders, order_id: OrderId, revision: RevisionNumber
+) -> Revision:
     """One revision of the order with its files, exactly as it was stored (and, once
     submitted, reviewed)."""
+    await orders.readable(order_id)
     try:
         row = await handlers.revision_with_files(
             _pool(request), order_id=order_id, revision=revision
@@ -530,11 +592,13 @@ async def get_revision(request: Request, order_id: OrderId, revision: RevisionNu
 @router.get("/orders/{order_id}/revisions/{from_revision}/diff/{to_revision}")
 async def diff_revisions(
     request: Request,
+    orders: ReadOrders,
     order_id: OrderId,
     from_revision: RevisionNumber,
     to_revision: RevisionNumber,
 ) -> RevisionDiff:
     """What changed from one revision to another, field by field (JSON pointer, old, new)."""
+    await orders.readable(order_id)
     try:
         changes = await handlers.revision_diff(
             _pool(request), order_id=order_id, old=from_revision, new=to_revision
@@ -547,12 +611,12 @@ async def diff_revisions(
 
 
 @router.get("/orders/{order_id}/timeline")
-async def get_timeline(request: Request, order_id: OrderId) -> Timeline:
+async def get_timeline(request: Request, orders: ReadOrders, order_id: OrderId) -> Timeline:
     """Everything that happened to the order, in order, with who and when: its creation,
     edits and files, submissions, review rounds, each verdict, decisions, the contract,
-    notifications, withdrawal."""
-    try:
+    notifications, withdrawal. Intake's own actions name the signed-in caller (or the
+    broker user of a command) with how they signed in and their address."""
+    await orders.readable(order_id)
+    with problems_of(order_id):
         entries = await handlers.timeline(_pool(request), order_id=order_id)
-    except handlers.OrderNotFound as exc:
-        raise _not_found(order_id) from exc
     return Timeline(order_id=order_id, items=[TimelineEntry.model_validate(e) for e in entries])

@@ -16,12 +16,14 @@ import structlog
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
+from orderflow.auth import Caller
 from orderflow.db import Pool
 from orderflow.http import Problem, ProblemDetails
 from orderflow.messages import OrderDocument
 from orderflow.messages import Problem as FieldProblem
 
 from .. import bulk, handlers
+from .access import Writer, salesperson_refusal
 from .http import PROBLEMS, _pool, _today
 
 log = structlog.get_logger(__name__)
@@ -152,6 +154,7 @@ class _Importer:
     pool: Pool
     today: date
     report: ImportReport
+    caller: Caller
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENT_ORDERS))
     _running: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -172,6 +175,9 @@ class _Importer:
                 parsed = OrderDocument.model_validate(document)
             except ValidationError as exc:
                 problems = problems + [locate(p) for p in bulk.validation_problems(exc)]
+        if parsed is not None:
+            refused = salesperson_refusal(self.caller, parsed.salesperson.id)
+            problems = problems + ([locate(refused)] if refused else [])
         if parsed is None or problems:
             self._refuse(rows, order_ref, problems)
             return
@@ -188,7 +194,9 @@ class _Importer:
         locate: Callable[[FieldProblem], bulk.RowProblem],
     ) -> None:
         try:
-            outcome = await handlers.import_order(self.pool, document=document, today=self.today)
+            outcome = await handlers.import_order(
+                self.pool, document=document, today=self.today, actor=self.caller.audit()
+            )
         finally:
             self._slots.release()
         if isinstance(outcome, handlers.Outcome):
@@ -387,10 +395,11 @@ async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Import
         415: {"model": ProblemDetails, "description": "Neither CSV nor JSON Lines"},
     },
 )
-async def import_orders(request: Request) -> ImportReport:
+async def import_orders(request: Request, caller: Writer) -> ImportReport:
     """Import many orders at once (CSV or JSON Lines): each valid one is created and
     submitted (channel `import`), each invalid one reported with its rows and every
-    problem; one bad row never holds back the others."""
+    problem; one bad row never holds back the others. An order for a salesperson the caller
+    may not act for is refused in the report (/salesperson/id), the others go in."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in CSV_TYPES:
         kind: Literal["csv", "jsonl"] = "csv"
@@ -411,7 +420,7 @@ async def import_orders(request: Request) -> ImportReport:
     report = ImportReport(
         format=kind, rows=0, accepted=0, rejected=0, orders=[], rejections=[], seconds=0
     )
-    importer = _Importer(pool=_pool(request), today=_today(request), report=report)
+    importer = _Importer(pool=_pool(request), today=_today(request), report=report, caller=caller)
     lines = _lines(request.stream(), limit=limit)
     try:
         try:
