@@ -516,3 +516,19 @@ async def test_the_salesperson_is_checked_again_under_the_lock(w: World) -> None
                 permits=lambda salesperson: salesperson == "zhang.wei",
             )
     assert (await w.admin.get(f"/api/v1/orders/{order['id']}")).json()["status"] == DRAFT
+
+
+async def test_order_creation_is_rate_limited_per_caller(
+    app: tuple[FastAPI, httpx.AsyncClient], product_order: dict[str, Any]
+) -> None:
+    application, client = app
+    settings = application.state.auth_settings
+    application.state.auth_settings = settings.model_copy(update={"order_create_rate": "2/minute"})
+    for _ in range(2):
+        assert (await client.post("/api/v1/orders", json=product_order)).status_code == 201
+    limited = await client.post("/api/v1/orders", json=product_order)
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    other = bearer(await issue_key(application.state.runtime.pool, ["orders:write"]))
+    again = await client.post("/api/v1/orders", json=product_order, headers=other)
+    assert again.status_code == 201

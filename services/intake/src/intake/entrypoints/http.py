@@ -13,6 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from orderflow.auth.hardening import enforce
 from orderflow.db import Pool, transaction
 from orderflow.http import PROBLEM_RESPONSES, Problem, ProblemDetails
 from orderflow.messages import (
@@ -358,7 +359,10 @@ router = APIRouter(prefix="/api/v1", tags=["orders"], responses=PROBLEMS)
     "/orders",
     status_code=201,
     response_model=Order,
-    responses={403: {"model": ProblemDetails, "description": "Not the caller's salesperson"}},
+    responses={
+        403: {"model": ProblemDetails, "description": "Not the caller's salesperson"},
+        429: {"model": ProblemDetails, "description": "Too many orders created by this caller"},
+    },
 )
 async def create_order(
     request: Request,
@@ -380,8 +384,11 @@ async def create_order(
 ) -> Order:
     """Create an order as a draft, or submit it at once with `submit=true`. A salesperson
     places their own orders, a sales manager their own and their team's (403 naming
-    /salesperson/id otherwise); `orders:write` anyone's."""
+    /salesperson/id otherwise); `orders:write` anyone's. Each caller may create
+    `ORDERFLOW_AUTH_ORDER_CREATE_RATE` orders (429 beyond)."""
     check_salesperson(caller, document.salesperson.id)
+    limit = request.app.state.auth_settings.order_create_rate
+    enforce("order creation", limit, caller.id, limiter=request.app.state.rate_limiter)
     pool = _pool(request)
     try:
         async with transaction(pool) as conn:
