@@ -100,7 +100,7 @@ class SecretFilesSource(PydanticBaseSettingsSource):
             path = _environ(f"{variable}_FILE")
             if path is None:
                 continue
-            if _environ(variable) is not None:
+            if _environ(variable):
                 raise SettingsError(f"{variable} and {variable}_FILE are both set: give one")
             values[name] = read_secret_file(f"{variable}_FILE", path)
         return values
@@ -131,7 +131,12 @@ class ServiceSettings(BaseSettings):
     # the inputs are secrets (URLs with passwords): a validation error names the setting
     # and the problem, never the value
     model_config = SettingsConfigDict(
-        extra="ignore", env_file=None, hide_input_in_errors=True, populate_by_name=True
+        extra="ignore",
+        env_file=None,
+        hide_input_in_errors=True,
+        populate_by_name=True,
+        # an empty variable is an unset one (compose files often leave `VAR: ""`)
+        env_ignore_empty=True,
     )
 
     environment: Environment = Field(

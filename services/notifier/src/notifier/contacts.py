@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import SettingsError
 
+from orderflow.logging import SECRET_PARAMETERS
 from orderflow.messages import Salesperson
 from orderflow.settings import DEVELOPMENT_MARKERS, development_secret, read_secret_file
 
@@ -161,13 +162,17 @@ class WebhookConfig(_Model):
         return self._secret
 
     def secret_values(self) -> list[str]:
-        """What a log line must not show: the secret, the URL and the key or token in it."""
+        """What a log line must not show: the secret, the URL and the key or token in it
+        (a credential-named query parameter, or a long one; Slack's and Feishu's token is
+        the last part of the path)."""
         parts = urlsplit(self._target)
-        values = [self._target, *(v for _, v in parse_qsl(parts.query))]
-        if self.kind in ("slack", "feishu"):
-            # their token is the URL's path: /services/T../B../<token>, /bot/v2/hook/<token>
-            values += [seg for seg in parts.path.split("/") if seg not in _PATH_WORDS]
-            values.append(parts.path)
+        values = [self._target]
+        for name, value in parse_qsl(parts.query):
+            if name.lower() in SECRET_PARAMETERS or len(value) >= TOKEN_LENGTH:
+                values.append(value)
+        last = parts.path.rstrip("/").rpartition("/")[2]
+        if self.kind in ("slack", "feishu") and len(last) >= TOKEN_LENGTH:
+            values.append(last)
         if self._secret:
             values.append(self._secret)
         return values
@@ -184,7 +189,8 @@ class WebhookConfig(_Model):
         return found
 
 
-_PATH_WORDS = {"", "services", "open-apis", "bot", "v2", "hook", "workflows", "triggers"}
+#: a query value or path part this long is taken for a token
+TOKEN_LENGTH = 16
 
 
 class DepartmentConfig(_Model):
