@@ -10,6 +10,7 @@ searched for each secret value.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import uuid
@@ -25,7 +26,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from starlette.responses import JSONResponse, Response
 
-from orderflow.testing import Infra, Servers, eventually, free_port, service_processes
+from notifier.contacts import ContactsError
+from orderflow.testing import (
+    Infra,
+    Servers,
+    eventually,
+    free_port,
+    service_processes,
+    start_service,
+)
 
 from .conftest import Mail, SmtpServer, changes_requested, send
 
@@ -350,3 +359,52 @@ async def test_no_secret_in_any_log_record_or_answer(
     if log_json == "true":
         lines = [json.loads(line) for line in notifier_log.splitlines() if line.startswith("{")]
         assert any(line.get("logger", "").startswith("uvicorn") for line in lines)
+
+
+# --- production refuses development secrets, naming the setting and never the value -------
+
+
+async def test_production_refuses_to_start_with_the_development_broker_login(
+    infra: Infra, tmp_path: Path
+) -> None:
+    dev = "amqp://guest:guest@127.0.0.1:5672/" + quote(infra.vhost, safe="")
+    service = start_service(
+        infra,
+        "notifier",
+        tmp_path,
+        ORDERFLOW_ENVIRONMENT="production",
+        NOTIFIER_AMQP_URL=dev,
+        NOTIFIER_SMTP_PASSWORD="hunter2-short",
+    )
+    code = await asyncio.to_thread(service.process.wait, 60)
+    log = service.log_path.read_text(errors="replace")
+    assert code != 0
+    assert "NOTIFIER_AMQP_URL uses the development broker login" in log
+    assert "NOTIFIER_SMTP_PASSWORD is shorter than 16 characters" in log
+    assert "guest:guest" not in log and "hunter2-short" not in log
+
+
+def test_production_refuses_the_example_contacts_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from notifier.main import create_app
+    from notifier.settings import Settings
+
+    example = Path(__file__).resolve().parents[1] / "contacts.example.toml"
+    for name in ("DINGTALK_SALES_SECRET", "FEISHU_FINANCE_SECRET", "ERP_WEBHOOK_SECRET"):
+        monkeypatch.setenv(name, "s3cret")
+    strong = "Zq8-strong-password-2026"
+    settings = Settings(
+        environment="production",
+        database_url=f"postgresql://notifier:{strong}@db/orderflow",
+        amqp_url=f"amqp://notifier:{strong}@mq/orderflow",
+        contacts_file=example,
+    )
+    with pytest.raises(ContactsError) as caught:
+        create_app(settings)
+    text = str(caught.value)
+    assert "webhooks.sales-dingtalk.url is an example value" in text
+    assert "webhooks.erp.secret is shorter than 16 characters" in text
+    assert "s3cret" not in text and "REPLACE_ME" not in text
+    # in development the example starts
+    create_app(settings.model_copy(update={"environment": "development"}))
