@@ -125,10 +125,11 @@ class WebhookConfig(_Model):
     Docker secret) instead of this file."""
 
     kind: WebhookKind
-    url: str | None = Field(default=None, description="The robot's URL, with its key")
+    # repr=False: a robot's URL holds its key, and a repr may end up in a log or traceback
+    url: str | None = Field(default=None, repr=False, description="The robot's URL, with its key")
     url_env: str | None = Field(default=None, description="Variable holding the URL")
     url_file: Path | None = Field(default=None, description="File holding the URL")
-    secret: str | None = Field(default=None, description="Signing secret (the robot's)")
+    secret: str | None = Field(default=None, repr=False, description="Signing secret (the robot's)")
     secret_env: str | None = Field(
         default=None, description="Name of an environment variable holding the secret"
     )
