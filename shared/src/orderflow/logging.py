@@ -132,8 +132,9 @@ def redact_processor(_: Any, __: str, event_dict: structlog.typing.EventDict) ->
 
 #: libraries that log every request URL (with its key or token) at INFO
 QUIET_LOGGERS = ("httpx", "httpcore", "hpack")
-#: libraries that install a handler of their own, bypassing the redaction
-FOREIGN_HANDLERS = ("faststream", "faststream.access")
+#: loggers that may carry a handler of their own (faststream's; uvicorn's, when something
+#: in the process configured it), which would bypass the redaction
+FOREIGN_HANDLERS = ("faststream", "faststream.access", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def configure_logging(
@@ -192,7 +193,7 @@ def configure_stdlib(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # faststream's own loggers print through handlers of their own: send them through ours
+    # loggers with handlers of their own: through ours instead
     for name in FOREIGN_HANDLERS:
         foreign = logging.getLogger(name)
         foreign.handlers.clear()
