@@ -59,6 +59,9 @@ export INTAKE_HTTP_PORT="${INTAKE_HTTP_PORT:-8000}"
 export REVIEW_ROUTER_HTTP_PORT="${REVIEW_ROUTER_HTTP_PORT:-8001}"
 export CONTRACTS_HTTP_PORT="${CONTRACTS_HTTP_PORT:-8002}"
 export NOTIFIER_HTTP_PORT="${NOTIFIER_HTTP_PORT:-8003}"
+# a local run may send webhooks and mail to receivers on this machine; a deployment lists
+# only the internal hosts it means (public addresses need no entry)
+export NOTIFIER_OUTBOUND_ALLOW="${NOTIFIER_OUTBOUND_ALLOW:-127.0.0.1}"
 # EXAMPLE ONLY, for a local run: a real deployment sets the company's own legal name, which
 # is printed on every contract as the seller.
 export CONTRACTS_SELLER_NAME="${CONTRACTS_SELLER_NAME:-Example Seller Co., Ltd. (example for local use only)}"

@@ -16,6 +16,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+from pydantic import AliasChoices
+
+from orderflow.settings import is_secret_field
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,20 +49,34 @@ def rabbitmq_password_matches(password_hash: str, password: str) -> bool:
     return hashlib.sha256(salt + password.encode()).digest() == digest
 
 
+def variables(prefix: str, field: str, info: Any) -> list[str]:
+    """The environment variables a setting is read from: `<PREFIX><FIELD>`, or its alias
+    (`ORDERFLOW_ENVIRONMENT`, shared by every service)."""
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [c for c in alias.choices if isinstance(c, str)]
+    variable = prefix + field.upper()
+    # a secret may come from a file instead: <VARIABLE>_FILE
+    return [variable, f"{variable}_FILE"] if is_secret_field(info) else [variable]
+
+
 @pytest.mark.parametrize("name", list(SERVICES))
 def test_compose_sets_only_settings_the_service_has(name: str) -> None:
     package, prefix, _, _ = SERVICES[name]
     settings = importlib.import_module(f"{package}.settings").Settings
-    known = {prefix + field.upper() for field in settings.model_fields}
+    known = {
+        variable
+        for field, info in settings.model_fields.items()
+        for variable in variables(prefix, field, info)
+    }
     environment = compose()["services"][name]["environment"]
     unknown = sorted(set(environment) - known)
     assert not unknown, f"{name}: docker-compose.yml sets {unknown}, not settings of {package}"
-    required = {
+    missing = sorted(
         prefix + field.upper()
         for field, info in settings.model_fields.items()
-        if info.is_required()
-    }
-    missing = sorted(required - set(environment))
+        if info.is_required() and not set(variables(prefix, field, info)) & set(environment)
+    )
     assert not missing, f"{name}: docker-compose.yml lacks the required {missing}"
 
 
@@ -148,7 +165,8 @@ def test_every_setting_is_documented_in_the_readme(name: str) -> None:
     readme = (ROOT / "README.md").read_text()
     undocumented = [
         prefix + field.upper()
-        for field in settings.model_fields
-        if f"`{field.upper()}`" not in readme and f"`{prefix}{field.upper()}`" not in readme
+        for field, info in settings.model_fields.items()
+        if f"`{field.upper()}`" not in readme
+        and not any(f"`{v}`" in readme for v in variables(prefix, field, info))
     ]
     assert not undocumented, f"README.md's configuration tables lack {undocumented}"

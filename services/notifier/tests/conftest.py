@@ -260,6 +260,8 @@ def start_notifier(infra: Infra, tmp_path: Path) -> Start:
             "delivery_backoff_base": 0.05,
             "delivery_backoff_max": 0.2,
             "delivery_timeout": 5.0,
+            # the local receivers and SMTP server: allowed explicitly, as a deployment would
+            "outbound_allow": ["127.0.0.1"],
         }
         if contacts is not None:
             path = tmp_path / f"contacts-{uuid.uuid4().hex[:6]}.json"

@@ -74,7 +74,8 @@ async def test_a_dead_receiver_ends_failed_and_an_operator_retry_delivers_it(
         row = await service.delivery_of("webhook:crm")
         failed = await service.until_status(row["id"], "failed")
         assert failed["attempts"] == 3
-        assert "HTTP 500" in failed["last_error"] and "upstream down" in failed["last_error"]
+        # the status only: what the receiver wrote is not kept
+        assert failed["last_error"] == "HTTP 500 Internal Server Error"
         assert failed["failed_at"] is not None and failed["next_attempt_at"] is None
         await asyncio.sleep(0.5)
         assert len(receiver.at("/hook")) == 3  # no attempt after the last one
@@ -257,7 +258,7 @@ async def test_a_delivery_for_a_robot_no_longer_configured_ends_failed(
     import asyncpg
 
     async with start_notifier({"people": []}) as service:
-        conn = await asyncpg.connect(str(service.settings.database_url))
+        conn = await asyncpg.connect(service.settings.dsn)
         try:
             delivery_id = uuid.uuid4()
             await conn.execute(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from orderflow.messages import Salesperson
 from orderflow.testing import eventually
 
 LINES = {
@@ -130,26 +133,44 @@ async def test_a_duplicated_event_sends_one_email(
         assert sorted(r["channel"] for r in rows) == ["email", "inbox"]
 
 
-async def test_someone_not_in_the_contacts_file_is_mailed_at_the_address_the_event_gives(
+async def test_an_address_the_order_gives_is_never_mailed(
     start_notifier: Any, smtp: Any, send_event: Any, changes_requested_event: Any
 ) -> None:
-    from orderflow.messages import Salesperson
+    """The order names its salesperson's address, but only the contacts file may choose a
+    recipient: someone without an entry gets the in-app inbox, and the operator a hint."""
+    stranger = changes_requested_event(salesperson="chen.jing", name="陈静")
+    stranger = stranger.model_copy(
+        update={"salesperson": Salesperson(id="chen.jing", name="陈静", email="chen@example.com")}
+    )
+    # a salesperson in the file whose order names another address: the file's is used
+    known = changes_requested_event()
+    known = known.model_copy(
+        update={"salesperson": Salesperson(id="zhang.wei", name="张伟", email="other@example.net")}
+    )
+    with capture_logs() as logs:
+        async with start_notifier({"people": [person("zh")]}, smtp=smtp) as service:
+            await send_event(stranger)
+            await send_event(known)
+            [mail] = await smtp.wait(1)
+            assert mail.rcpt_tos == ["zhang.wei@example.com"]
+            [known_email] = await service.deliveries(order_id=str(known.order_id), channel="email")
+            assert known_email["address"] == "zhang.wei@example.com"
+            await service.until_status(known_email["id"], "delivered")
 
-    async with start_notifier(None, smtp=smtp) as service:
-        event = changes_requested_event(salesperson="chen.jing", name="陈静")
-        event = event.model_copy(
-            update={
-                "salesperson": Salesperson(id="chen.jing", name="陈静", email="chen@example.com")
-            }
-        )
-        await send_event(event)
-        [mail] = await smtp.wait(1)
-        assert mail.rcpt_tos == ["chen@example.com"]
-        # the default language is Chinese
-        assert mail.message["Subject"].startswith("订单 ")
+            # another order of the stranger's: still the inbox only, and no second hint
+            again = stranger.model_copy(update={"order_id": uuid.uuid4()})
+            await send_event(again)
 
-        async def inbox() -> Any:
-            page = (await service.client.get("/api/v1/inbox/chen.jing")).json()
-            return page if page["total"] == 1 else None
+            async def both_in_the_inbox() -> Any:
+                page = (await service.client.get("/api/v1/inbox/chen.jing")).json()
+                return page if page["total"] == 2 else None
 
-        await eventually(inbox)
+            await eventually(both_in_the_inbox)
+            for order in (stranger, again):
+                rows = await service.deliveries(order_id=str(order.order_id))
+                assert [r["channel"] for r in rows] == ["inbox"]
+            addresses = {r["address"] for r in await service.deliveries(limit=200)}
+            assert addresses == {None, "zhang.wei@example.com"}
+            assert len(smtp.received) == 1
+    hints = [e for e in logs if "no email address in the contacts file" in e["event"]]
+    assert [h["person"] for h in hints] == ["chen.jing"]

@@ -185,7 +185,12 @@ def create_service_app(
 
 def serve(service: str, settings: ServiceSettings, create_app: Callable[..., FastAPI]) -> None:
     """Run a service's app under uvicorn until SIGTERM or Ctrl-C, then stop gracefully."""
-    configure_logging(service, level=settings.log_level, json=settings.log_json)
+    configure_logging(
+        service,
+        level=settings.log_level,
+        json=settings.log_json,
+        secrets=settings.secret_values(),
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

@@ -49,13 +49,15 @@ class ServiceRuntime:
         self._publisher: Publisher | None = None
         self.relay: OutboxRelay | None = None
         self.broker = RabbitBroker(
-            settings.amqp_url,
+            settings.broker_url,
             app_id=service,
             graceful_timeout=settings.graceful_timeout,
             default_channel=Channel(prefetch_count=settings.prefetch),
             middlewares=[ReliableConsumer.factory(self, retry_policy)],
             reconnect_interval=2.0,
             log_level=logging.DEBUG,  # one line per message only when asked for
+            # a logger of ours, so its lines pass the redaction of orderflow.logging
+            logger=logging.getLogger(f"orderflow.broker.{service}"),
         )
 
     def subscriber(self, spec: topology.QueueSpec) -> RabbitSubscriber:
@@ -109,7 +111,7 @@ class ServiceRuntime:
         )
         await migrate(self.pool, schema=self.schema, package=self.package)
         await auth_store.prepare(self.pool)
-        self._publisher = Publisher(s.amqp_url, app_id=self.service, timeout=s.publish_timeout)
+        self._publisher = Publisher(s.broker_url, app_id=self.service, timeout=s.publish_timeout)
         await self._retry("broker", self._publisher.connect)
         await topology.declare(self.publisher.channel, self.queues)
         self.relay = OutboxRelay(

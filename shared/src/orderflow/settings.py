@@ -1,22 +1,157 @@
-"""Settings common to every service; each service subclasses with its own env prefix."""
+"""Settings common to every service; each service subclasses with its own env prefix.
+
+Secrets (every `SecretStr` setting) come from the environment, as `<VAR>` or as
+`<VAR>_FILE`, the path of a file holding the value (a Docker or Kubernetes secret under
+/run/secrets). `ORDERFLOW_ENVIRONMENT=production` refuses development secrets at start.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, PostgresDsn
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import unquote, urlsplit
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    PostgresDsn,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .auth.settings import AuthSettings
+
+Environment = Literal["development", "production"]
+
+#: the shortest password or secret a production deployment may use
+MIN_SECRET_LENGTH = 16
+#: the broker's default login, which RabbitMQ only accepts from localhost anyway
+DEVELOPMENT_LOGINS = {("guest", "guest")}
+#: values the repository ships for local use (docker-compose.yml, examples)
+DEVELOPMENT_MARKERS = ("-local-only", "replace_me", "replace-me", "changeme")
+
+_POSTGRES_DSN: TypeAdapter[PostgresDsn] = TypeAdapter(PostgresDsn)
+
+
+def is_secret_field(field: FieldInfo) -> bool:
+    """`SecretStr` or `SecretStr | None`: the settings that may come from `<VAR>_FILE`."""
+    annotation = field.annotation
+    if annotation is SecretStr:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return SecretStr in typing.get_args(annotation)
+    return False
+
+
+def _environ(name: str) -> str | None:
+    """The variable, matched without regard to case, as pydantic-settings does by default."""
+    if name in os.environ:
+        return os.environ[name]
+    wanted = name.lower()
+    for key, value in os.environ.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The file's text without its trailing newline; a missing, unreadable or empty file
+    stops the service, naming the variable (never the value)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise SettingsError(f"{variable}: cannot read the secret file {path}: {reason}") from None
+    value = text.rstrip("\r\n")
+    if not value:
+        raise SettingsError(f"{variable}: the secret file {path} is empty")
+    return value
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """`<PREFIX><NAME>_FILE` for every secret setting: the value is read from that file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], given: set[str]) -> None:
+        super().__init__(settings_cls)
+        self._given = given
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = str(self.config.get("env_prefix", ""))
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if name in self._given or not is_secret_field(field):
+                continue
+            variable = f"{prefix}{name}".upper()
+            path = _environ(f"{variable}_FILE")
+            if path is None:
+                continue
+            if _environ(variable):
+                raise SettingsError(f"{variable} and {variable}_FILE are both set: give one")
+            values[name] = read_secret_file(f"{variable}_FILE", path)
+        return values
+
+
+def development_secret(value: str, *, url: bool) -> str | None:
+    """Why `value` is a development secret, in words that never repeat it; None if fine."""
+    lowered = value.lower()
+    if any(marker in lowered for marker in DEVELOPMENT_MARKERS):
+        return "is a development or example value"
+    if not url:
+        if len(value) < MIN_SECRET_LENGTH:
+            return f"is shorter than {MIN_SECRET_LENGTH} characters"
+        return None
+    parts = urlsplit(value)
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    if (user, password) in DEVELOPMENT_LOGINS:
+        return "uses the development broker login"
+    if parts.password is not None and len(password) < MIN_SECRET_LENGTH:
+        return f"has a password shorter than {MIN_SECRET_LENGTH} characters"
+    return None
 
 
 class ServiceSettings(BaseSettings):
     """Connection and runtime settings. The URLs are required: there is no default broker or
     database, so a service never silently talks to the wrong one."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+    # the inputs are secrets (URLs with passwords): a validation error names the setting
+    # and the problem, never the value
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        env_file=None,
+        hide_input_in_errors=True,
+        populate_by_name=True,
+        # an empty variable is an unset one (compose files often leave `VAR: ""`)
+        env_ignore_empty=True,
+    )
 
-    database_url: PostgresDsn = Field(description="PostgreSQL DSN, e.g. postgresql://u@host/db")
-    amqp_url: str = Field(
-        pattern=r"^amqps?://", description="RabbitMQ URL, e.g. amqp://user:pass@host:5672/vhost"
+    environment: Environment = Field(
+        default="development",
+        validation_alias=AliasChoices("ORDERFLOW_ENVIRONMENT"),
+        description="ORDERFLOW_ENVIRONMENT, shared by every service: production refuses to "
+        "start with a development secret",
+    )
+    database_url: SecretStr = Field(
+        description="PostgreSQL DSN, e.g. postgresql://u:pass@host/db (or <VAR>_FILE)"
+    )
+    amqp_url: SecretStr = Field(
+        description="RabbitMQ URL, e.g. amqp://user:pass@host:5672/vhost (or <VAR>_FILE)"
     )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
@@ -39,6 +174,90 @@ class ServiceSettings(BaseSettings):
         default_factory=AuthSettings, description="Sign-in, from ORDERFLOW_AUTH_* (all services)"
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        given = set(getattr(init_settings, "init_kwargs", {}))
+        return (
+            init_settings,
+            env_settings,
+            SecretFilesSource(settings_cls, given),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, value: SecretStr) -> SecretStr:
+        try:
+            _POSTGRES_DSN.validate_python(value.get_secret_value())
+        except ValidationError as exc:
+            reasons = "; ".join(str(e["msg"]) for e in exc.errors())
+            raise ValueError(f"not a PostgreSQL URL (postgresql://...): {reasons}") from None
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("amqp://", "amqps://")):
+            raise ValueError("not a RabbitMQ URL (amqp:// or amqps://)")
+        return value
+
+    @model_validator(mode="after")
+    def _no_development_secrets_in_production(self) -> Self:
+        if self.environment != "production":
+            return self
+        problems = [f"{variable} {why}" for variable, why in self.development_secrets()]
+        if problems:
+            raise ValueError(
+                "ORDERFLOW_ENVIRONMENT is production, but " + "; ".join(problems) + " (set "
+                "a real secret, e.g. through <VAR>_FILE)"
+            )
+        return self
+
+    def variable(self, name: str) -> str:
+        """The environment variable a setting is read from."""
+        return f"{self.model_config.get('env_prefix', '')}{name}".upper()
+
+    def secrets(self) -> dict[str, str]:
+        """Every secret setting that is set, by field name (for checks and log redaction)."""
+        found: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if is_secret_field(field) and isinstance(value, SecretStr):
+                found[name] = value.get_secret_value()
+        return found
+
+    def development_secrets(self) -> list[tuple[str, str]]:
+        """(variable, why) for each secret a production deployment must not use."""
+        found = []
+        for name, value in self.secrets().items():
+            why = development_secret(value, url=name.endswith("_url"))
+            if why:
+                found.append((self.variable(name), why))
+        return found
+
+    def secret_values(self) -> list[str]:
+        """The values a log line must never show: each secret, and each URL's password."""
+        values: list[str] = []
+        for name, value in self.secrets().items():
+            values.append(value)
+            if name.endswith("_url"):
+                password = urlsplit(value).password
+                if password:
+                    values += [password, unquote(password)]
+        return values
+
     @property
     def dsn(self) -> str:
-        return str(self.database_url)
+        return self.database_url.get_secret_value()
+
+    @property
+    def broker_url(self) -> str:
+        return self.amqp_url.get_secret_value()

@@ -13,12 +13,24 @@ import tomllib
 from collections.abc import Sequence
 from datetime import UTC, time, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Protocol, Self
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import SettingsError
 
+from orderflow.logging import SECRET_PARAMETERS
 from orderflow.messages import Salesperson
+from orderflow.settings import DEVELOPMENT_MARKERS, development_secret, read_secret_file
 
 from . import domain
 from .settings import RateLimit
@@ -87,27 +99,99 @@ class PersonConfig(_Model):
         return self
 
 
+def _from_env_or_file(
+    where: str, value: str | None, env: str | None, file: Path | None
+) -> str | None:
+    """One of a literal value, an environment variable's name or a file's path."""
+    given = [x for x in (value, env, file) if x is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of {where}, {where}_env and {where}_file")
+    if env is not None:
+        found = os.environ.get(env)
+        if not found:
+            raise ValueError(f"environment variable {env} is not set")
+        return found
+    if file is not None:
+        try:
+            return read_secret_file(f"{where}_file", str(file))
+        except SettingsError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class WebhookConfig(_Model):
+    """A robot's URL and signing secret: WeCom, DingTalk and Slack carry their key in the
+    URL, so both may come from the environment (`*_env`) or a file (`*_file`, e.g. a
+    Docker secret) instead of this file."""
+
     kind: WebhookKind
-    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
-    secret: str | None = Field(default=None, description="Signing secret (the robot's)")
+    # repr=False: a robot's URL holds its key, and a repr may end up in a log or traceback
+    url: str | None = Field(default=None, repr=False, description="The robot's URL, with its key")
+    url_env: str | None = Field(default=None, description="Variable holding the URL")
+    url_file: Path | None = Field(default=None, description="File holding the URL")
+    secret: str | None = Field(default=None, repr=False, description="Signing secret (the robot's)")
     secret_env: str | None = Field(
         default=None, description="Name of an environment variable holding the secret"
     )
+    secret_file: Path | None = Field(default=None, description="File holding the secret")
     rate_limit: RateLimit | None = None
 
+    _target: str = PrivateAttr(default="")
+    _secret: str | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
-    def _secret(self) -> Self:
-        if self.secret and self.secret_env:
-            raise ValueError("give either secret or secret_env, not both")
-        if self.secret_env and not os.environ.get(self.secret_env):
-            raise ValueError(f"environment variable {self.secret_env} is not set")
-        if self.kind == "webhook" and not (self.secret or self.secret_env):
+    def _resolve(self) -> Self:
+        url = _from_env_or_file("url", self.url, self.url_env, self.url_file)
+        if url is None:
+            raise ValueError("give the robot's url (or url_env, url_file)")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
+            raise ValueError("the url must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("the url must not carry a user or password")
+        secret = _from_env_or_file("secret", self.secret, self.secret_env, self.secret_file)
+        if self.kind == "webhook" and not secret:
             raise ValueError("a generic webhook needs a secret to sign its requests")
+        self._target, self._secret = url, secret
         return self
 
+    def target_url(self) -> str:
+        """The robot's URL, wherever it came from; configuration only, never a message."""
+        return self._target
+
     def signing_secret(self) -> str | None:
-        return os.environ.get(self.secret_env) if self.secret_env else self.secret
+        return self._secret
+
+    def secret_values(self) -> list[str]:
+        """What a log line must not show: the secret, the URL and the key or token in it
+        (a credential-named query parameter, or a long one; Slack's and Feishu's token is
+        the last part of the path)."""
+        parts = urlsplit(self._target)
+        values = [self._target]
+        for name, value in parse_qsl(parts.query):
+            if name.lower() in SECRET_PARAMETERS or len(value) >= TOKEN_LENGTH:
+                values.append(value)
+        last = parts.path.rstrip("/").rpartition("/")[2]
+        if self.kind in ("slack", "feishu") and len(last) >= TOKEN_LENGTH:
+            values.append(last)
+        if self._secret:
+            values.append(self._secret)
+        return values
+
+    def development_secrets(self) -> list[tuple[str, str]]:
+        """(which, why) for each value a production deployment must not use."""
+        found: list[tuple[str, str]] = []
+        if any(marker in self._target.lower() for marker in DEVELOPMENT_MARKERS):
+            found.append(("url", "is an example value"))
+        if self._secret is not None:
+            why = development_secret(self._secret, url=False) if self._secret else "is empty"
+            if why:
+                found.append(("secret", why))
+        return found
+
+
+#: a query value or path part this long is taken for a token
+TOKEN_LENGTH = 16
 
 
 class DepartmentConfig(_Model):
@@ -164,27 +248,43 @@ class ContactsFile(_Model):
         return self
 
 
+class EmailAddresses(Protocol):
+    """Where a person's email address comes from: the contacts file today; an identity
+    provider's directory can stand in (the same method). Never the order or the event:
+    an address taken from a message would let whoever wrote it choose the recipient."""
+
+    def email_of(self, person_id: str) -> str | None: ...
+
+
 class Directory:
     """Who is who, resolved from the contacts file (or the defaults without one)."""
 
-    def __init__(self, config: ContactsFile | None = None) -> None:
+    def __init__(
+        self, config: ContactsFile | None = None, *, addresses: EmailAddresses | None = None
+    ) -> None:
         self.config = config or ContactsFile()
         self._people = {p.id: p for p in self.config.people}
+        self._addresses: EmailAddresses = addresses or self
 
     @property
     def webhooks(self) -> dict[str, WebhookConfig]:
         return dict(self.config.webhooks)
 
+    def email_of(self, person_id: str) -> str | None:
+        """The address the contacts file gives for the person, if any."""
+        p = self._people.get(person_id)
+        return str(p.email) if p and p.email else None
+
     def person(self, person_id: str, *, known_as: Salesperson | None = None) -> domain.Person:
-        """The person's preferences; someone not in the file gets the defaults."""
+        """The person's preferences; someone not in the file gets the defaults. `known_as`
+        (from the event) lends a display name only, never an address."""
         d = self.config.defaults
         p = self._people.get(person_id)
         quiet = p.quiet_hours if p else None
         return domain.Person(
             id=person_id,
             name=(p.name if p else None) or (known_as.name if known_as else None),
-            email=(str(p.email) if p and p.email else None)
-            or (str(known_as.email) if known_as and known_as.email else None),
+            email=self._addresses.email_of(person_id),
             language=(p.language if p else None) or d.language,
             channels=tuple((p.channels if p and p.channels is not None else None) or d.channels),
             tz=resolve_timezone((p.timezone if p else None) or d.timezone),
@@ -198,6 +298,18 @@ class Directory:
     def escalation(self, department: str) -> list[str]:
         config = self.config.departments.get(department)
         return list(config.escalation) if config else []
+
+    def secret_values(self) -> list[str]:
+        """Every robot's URL, key, token and secret: for the log redaction."""
+        return [v for hook in self.config.webhooks.values() for v in hook.secret_values()]
+
+    def development_secrets(self) -> list[str]:
+        """`webhooks.<name>.<url|secret> <why>` for each value production must not use."""
+        return [
+            f"webhooks.{name}.{which} {why}"
+            for name, hook in self.config.webhooks.items()
+            for which, why in hook.development_secrets()
+        ]
 
 
 def _location(loc: Sequence[int | str]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -16,6 +16,7 @@ from prometheus_client import Counter
 
 from orderflow import outbox, topology
 from orderflow.db import Connection, Pool
+from orderflow.logging import redact
 from orderflow.messages import (
     ContractDrafted,
     NotificationDelivered,
@@ -42,6 +43,10 @@ DELIVERIES = Counter(
 )
 
 
+#: the longest delivery error kept (a status and a reason, never a remote body)
+ERROR_MAX = 300
+
+
 @dataclass(frozen=True)
 class Notifying:
     """What turning an event into notifications needs, built at the composition root."""
@@ -50,6 +55,8 @@ class Notifying:
     templates: Templates
     console: str
     email_enabled: bool
+    #: people already named in the "no email address configured" hint (once per process)
+    hinted: set[str] = field(default_factory=set, compare=False)
 
     @property
     def webhooks(self) -> list[str]:
@@ -131,8 +138,10 @@ async def _notify_salesperson(
     salesperson: Salesperson,
     context: Callable[..., Any],
 ) -> None:
-    """The salesperson of the order hears of the event, in their own language."""
+    """The salesperson of the order hears of the event, in their own language. Email goes
+    only to the address the contacts file gives, never to one the order carries."""
     person = deps.directory.person(salesperson.id, known_as=salesperson)
+    _hint_missing_address(deps, person)
     await _notify(
         conn,
         deps,
@@ -141,6 +150,19 @@ async def _notify_salesperson(
         order_id=event.order_id,
         recipients=[domain.Recipient(person)],
         context=lambda r: context(event, language=r.person.language, console=deps.console),
+    )
+
+
+def _hint_missing_address(deps: Notifying, person: domain.Person) -> None:
+    if not deps.email_enabled or domain.EMAIL not in person.channels or person.email:
+        return
+    if person.id in deps.hinted:
+        return
+    deps.hinted.add(person.id)
+    log.info(
+        "salesperson has no email address in the contacts file: in-app inbox only "
+        "(the order's address is never used; add them to the contacts file)",
+        person=person.id,
     )
 
 
@@ -314,7 +336,14 @@ async def deliver_next(pool: Pool, channel: Channel, *, policy: DeliveryPolicy) 
         error = SendError(f"no answer within {policy.timeout:g}s")
     except Exception as exc:  # a fault of ours while sending: retried like any other
         log.exception("sending failed unexpectedly", delivery_id=str(message.id))
-        error = SendError(f"{type(exc).__name__}: {exc}")
+        error = SendError(f"unexpected {type(exc).__name__}")
+    if error is not None:
+        # what is stored and logged: short, and without any secret the text may hold
+        error = SendError(
+            redact(str(error))[:ERROR_MAX],
+            permanent=error.permanent,
+            retry_after=error.retry_after,
+        )
 
     async with pool.acquire() as conn, conn.transaction():
         if channel.rate_key is not None:

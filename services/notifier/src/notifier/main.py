@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from orderflow.http import create_service_app, serve
+from orderflow.logging import register_secrets
 from orderflow.service import ServiceRuntime
 
 from . import contacts
@@ -39,6 +40,7 @@ def build_channels(settings: Settings, directory: contacts.Directory) -> list[Ch
                 config,
                 timeout=settings.delivery_timeout,
                 rate_limit=config.rate_limit or settings.rate_limit(config.kind),
+                policy=settings.outbound_policy,
             )
         )
     return channels
@@ -47,6 +49,14 @@ def build_channels(settings: Settings, directory: contacts.Directory) -> list[Ch
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # type: ignore[call-arg]  # values come from the env
     directory = contacts.load(settings.contacts_file)
+    register_secrets([*settings.secret_values(), *directory.secret_values()])
+    if settings.environment == "production":
+        problems = directory.development_secrets()
+        if problems:
+            raise contacts.ContactsError(
+                f"{settings.contacts_file}: ORDERFLOW_ENVIRONMENT is production, but "
+                + "; ".join(problems)
+            )
     templates = Templates(settings.template_dir)
     templates.check()
     deps = Notifying(

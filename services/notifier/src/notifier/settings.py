@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from orderflow.settings import ServiceSettings
+
+from .adapters.outbound import OutboundPolicy
 
 
 class RateLimit(BaseModel):
@@ -78,6 +81,33 @@ class Settings(ServiceSettings):
         description='Per platform, over the defaults, e.g. {"dingtalk": {"limit": 20, '
         '"window": 60}}; a robot in the contacts file may set its own',
     )
+
+    outbound_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts, addresses and networks (CIDR) webhooks and SMTP may reach although "
+        "they are not public (private, loopback, link-local...): comma-separated or a JSON "
+        "list, e.g. 127.0.0.1,10.20.0.0/16,erp.internal; empty: public addresses only",
+    )
+
+    @field_validator("outbound_allow", mode="before")
+    @classmethod
+    def _allow_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_entries(cls, value: list[str]) -> list[str]:
+        OutboundPolicy.parse(value)  # a bad entry stops the service, named
+        return value
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        return OutboundPolicy.parse(self.outbound_allow)
 
     @model_validator(mode="after")
     def _mail_needs_a_sender(self) -> Self:

@@ -9,6 +9,7 @@ from email.utils import format_datetime
 import aiosmtplib
 
 from ..settings import RateLimit, Settings
+from .outbound import OutboundRefused, connect_socket
 from .outgoing import Outgoing, SendError
 
 
@@ -55,15 +56,27 @@ class Mailer:
         self._settings = settings
         self._host: str = settings.smtp_host
         self._sender: str = settings.mail_from
+        self._policy = settings.outbound_policy
 
     async def send(self, message: Outgoing) -> None:
         s = self._settings
         mail = build_message(message, sender=self._sender, sender_name=s.mail_from_name)
+        # the errors keep the SMTP code and our own words, not the server's text
+        try:
+            # connected here, to an address checked now; the name stays the TLS name. The
+            # socket belongs to aiosmtplib's transport from then on, which closes it
+            sock = await connect_socket(
+                self._policy, self._host, s.smtp_port, timeout=s.delivery_timeout
+            )
+        except OutboundRefused as exc:
+            raise SendError(f"refused: {exc}", permanent=True) from None
+        except OSError as exc:
+            raise SendError(f"SMTP connection failed ({type(exc).__name__})") from None
         try:
             await aiosmtplib.send(
                 mail,
                 hostname=self._host,
-                port=s.smtp_port,
+                sock=sock,
                 username=s.smtp_username,
                 password=s.smtp_password.get_secret_value() if s.smtp_password else None,
                 use_tls=s.smtp_security == "tls",
@@ -74,13 +87,16 @@ class Mailer:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             raise SendError(
-                f"recipient refused: {exc}", permanent=all(c >= 500 for c in codes)
-            ) from exc
+                f"recipient refused (SMTP {', '.join(map(str, codes))})",
+                permanent=all(c >= 500 for c in codes),
+            ) from None
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise SendError(f"SMTP {exc.code}: login refused", permanent=True) from None
         except aiosmtplib.SMTPResponseException as exc:
             # 5xx is the server's final word (no such mailbox, message refused); 4xx is "later"
-            raise SendError(f"SMTP {exc.code}: {exc.message}", permanent=exc.code >= 500) from exc
+            raise SendError(f"SMTP {exc.code}", permanent=exc.code >= 500) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise SendError(f"SMTP: {exc!r}") from exc
+            raise SendError(f"SMTP failed ({type(exc).__name__})") from None
 
     async def close(self) -> None:
         return None

@@ -28,6 +28,7 @@ import httpx
 
 from ..contacts import WebhookConfig
 from ..settings import RateLimit
+from .outbound import GuardedTransport, OutboundPolicy, OutboundRefused
 from .outgoing import Outgoing, SendError
 
 SIGNATURE_HEADER = "X-Orderflow-Signature"
@@ -162,25 +163,34 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def _status(response: httpx.Response) -> str:
+    # the status and its standard phrase only: what the receiver wrote in the body is never
+    # kept (it may be an internal service's answer, or echo our request)
+    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+
+
 def check_answer(kind: str, response: httpx.Response) -> None:
     """Raise SendError unless the platform took the message."""
     status = response.status_code
     if status == 429 or status == 408 or status == 425 or status >= 500:
-        raise SendError(f"HTTP {status}: {response.text[:300]}", retry_after=_retry_after(response))
+        raise SendError(_status(response), retry_after=_retry_after(response))
     if status >= 400:
-        raise SendError(f"HTTP {status}: {response.text[:300]}", permanent=True)
+        raise SendError(_status(response), permanent=True)
     if status >= 300:
-        raise SendError(f"HTTP {status}: unexpected redirect", permanent=True)
+        raise SendError(f"{_status(response)}: redirects are not followed", permanent=True)
     if kind in ("wecom", "dingtalk", "feishu"):
         # these answer 200 with an error code in the body (bad signature, too fast, ...)
         try:
             answer = response.json()
-        except ValueError as exc:
-            raise SendError(f"answer is not JSON: {response.text[:300]}") from exc
+        except ValueError:
+            raise SendError(f"{_status(response)}: the answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise SendError(f"{_status(response)}: the answer is not a JSON object")
         code = answer.get("errcode", answer.get("code", answer.get("StatusCode", 0)))
         if code not in (0, None):
-            message = answer.get("errmsg") or answer.get("msg") or answer.get("StatusMessage")
-            raise SendError(f"{kind} error {code}: {message}")
+            # the platform's documented error code, not its free text
+            shown = code if isinstance(code, int) else "(not a number)"
+            raise SendError(f"{kind} error code {shown}")
 
 
 class WebhookChannel:
@@ -194,21 +204,25 @@ class WebhookChannel:
         *,
         timeout: float,
         rate_limit: RateLimit | None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        policy: OutboundPolicy,
     ) -> None:
         self.name = f"webhook:{name}"
         self.kind = config.kind
         self._config = config
-        self._url = config.url
+        self._url = config.target_url()
         self.rate_limit = rate_limit
         # the robot, not our name for it: two names for one robot share its limit
         self.rate_key = (
-            f"{config.kind}:{hashlib.sha256(config.url.encode()).hexdigest()[:24]}"
+            f"{config.kind}:{hashlib.sha256(self._url.encode()).hexdigest()[:24]}"
             if rate_limit
             else None
         )
+        # every connection goes to an address checked at send time; redirects are answers
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), follow_redirects=False, transport=transport
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
+            transport=GuardedTransport(policy),
         )
 
     def request(self, message: Outgoing, *, now: float | None = None) -> httpx.Request:
@@ -231,13 +245,19 @@ class WebhookChannel:
         return self._client.build_request("POST", url, content=body, headers=headers)
 
     async def send(self, message: Outgoing) -> None:
+        # the errors name what went wrong, never the URL (it carries the robot's key)
         try:
             response = await self._client.send(self.request(message))
+        except OutboundRefused as exc:
+            raise SendError(f"refused: {exc}", permanent=True) from None
         except httpx.TimeoutException as exc:
-            raise SendError(f"timed out: {exc!r}") from exc
+            raise SendError(f"timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            raise SendError(f"request failed: {exc!r}") from exc
-        check_answer(self.kind, response)
+            raise SendError(f"request failed ({type(exc).__name__})") from None
+        try:
+            check_answer(self.kind, response)
+        finally:
+            await response.aclose()
 
     async def close(self) -> None:
         await self._client.aclose()
