@@ -127,6 +127,10 @@ class Chars:
     lines: bool = False
 
     def check(self, value: str) -> str:
+        if not self.min_length <= len(value) <= self.max_length:
+            raise ValueError(
+                f"must have {self.min_length} to {self.max_length} characters, not {len(value)}"
+            )
         if (_TEXT_FORBIDDEN if self.lines else _LINE_FORBIDDEN).search(value):
             raise ValueError(
                 "must not contain control characters other than tabs and line breaks"
@@ -138,13 +142,18 @@ class Chars:
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        sized = Annotated[source, Field(min_length=self.min_length, max_length=self.max_length)]
-        return core_schema.no_info_after_validator_function(self.check, handler(sized))
+        schema = handler(source)
+        if schema["type"] == "str":  # sized as it is read, so a huge string stops early
+            schema = {**schema, "min_length": self.min_length, "max_length": self.max_length}
+        return core_schema.no_info_after_validator_function(self.check, schema)
 
     def __get_pydantic_json_schema__(
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         found = handler(schema)
+        if found.get("type") == "string":
+            found.setdefault("minLength", self.min_length)
+            found.setdefault("maxLength", self.max_length)
         if found.get("type") == "string" and "pattern" not in found:
             found["pattern"] = _TEXT_PATTERN if self.lines else _LINE_PATTERN
         return found
