@@ -105,11 +105,11 @@ UNKNOWN_DLQ: dict[int | str, dict[str, Any]] = {
 }
 
 
-#: What any route can answer besides its own: the edge refuses a malformed request (400: NUL
-#: bytes, a body that is not JSON) and a JSON body over the size limit (413); 500 is the
-#: last resort, never meant to happen.
+#: What any route can answer besides its own: the edge refuses a malformed request (400: a
+#: NUL byte in the path, the query or a header) and a JSON body over the size limit (413);
+#: 500 is the last resort, never meant to happen.
 COMMON_PROBLEMS: dict[str, str] = {
-    "400": "Malformed request: NUL bytes or control characters, a body that is not JSON",
+    "400": "Malformed request: a NUL byte in the path, the query or a header",
     "413": f"A JSON body larger than {limits.MAX_JSON_BODY_BYTES} bytes",
     "422": "Invalid input; every field problem listed",
     "500": "Unexpected error (a bug): nothing about it is disclosed; the log has it",
