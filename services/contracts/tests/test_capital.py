@@ -83,7 +83,7 @@ def test_the_largest_amount_an_order_may_have_is_the_largest_a_contract_can_writ
     # intake's self-check refuses an order past limits.MAX_AMOUNT, so contracts never sees one
     assert (
         capital_numerals(limits.MAX_AMOUNT)
-        == "玖仟玖佰玖拾玖万玖仟玖佰玖拾玖亿玖仟玖佰玖拾玖万玖仟玖佰玖拾玖元玖角玖分"
+        == "玖仟玖佰玖拾玖万亿玖仟玖佰玖拾玖亿玖仟玖佰玖拾玖万玖仟玖佰玖拾玖元玖角玖分"
     )
     with pytest.raises(ValueError, match="too large"):
         capital_numerals(limits.MAX_AMOUNT + Decimal("0.01"))

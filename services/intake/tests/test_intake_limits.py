@@ -78,6 +78,7 @@ async def test_an_amount_no_contract_can_state_fails_the_self_check(
     assert "more than a contract can state" in response.text
     # the largest amount still passes as an amount (the self-check's other rules aside)
     largest = with_line(product_order, quantity="1", unit_price=str(limits.MAX_AMOUNT))
+    largest["lines"] = largest["lines"][:1]
     largest["tax_rate"] = "0"
     assert OrderDocument.model_validate(largest).total() == limits.MAX_AMOUNT
 
@@ -208,7 +209,7 @@ async def test_malformed_imports_are_answered_row_by_row(
 
 
 @pytest.mark.parametrize(
-    "queue", ["review.supervisor", "intake.commands", "contracts.order-approved.dlq", "x\x01"]
+    "queue", ["review.supervisor", "intake.commands", "contracts.order-approved.dlq", "x.dlq"]
 )
 async def test_ops_routes_act_only_on_this_services_dead_letter_queues(
     client: httpx.AsyncClient, queue: str

@@ -192,8 +192,12 @@ def _refusal(scope: Scope, status: int, title: str, detail: str, where: str) -> 
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in; an HTTP exception, so that the framework's body
+    reading passes it on as it is (413), not as a parse error (400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body too large: a JSON body may have at most {limit} bytes")
 
 
 class RequestGuard:
@@ -260,7 +264,7 @@ class RequestGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_json_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_json_bytes)
             return message
 
         async def sending(message: Message) -> None:
