@@ -63,8 +63,10 @@ async def test_a_json_body_over_the_limit_is_refused_declared_or_streamed() -> N
     async with client() as http:
         declared = await http.post("/echo", content=big, headers=headers)
         chunked = await http.post("/echo", content=streamed(), headers=headers)
+        untyped = await http.post("/echo", content=big)
         small = await http.post("/echo", json={"a": "x"})
     assert declared.status_code == 413 and chunked.status_code == 413
+    assert untyped.status_code == 413
     assert chunked.headers["content-type"] == PROBLEM_JSON
     assert small.status_code == 200
 

@@ -214,7 +214,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal(scope)
+        refusal = self._refused(scope)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -223,7 +223,7 @@ class RequestGuard:
             return
         await self._bounded(scope, receive, send)
 
-    def _refusal(self, scope: Scope) -> JSONResponse | None:
+    def _refused(self, scope: Scope) -> JSONResponse | None:
         raw_path = scope.get("raw_path") or scope.get("path", "").encode()
         if b"\x00" in raw_path or b"%00" in raw_path or "\x00" in scope.get("path", ""):
             return _refusal(scope, 400, "Malformed request", "NUL in the path", "path:/")
@@ -251,8 +251,9 @@ class RequestGuard:
         return ""
 
     def _is_json(self, scope: Scope) -> bool:
+        # FastAPI reads a body without a content type as JSON too
         media = self._header(scope, b"content-type").split(";")[0].strip().lower()
-        return media == "application/json" or media.endswith("+json")
+        return media in ("", "application/json") or media.endswith("+json")
 
     async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
