@@ -63,6 +63,9 @@ ATTRIBUTE_VALUE = 1000
 MAX_ANNOTATIONS = 200
 #: Message ids named in one replay or discard request.
 MAX_MESSAGE_IDS = 1000
+#: Payment within ten years; review stages of one round.
+MAX_SETTLEMENT_DAYS = 3650
+MAX_STAGE = 1000
 
 # --- sizes of whole requests and messages ------------------------------------------------------
 

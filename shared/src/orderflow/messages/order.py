@@ -119,7 +119,7 @@ class Delivery(Document):
 class Payment(Document):
     method: ShortText | None = None
     terms: Text | None = None
-    settlement_days: Annotated[int, Field(ge=0, le=3650)] | None = None
+    settlement_days: Annotated[int, Field(ge=0, le=limits.MAX_SETTLEMENT_DAYS)] | None = None
 
 
 class ConfirmationMethod(StrEnum):

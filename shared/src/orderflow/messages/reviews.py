@@ -52,7 +52,7 @@ class ReviewRequested(Message):
     order_id: UUID
     revision: RevisionNo
     department: Department
-    stage: Annotated[int, Field(ge=0, le=1000)]
+    stage: Annotated[int, Field(ge=0, le=limits.MAX_STAGE)]
     order: OrderDocument
     totals: Totals
     requested_at: datetime
