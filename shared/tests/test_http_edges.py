@@ -68,6 +68,7 @@ async def test_a_json_body_over_the_limit_is_refused_declared_or_streamed() -> N
     assert declared.status_code == 413 and chunked.status_code == 413
     assert untyped.status_code == 413
     assert chunked.headers["content-type"] == PROBLEM_JSON
+    assert [e["pointer"] for e in chunked.json()["errors"]] == ["/"]
     assert small.status_code == 200
 
 

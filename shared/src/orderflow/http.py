@@ -165,6 +165,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, BodyTooLarge):
+            detail = f"a JSON body may have at most {exc.limit} bytes"
+            errors = [FieldProblem(pointer="/", detail=detail)]
+            return problem_response(
+                Problem(413, "Request body too large", detail, errors=errors), request
+            )
         return problem_response(
             Problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)),
             request,
@@ -197,7 +203,8 @@ class BodyTooLarge(StarletteHTTPException):
     reading passes it on as it is (413), not as a parse error (400)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"Request body too large: a JSON body may have at most {limit} bytes")
+        super().__init__(413, "Request body too large")
+        self.limit = limit
 
 
 class RequestGuard:
