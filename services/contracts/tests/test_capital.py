@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from contracts.domain import capital_amount, capital_numerals
+from orderflow import limits
 
 CASES = [
     # the examples of the rules themselves
@@ -76,3 +77,13 @@ def test_the_currency_is_named_in_front() -> None:
 def test_what_cannot_be_written(amount: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         capital_numerals(Decimal(amount))
+
+
+def test_the_largest_amount_an_order_may_have_is_the_largest_a_contract_can_write() -> None:
+    # intake's self-check refuses an order past limits.MAX_AMOUNT, so contracts never sees one
+    assert (
+        capital_numerals(limits.MAX_AMOUNT)
+        == "玖仟玖佰玖拾玖万亿玖仟玖佰玖拾玖亿玖仟玖佰玖拾玖万玖仟玖佰玖拾玖元玖角玖分"
+    )
+    with pytest.raises(ValueError, match="too large"):
+        capital_numerals(limits.MAX_AMOUNT + Decimal("0.01"))

@@ -24,12 +24,12 @@ from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import Counter, Histogram
 
-from . import inbox
+from . import inbox, limits
 from .db import Connection, Pool
 from .messages import Problem, SubmitOrderReply
 from .outbox import envelope_headers
 from .publisher import Publisher, PublishError
-from .topology import DLX
+from .topology import COMMANDS, DLX
 from .tracing import set_current_trace, trace_id_of
 
 if TYPE_CHECKING:
@@ -160,6 +160,15 @@ def queue_of(context: ContextRepo, msg: StreamMessage[Any]) -> str:
     return str(name) if name else str(msg.raw_message.routing_key)
 
 
+def _oversized(msg: StreamMessage[Any]) -> PermanentError | None:
+    """A command over the size limit is refused before it is parsed: no order needs it."""
+    size = len(msg.raw_message.body)
+    if msg.raw_message.exchange != COMMANDS or size <= limits.MAX_COMMAND_BYTES:
+        return None
+    detail = f"the body has {size} bytes; a command may have at most {limits.MAX_COMMAND_BYTES}"
+    return PermanentError(detail, problems=[Problem(pointer="/", detail=detail)])
+
+
 class ReliableConsumer(BaseMiddleware):
     """Acknowledges after the handler returned (its transaction committed), retries transient
     faults, dead-letters poison with the reason. Build with `ReliableConsumer.factory(...)`."""
@@ -193,6 +202,10 @@ class ReliableConsumer(BaseMiddleware):
             message_type=msg.raw_message.type,
             correlation_id=msg.correlation_id,
         )
+        oversized = _oversized(msg)
+        if oversized is not None:
+            await self._dead_letter(msg, queue, oversized, bound)
+            return None
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt = 0

@@ -5,25 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
+import structlog
 import uvicorn
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import deadletters
+from . import deadletters, limits
 from .auth import Caller, install_auth, require
 from .auth.identity import METRICS_READ, OPS
 from .logging import configure_logging
+from .messages.base import Chars, Id
 from .problems import PROBLEM_JSON as PROBLEM_JSON
 from .problems import FieldProblem as FieldProblem
 from .problems import Problem as Problem
 from .problems import ProblemDetails as ProblemDetails
 from .service import ServiceRuntime
 from .settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
 
 OpsDep = Annotated[Caller, Depends(require(OPS))]
 MetricsDep = Annotated[Caller, Depends(require(OPS, METRICS_READ))]
@@ -42,18 +47,38 @@ class DeadLetterView(BaseModel):
     body: str
 
 
+MessageIds = Annotated[list[Id], Field(max_length=limits.MAX_MESSAGE_IDS)]
+
+
 class ReplayRequest(BaseModel):
     all: bool = False
-    message_ids: list[str] = Field(default_factory=list)
+    message_ids: MessageIds = Field(default_factory=list)
 
 
 class DiscardRequest(BaseModel):
-    message_ids: list[str] = Field(min_length=1)
-    note: str = Field(min_length=1, description="Why it is dropped, for the record")
+    message_ids: MessageIds = Field(min_length=1)
+    note: Annotated[str, Chars(limits.REMARK, min_length=1, lines=True)] = Field(
+        description="Why it is dropped, for the record"
+    )
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ProblemDetails, "description": "Invalid input; every field problem listed"},
+}
+
+UNKNOWN_DLQ: dict[int | str, dict[str, Any]] = {
+    404: {"model": ProblemDetails, "description": "Not one of this service's dead-letter queues"},
+}
+
+
+#: What any route can answer besides its own: the edge refuses a malformed request (400: a
+#: NUL byte in the path, the query or a header) and a JSON body over the size limit (413);
+#: 500 is the last resort, never meant to happen.
+COMMON_PROBLEMS: dict[str, str] = {
+    "400": "Malformed request: a NUL byte in the path, the query or a header",
+    "413": f"A JSON body larger than {limits.MAX_JSON_BODY_BYTES} bytes",
+    "422": "Invalid input; every field problem listed",
+    "500": "Unexpected error (a bug): nothing about it is disclosed; the log has it",
 }
 
 
@@ -106,10 +131,185 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, BodyTooLarge):
+            detail = f"a JSON body may have at most {exc.limit} bytes"
+            errors = [FieldProblem(pointer="/", detail=detail)]
+            return problem_response(
+                Problem(413, "Request body too large", detail, errors=errors), request
+            )
         return problem_response(
             Problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)),
             request,
         )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # the last resort: the client learns nothing of the internals, the log has it all
+        log.exception("unexpected error answering a request", path=request.url.path)
+        return problem_response(
+            Problem(500, "Internal error", "the request could not be handled; it is logged"),
+            request,
+        )
+
+
+def _refusal(scope: Scope, status: int, title: str, detail: str, where: str) -> JSONResponse:
+    body = ProblemDetails(
+        type="urn:orderflow:problem:malformed-request" if status == 400 else "about:blank",
+        title=title,
+        status=status,
+        detail=detail,
+        instance=scope.get("path", "").replace("\x00", ""),
+        errors=[FieldProblem(pointer=where, detail=detail)],
+    ).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in; an HTTP exception, so that the framework's body
+    reading passes it on as it is (413), not as a parse error (400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "Request body too large")
+        self.limit = limit
+
+
+class RequestGuard:
+    """The first line at the edge, before any route: a NUL byte in the path, the query or a
+    header is refused with 400 (PostgreSQL cannot store one, and no field needs it), and a
+    JSON body over `max_json_bytes` with 413, as soon as its length is known (declared or
+    counted while it streams in): it is never read whole."""
+
+    def __init__(self, app: ASGIApp, *, max_json_bytes: int = limits.MAX_JSON_BODY_BYTES):
+        self.app = app
+        self.max_json_bytes = max_json_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refused(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if not self._is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        await self._bounded(scope, receive, send)
+
+    def _refused(self, scope: Scope) -> JSONResponse | None:
+        raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+        if b"\x00" in raw_path or b"%00" in raw_path or "\x00" in scope.get("path", ""):
+            return _refusal(scope, 400, "Malformed request", "NUL in the path", "path:/")
+        query: bytes = scope.get("query_string", b"")
+        if b"\x00" in query or b"%00" in query:
+            return _refusal(scope, 400, "Malformed request", "NUL in the query", "query:/")
+        for name, value in scope.get("headers", []):
+            if b"\x00" in value:
+                where = f"header:/{name.decode('latin-1')}"
+                return _refusal(scope, 400, "Malformed request", "NUL in a header", where)
+        declared = self._header(scope, b"content-length")
+        if self._is_json(scope) and declared.isdigit() and int(declared) > self.max_json_bytes:
+            return self._too_large(scope)
+        return None
+
+    def _too_large(self, scope: Scope) -> JSONResponse:
+        detail = f"a JSON body may have at most {self.max_json_bytes} bytes"
+        return _refusal(scope, 413, "Request body too large", detail, "/")
+
+    @staticmethod
+    def _header(scope: Scope, name: bytes) -> str:
+        for key, value in scope.get("headers", []):
+            if key.lower() == name:
+                return str(value.decode("latin-1").strip())
+        return ""
+
+    def _is_json(self, scope: Scope) -> bool:
+        # FastAPI reads a body without a content type as JSON too
+        media = self._header(scope, b"content-type").split(";")[0].strip().lower()
+        return media in ("", "application/json") or media.endswith("+json")
+
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = 0
+        started = False
+
+        async def counting() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_json_bytes:
+                    raise BodyTooLarge(self.max_json_bytes)
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting, sending)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._too_large(scope)(scope, receive, send)
+
+
+#: Routes anyone may call: the probes and signing in.
+PUBLIC_PATHS = frozenset({"/health/live", "/health/ready", "/auth/login"})
+BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key (`ofk_…`), a session token from `POST /auth/login` (`ofs_…`) or "
+    "an access token of the configured OpenID Connect provider",
+}
+SIGNED_IN_PROBLEMS = {
+    "401": "No credential, or one that is unknown, revoked or expired",
+    "403": "The caller's roles do not allow this",
+}
+
+
+def _problem_content() -> dict[str, Any]:
+    return {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Every error answer in the OpenAPI document as what it is, `application/problem+json`
+    with the ProblemDetails schema; and on every route the problems any route can give."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        if "ProblemDetails" not in schemas:
+            found = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(found.pop("$defs", {}))
+            schemas["ProblemDetails"] = found
+        schema["components"].setdefault("securitySchemes", {})["bearer"] = BEARER_SCHEME
+        for route, path in schema.get("paths", {}).items():
+            for operation in path.values():
+                responses = operation.setdefault("responses", {})
+                if route not in PUBLIC_PATHS:
+                    operation["security"] = [{"bearer": []}]
+                    for status, description in SIGNED_IN_PROBLEMS.items():
+                        responses.setdefault(status, {"description": description})
+                for status, description in COMMON_PROBLEMS.items():
+                    if status == "413" and "requestBody" not in operation:
+                        continue
+                    responses.setdefault(status, {"description": description})
+                if any(p.get("in") == "path" for p in operation.get("parameters", [])):
+                    # an id in the path may name nothing
+                    responses.setdefault("404", {"description": "Not found"})
+                for status, response in responses.items():
+                    if status[0] in "45":
+                        response["content"] = _problem_content()
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
@@ -128,35 +328,55 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
             status_code=200 if ok else 503,
         )
 
-    own = sorted({spec.dlq for spec in runtime.queues})
+    def own() -> list[str]:
+        return sorted({spec.dlq for spec in runtime.queues})
 
-    @app.get("/ops/dead-letters", tags=["operations"])
+    def own_dlq(dlq: str, where: str) -> str:
+        """Only this service's own `.dlq` queues: never a work queue, nor another's."""
+        if dlq not in own():
+            raise Problem(
+                404,
+                "No such dead-letter queue",
+                f"{dlq[:200]!r} is not one of this service's dead-letter queues: "
+                f"{', '.join(own())}",
+                type_="urn:orderflow:problem:unknown-dead-letter-queue",
+                errors=[
+                    FieldProblem(pointer=where, detail="not a dead-letter queue of this service")
+                ],
+            )
+        return dlq
+
+    @app.get("/ops/dead-letters", tags=["operations"], responses=UNKNOWN_DLQ)
     async def dead_letters(
-        caller: OpsDep, queue: str | None = None, reason: str | None = None
+        caller: OpsDep,
+        queue: Annotated[str | None, Query(max_length=limits.SHORT_TEXT)] = None,
+        reason: Annotated[str | None, Query(max_length=limits.SHORT_TEXT)] = None,
     ) -> list[DeadLetterView]:
         """Dead letters of this service's queues (or of one `.dlq`), with their reasons."""
         found = []
-        for dlq in [queue] if queue else own:
+        for dlq in [own_dlq(queue, "query:/queue")] if queue else own():
             letters = await deadletters.list_dead_letters(runtime.publisher.connection, dlq)
             found += [DeadLetterView(dlq=dlq, **d.as_dict()) for d in letters]
         return [d for d in found if reason is None or reason in d.reason]
 
-    @app.post("/ops/dead-letters/{dlq}/replay", tags=["operations"])
+    @app.post("/ops/dead-letters/{dlq}/replay", tags=["operations"], responses=UNKNOWN_DLQ)
     async def replay_dead_letters(
         dlq: str, body: ReplayRequest, caller: OpsDep
     ) -> dict[str, list[str]]:
         """Send dead letters back to the queue they failed in, after a fix."""
+        own_dlq(dlq, "path:/dlq")
         ids = None if body.all else set(body.message_ids)
         if ids is not None and not ids:
             raise Problem(422, "Nothing to replay", "give message_ids, or all: true")
         done = await deadletters.replay(runtime.publisher.connection, dlq, message_ids=ids)
         return {"replayed": done}
 
-    @app.post("/ops/dead-letters/{dlq}/discard", tags=["operations"])
+    @app.post("/ops/dead-letters/{dlq}/discard", tags=["operations"], responses=UNKNOWN_DLQ)
     async def discard_dead_letters(
         dlq: str, body: DiscardRequest, caller: OpsDep
     ) -> dict[str, list[str]]:
         """Drop dead letters for good, with a note; a copy is kept in `ops.discarded`."""
+        own_dlq(dlq, "path:/dlq")
         done = await deadletters.discard(
             runtime.publisher.connection,
             dlq,
@@ -177,9 +397,11 @@ def create_service_app(
     """A FastAPI app whose lifespan runs the service runtime."""
     app = FastAPI(title=title, description=description, version=version, lifespan=runtime.lifespan)
     app.state.runtime = runtime
+    app.add_middleware(RequestGuard)
     install_problem_handlers(app)
     install_auth(app, runtime, runtime.settings.auth)
     install_operational_routes(app, runtime)
+    document_problems(app)
     return app
 
 

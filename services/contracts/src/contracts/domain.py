@@ -490,6 +490,13 @@ def draft(
                     f"({totals.subtotal + totals.tax})",
                 )
             )
+        if totals.total > MAX_CAPITAL - _CENT:
+            problems.append(
+                Problem(
+                    pointer="/totals/total",
+                    detail=f"{totals.total} is too large to be written in capital numerals",
+                )
+            )
     if problems:
         raise IncompleteOrder(problems)
     assert customer.name is not None

@@ -38,6 +38,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from uuid import UUID
 
+from orderflow import limits
 from orderflow.messages import (
     AttachmentKind,
     AttachmentRef,
@@ -194,7 +195,13 @@ def _line(order: OrderDocument, index: int, line: OrderLine, today: date) -> Ite
     elif line.unit_price < 0:
         yield _problem(f"{at}/unit_price", f"must not be negative, not {line.unit_price}")
     computed = line.computed_amount()
-    if line.amount is not None and computed is not None and line.amount != computed:
+    if computed is not None and abs(computed) > limits.MAX_AMOUNT:
+        yield _problem(
+            f"{at}/amount",
+            f"quantity x unit price is {computed}, more than a contract can state "
+            f"({limits.MAX_AMOUNT:,})",
+        )
+    elif line.amount is not None and computed is not None and line.amount != computed:
         yield _problem(
             f"{at}/amount",
             f"is {line.amount} but quantity x unit price is {computed}",
@@ -387,6 +394,15 @@ def self_check(
         problems.append(_problem("/lines", "at least one order line is required"))
     for index, line in enumerate(order.lines):
         problems.extend(_line(order, index, line, today))
+    total = order.total()
+    if abs(total) > limits.MAX_AMOUNT:
+        problems.append(
+            _problem(
+                "/lines",
+                f"the total with tax is {total}, more than a contract can state "
+                f"({limits.MAX_AMOUNT:,}); split the order",
+            )
+        )
     problems.extend(_order_terms(order, today))
     problems.extend(_confirmation(order, attachments, today))
     if attachments is not None:

@@ -14,7 +14,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 
-from orderflow import outbox, topology
+from orderflow import limits, outbox, topology
 from orderflow.db import Connection, Pool
 from orderflow.logging import redact
 from orderflow.messages import (
@@ -279,6 +279,13 @@ async def _delivered_event(conn: Connection, row: asyncpg.Record) -> None:
     )
 
 
+def _error_text(error: str | None) -> str:
+    """An error as the event carries it: printable, within the text limit (a mail server's
+    answer can be anything)."""
+    text = "".join(c if c.isprintable() or c in "\n\t" else " " for c in error or "")
+    return text[: limits.TEXT].strip() or "failed"
+
+
 async def _failed_event(conn: Connection, row: asyncpg.Record) -> None:
     await outbox.enqueue(
         conn,
@@ -288,7 +295,7 @@ async def _failed_event(conn: Connection, row: asyncpg.Record) -> None:
             recipient=row["recipient"],
             channel=row["channel"],
             event_type=row["event_type"],
-            error=row["last_error"] or "failed",
+            error=_error_text(row["last_error"]),
             failed_at=row["failed_at"] or datetime.now(UTC),
         ),
         exchange=topology.EVENTS,

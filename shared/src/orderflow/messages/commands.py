@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 from uuid import UUID
 
 from pydantic import Field
 
-from .base import Document, Message
+from .base import Document, Message, RevisionNo
 from .order import OrderDocument
 
 
@@ -43,6 +43,6 @@ class SubmitOrderReply(Message):
     accepted: bool
     reason: str | None = Field(default=None, description="Why it was refused, in one line")
     order_id: UUID | None = None
-    revision: Annotated[int, Field(ge=1)] | None = None
+    revision: RevisionNo | None = None
     status: str | None = None
     problems: list[Problem] = Field(default_factory=list)

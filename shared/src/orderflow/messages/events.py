@@ -8,7 +8,8 @@ from uuid import UUID
 
 from pydantic import Field
 
-from .base import DecimalStr, Document, Message
+from .. import limits
+from .base import Chars, Document, Id, Message, Money, RevisionNo, ShortText, Text
 from .order import AttachmentRef, FieldChange, OrderDocument, Salesperson, Totals
 from .reviews import Annotation, Decision, Department, Reviewer
 
@@ -19,15 +20,15 @@ class OrderSubmitted(Message):
     message_type = "order.submitted"
 
     order_id: UUID
-    revision: Annotated[int, Field(ge=1)]
+    revision: RevisionNo
     order: OrderDocument
     totals: Totals
-    channel: str = Field(description="Where it came from: api, console or bus")
+    channel: Id = Field(description="Where it came from: api, console or bus")
     submitted_at: datetime
     attachments: list[AttachmentRef] = Field(
         default_factory=list, description="The files of this revision, as they were submitted"
     )
-    previous_revision: int | None = Field(
+    previous_revision: RevisionNo | None = Field(
         default=None, description="The revision submitted before this one, if any"
     )
     changes: list[FieldChange] = Field(
@@ -39,8 +40,8 @@ class OrderWithdrawn(Message):
     message_type = "order.withdrawn"
 
     order_id: UUID
-    revision: int
-    reason: str | None = None
+    revision: RevisionNo
+    reason: Text | None = None
     withdrawn_at: datetime
 
 
@@ -51,10 +52,10 @@ class ReviewRoundOpened(Message):
 
     round_id: UUID
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     departments: list[Department] = Field(description="Every department that will review")
     opened_at: datetime
-    policy_version: str | None = Field(
+    policy_version: Annotated[str, Chars(limits.ID)] | None = Field(
         default=None, description="The version of the review policy that planned the round"
     )
 
@@ -66,12 +67,12 @@ class VerdictRecorded(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     department: Department
     decision: Decision
     reviewer: Reviewer
-    comment: str | None = None
-    annotations: list[Annotation] = Field(default_factory=list)
+    comment: Text | None = None
+    annotations: list[Annotation] = Field(default_factory=list, max_length=limits.MAX_ANNOTATIONS)
     recorded_at: datetime
     on_behalf_of: Reviewer | None = Field(
         default=None, description="The reviewer `reviewer` decided for, when delegated"
@@ -82,8 +83,8 @@ class DepartmentFeedback(Document):
     department: Department
     decision: Decision
     reviewer: Reviewer
-    comment: str | None = None
-    annotations: list[Annotation] = Field(default_factory=list)
+    comment: Text | None = None
+    annotations: list[Annotation] = Field(default_factory=list, max_length=limits.MAX_ANNOTATIONS)
 
 
 class OrderApproved(Message):
@@ -92,7 +93,7 @@ class OrderApproved(Message):
     message_type = "order.approved"
 
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     order: OrderDocument
     totals: Totals
     approvals: list[DepartmentFeedback]
@@ -106,7 +107,7 @@ class OrderChangesRequested(Message):
     message_type = "order.changes_requested"
 
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     salesperson: Salesperson
     feedback: list[DepartmentFeedback] = Field(description="Every verdict of the round")
     annotations: list[Annotation] = Field(description="Every annotation, as one checklist")
@@ -118,7 +119,7 @@ class ReviewOverdue(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     department: Department
     due_at: datetime
 
@@ -131,10 +132,12 @@ class ReviewEscalated(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     department: Department
     due_at: datetime
-    escalate_to: str = Field(description="The department's supervisor contact, from the policy")
+    escalate_to: ShortText = Field(
+        description="The department's supervisor contact, from the policy"
+    )
     escalated_at: datetime
 
 
@@ -145,7 +148,7 @@ class ReviewAnnotationRecorded(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     department: Department
     reviewer: Reviewer
     on_behalf_of: Reviewer | None = None
@@ -160,11 +163,11 @@ class ReviewReassigned(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     department: Department
     assigned_by: Reviewer
     assignee: Reviewer
-    reason: str | None = None
+    reason: Annotated[str, Chars(limits.REMARK, lines=True)] | None = None
     reassigned_at: datetime
 
 
@@ -172,13 +175,13 @@ class ContractDrafted(Message):
     message_type = "contract.drafted"
 
     contract_id: UUID
-    contract_number: str
+    contract_number: Id
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     salesperson: Salesperson
-    customer_name: str | None = None
-    currency: str
-    total: DecimalStr
+    customer_name: ShortText | None = None
+    currency: Annotated[str, Chars(3)]
+    total: Money
     drafted_at: datetime
 
 
@@ -188,22 +191,22 @@ class ContractSent(Message):
     message_type = "contract.sent"
 
     contract_id: UUID
-    contract_number: str
+    contract_number: Id
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     sent_at: datetime
-    sent_by: str | None = None
+    sent_by: Annotated[str, Chars(limits.ID)] | None = None
 
 
 class ContractSigned(Message):
     message_type = "contract.signed"
 
     contract_id: UUID
-    contract_number: str
+    contract_number: Id
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     signed_at: datetime
-    signed_copy_sha256: str | None = Field(
+    signed_copy_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
         default=None, description="SHA-256 of the signed copy the customer returned"
     )
 
@@ -214,12 +217,12 @@ class ContractVoided(Message):
     message_type = "contract.voided"
 
     contract_id: UUID
-    contract_number: str
+    contract_number: Id
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     voided_at: datetime
-    reason: str
-    voided_by: str | None = None
+    reason: Text
+    voided_by: Annotated[str, Chars(limits.ID)] | None = None
 
 
 class NotificationDelivered(Message):
@@ -227,9 +230,9 @@ class NotificationDelivered(Message):
 
     notification_id: UUID
     order_id: UUID | None = None
-    recipient: str
-    channel: str
-    event_type: str
+    recipient: ShortText
+    channel: Id
+    event_type: Id
     delivered_at: datetime
 
 
@@ -238,8 +241,8 @@ class NotificationFailed(Message):
 
     notification_id: UUID
     order_id: UUID | None = None
-    recipient: str
-    channel: str
-    event_type: str
-    error: str
+    recipient: ShortText
+    channel: Id
+    event_type: Id
+    error: Text
     failed_at: datetime

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, EmailStr, Field
 
-from .base import DecimalStr, Document
+from .. import limits
+from .base import Chars, Document, Money, Quantity, Rate, ShortText, Text, TotalStr
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -28,9 +29,9 @@ def _currency(value: str) -> str:
     return value
 
 
-Currency = Annotated[str, AfterValidator(_currency)]
-Text = Annotated[str, Field(max_length=4000)]
-ShortText = Annotated[str, Field(max_length=300)]
+Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
+AttributeName = Annotated[str, Chars(limits.ATTRIBUTE_NAME, min_length=1)]
+AttributeValue = Annotated[str, Chars(limits.ATTRIBUTE_VALUE)]
 
 
 class OrderType(StrEnum):
@@ -52,7 +53,7 @@ class Language(StrEnum):
 
 
 class Salesperson(Document):
-    id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")]
+    id: Annotated[str, Field(min_length=1, max_length=limits.ID, pattern=r"^[A-Za-z0-9._@-]+$")]
     name: ShortText | None = None
     email: EmailStr | None = None
 
@@ -68,7 +69,7 @@ class Company(Document):
 class Customer(Document):
     name: ShortText | None = None
     contact_name: ShortText | None = None
-    phone: Annotated[str, Field(max_length=50)] | None = None
+    phone: Annotated[str, Chars(limits.PHONE)] | None = None
     email: EmailStr | None = None
     address: Text | None = None
     company: Company | None = None
@@ -88,21 +89,25 @@ class OrderLine(Document):
     item: ShortText | None = None
     specification: ShortText | None = None
     model: ShortText | None = None
-    quantity: DecimalStr | None = None
-    unit: Annotated[str, Field(max_length=30)] | None = None
-    unit_price: DecimalStr | None = None
-    amount: DecimalStr | None = Field(
+    quantity: Quantity | None = None
+    unit: Annotated[str, Chars(limits.UNIT)] | None = None
+    unit_price: Money | None = None
+    amount: Money | None = Field(
         default=None, description="Optional; when given it must equal quantity x unit_price."
     )
-    attributes: dict[str, str] = Field(
-        default_factory=dict, description="Product parameters: size, colour, material, ..."
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict,
+        max_length=limits.MAX_ATTRIBUTES,
+        description="Product parameters: size, colour, material, ...",
     )
     service: ServiceTerms | None = None
 
     def computed_amount(self) -> Decimal | None:
         if self.quantity is None or self.unit_price is None:
             return None
-        return (self.quantity * self.unit_price).quantize(Decimal("0.01"))
+        # exact whatever the bounded digits; the self-check then refuses what is too large
+        with localcontext(prec=2 * limits.TOTAL_DIGITS):
+            return (self.quantity * self.unit_price).quantize(Decimal("0.01"))
 
 
 class Delivery(Document):
@@ -114,7 +119,7 @@ class Delivery(Document):
 class Payment(Document):
     method: ShortText | None = None
     terms: Text | None = None
-    settlement_days: Annotated[int, Field(ge=0, le=3650)] | None = None
+    settlement_days: Annotated[int, Field(ge=0, le=limits.MAX_SETTLEMENT_DAYS)] | None = None
 
 
 class ConfirmationMethod(StrEnum):
@@ -150,7 +155,7 @@ class AttachmentRef(Document):
     name: ShortText
     kind: AttachmentKind
     content_type: ShortText
-    size: Annotated[int, Field(ge=0)]
+    size: Annotated[int, Field(ge=0, le=2**63 - 1)]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     download_path: ShortText = Field(description="Path on intake's HTTP API to download it")
 
@@ -158,7 +163,9 @@ class AttachmentRef(Document):
 class FieldChange(Document):
     """One field that differs between two revisions of an order."""
 
-    pointer: str = Field(description="JSON pointer into the order document")
+    pointer: Annotated[str, Field(max_length=limits.POINTER * 4)] = Field(
+        description="JSON pointer into the order document"
+    )
     old: Any = None
     new: Any = None
 
@@ -167,14 +174,14 @@ class OrderDocument(Document):
     """An order as a salesperson or another company system submits it."""
 
     order_type: OrderType
-    external_ref: Annotated[str, Field(max_length=100)] | None = Field(
+    external_ref: Annotated[str, Chars(limits.ID)] | None = Field(
         default=None, description="The customer's or source system's reference, e.g. a PO number."
     )
     salesperson: Salesperson
     customer: Customer = Field(default_factory=Customer)
-    lines: list[OrderLine] = Field(default_factory=list, max_length=500)
+    lines: list[OrderLine] = Field(default_factory=list, max_length=limits.MAX_LINES)
     currency: Currency = "CNY"
-    tax_rate: Annotated[DecimalStr, Field(ge=0, lt=1)] | None = None
+    tax_rate: Annotated[Rate, Field(ge=0, lt=1)] | None = None
     quality_requirements: Text | None = None
     usage_scenario: Text | None = None
     delivery: Delivery = Field(default_factory=Delivery)
@@ -188,25 +195,28 @@ class OrderDocument(Document):
         return bool(self.technical_requirements and self.technical_requirements.strip())
 
     def subtotal(self) -> Decimal:
-        return sum(
-            (a for line in self.lines if (a := line.computed_amount()) is not None),
-            Decimal("0.00"),
-        )
+        with localcontext(prec=2 * limits.TOTAL_DIGITS):
+            return sum(
+                (a for line in self.lines if (a := line.computed_amount()) is not None),
+                Decimal("0.00"),
+            )
 
     def tax(self) -> Decimal:
-        return (self.subtotal() * (self.tax_rate or Decimal(0))).quantize(Decimal("0.01"))
+        with localcontext(prec=2 * limits.TOTAL_DIGITS):
+            return (self.subtotal() * (self.tax_rate or Decimal(0))).quantize(Decimal("0.01"))
 
     def total(self) -> Decimal:
-        return self.subtotal() + self.tax()
+        with localcontext(prec=2 * limits.TOTAL_DIGITS):
+            return self.subtotal() + self.tax()
 
 
 class Totals(Document):
     """Amounts as computed by intake at submission, carried on events so nobody recomputes."""
 
     currency: Currency
-    subtotal: DecimalStr
-    tax: DecimalStr
-    total: DecimalStr
+    subtotal: TotalStr
+    tax: TotalStr
+    total: TotalStr
 
     @classmethod
     def of(cls, order: OrderDocument) -> Totals:

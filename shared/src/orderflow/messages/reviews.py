@@ -9,7 +9,8 @@ from uuid import UUID
 
 from pydantic import Field
 
-from .base import Document, Message
+from .. import limits
+from .base import Chars, Document, Message, RevisionNo
 from .order import AttachmentRef, FieldChange, OrderDocument, Totals
 
 Department = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
@@ -30,16 +31,16 @@ class Severity(StrEnum):
 class Annotation(Document):
     """A department's remark on one field of the order."""
 
-    field: Annotated[str, Field(pattern=r"^(/[^/]*)*$", max_length=300)] = Field(
+    field: Annotated[str, Chars(limits.POINTER), Field(pattern=r"^(/[^/]*)*$")] = Field(
         description="JSON pointer into the order document, e.g. /lines/0/unit_price"
     )
-    message: Annotated[str, Field(min_length=1, max_length=2000)]
+    message: Annotated[str, Chars(limits.REMARK, min_length=1, lines=True)]
     severity: Severity = Severity.MAJOR
 
 
 class Reviewer(Document):
-    id: Annotated[str, Field(min_length=1, max_length=100)]
-    name: Annotated[str, Field(max_length=200)] | None = None
+    id: Annotated[str, Chars(limits.ID, min_length=1)]
+    name: Annotated[str, Chars(limits.PERSON_NAME)] | None = None
 
 
 class ReviewRequested(Message):
@@ -49,15 +50,15 @@ class ReviewRequested(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     department: Department
-    stage: int
+    stage: Annotated[int, Field(ge=0, le=limits.MAX_STAGE)]
     order: OrderDocument
     totals: Totals
     requested_at: datetime
     due_at: datetime | None = None
     attachments: list[AttachmentRef] = Field(default_factory=list)
-    previous_revision: int | None = Field(
+    previous_revision: RevisionNo | None = Field(
         default=None, description="The revision this department saw before, if any"
     )
     changes: list[FieldChange] = Field(
@@ -72,9 +73,9 @@ class ReviewCancelled(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: int
+    revision: RevisionNo
     department: Department
-    reason: str
+    reason: Annotated[str, Chars(limits.TEXT, lines=True)]
     cancelled_at: datetime
 
 
@@ -85,12 +86,12 @@ class VerdictGiven(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: Annotated[int, Field(ge=1)]
+    revision: RevisionNo
     department: Department
     decision: Decision
     reviewer: Reviewer
-    comment: Annotated[str, Field(max_length=4000)] | None = None
-    annotations: list[Annotation] = Field(default_factory=list, max_length=200)
+    comment: Annotated[str, Chars(limits.TEXT, lines=True)] | None = None
+    annotations: list[Annotation] = Field(default_factory=list, max_length=limits.MAX_ANNOTATIONS)
     on_behalf_of: Reviewer | None = Field(
         default=None,
         description="The reviewer the review was assigned to, when `reviewer` decided for them",
@@ -105,11 +106,11 @@ class ReviewAnnotated(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: Annotated[int, Field(ge=1)]
+    revision: RevisionNo
     department: Department
     reviewer: Reviewer
     on_behalf_of: Reviewer | None = None
-    annotations: list[Annotation] = Field(min_length=1, max_length=200)
+    annotations: list[Annotation] = Field(min_length=1, max_length=limits.MAX_ANNOTATIONS)
 
 
 class ReassignReview(Message):
@@ -120,8 +121,8 @@ class ReassignReview(Message):
 
     review_id: UUID
     order_id: UUID
-    revision: Annotated[int, Field(ge=1)]
+    revision: RevisionNo
     department: Department
     assigned_by: Reviewer = Field(description="Who hands the review over")
     assignee: Reviewer = Field(description="Who reviews from now on")
-    reason: Annotated[str, Field(max_length=2000)] | None = None
+    reason: Annotated[str, Chars(limits.REMARK, lines=True)] | None = None

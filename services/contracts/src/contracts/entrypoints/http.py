@@ -14,9 +14,11 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.datastructures import UploadFile
 
+from orderflow import limits
 from orderflow.db import Pool, transaction
 from orderflow.http import PROBLEM_RESPONSES, FieldProblem, Problem, ProblemDetails
 from orderflow.messages import Language
+from orderflow.messages.base import Chars
 
 from .. import domain, handlers
 from ..adapters import repository
@@ -59,7 +61,11 @@ class ContractList(BaseModel):
     items: list[Contract]
 
 
-Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Person = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    Chars(limits.ID, min_length=1),
+]
 
 
 class SendContract(BaseModel):
@@ -68,7 +74,9 @@ class SendContract(BaseModel):
 
 class VoidContract(BaseModel):
     reason: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+        Chars(limits.REMARK, min_length=1, lines=True),
     ] = Field(description="Why the contract will not be signed")
     by: Person | None = Field(default=None, description="Who voided it")
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from orderflow import limits
 from orderflow.http import Problem, ProblemDetails
 from orderflow.messages import AttachmentKind, AttachmentRef
 from orderflow.messages import Problem as FieldProblem
@@ -325,7 +326,12 @@ async def list_attachments(
     orders: ReadOrders,
     order_id: OrderId,
     revision: Annotated[
-        int | None, Query(ge=1, description="A revision's files; the current one's by default")
+        int | None,
+        Query(
+            ge=1,
+            le=limits.MAX_REVISION,
+            description="A revision's files; the current one's by default",
+        ),
     ] = None,
 ) -> AttachmentList:
     """The files of the order's current revision, or of the revision asked for."""

@@ -13,6 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from orderflow import limits
 from orderflow.auth.hardening import enforce
 from orderflow.db import Pool, transaction
 from orderflow.http import PROBLEM_RESPONSES, Problem, ProblemDetails
@@ -436,7 +437,7 @@ async def list_orders(
         Query(description="true: only orders flagged as possible duplicates; false: only others"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
 ) -> OrderPage:
     """Orders, newest first, with the total matching the filters: a salesperson's own, a
     sales manager's own and their team's, every order for `orders:read` and `orders:write`."""
@@ -565,7 +566,9 @@ def _revision_not_found(exc: handlers.RevisionNotFound) -> Problem:
     )
 
 
-RevisionNumber = Annotated[int, Path(ge=1, description="A revision number, from 1")]
+RevisionNumber = Annotated[
+    int, Path(ge=1, le=limits.MAX_REVISION, description="A revision number, from 1")
+]
 
 
 @router.get("/orders/{order_id}/revisions", response_model=RevisionList)

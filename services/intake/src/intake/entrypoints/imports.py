@@ -5,6 +5,7 @@ every refused row. The formats are described in `intake.bulk`."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -344,8 +345,11 @@ async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Import
         lines_of_record, record, quotes = record, [], 0
         if header is None:
             dialect = bulk.dialect_of(lines_of_record[0])
-            header = bulk.normalise_header(bulk.parse_record(lines_of_record, dialect))
-            problems = bulk.header_problems(header)
+            try:
+                header = bulk.normalise_header(bulk.parse_record(lines_of_record, dialect))
+                problems = bulk.header_problems(header)
+            except csv.Error as exc:
+                problems = [f"row 1 is not a CSV header: {exc}"]
             if problems:
                 raise Problem(
                     422,
@@ -356,7 +360,11 @@ async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Import
                 )
             continue
         assert dialect is not None
-        cells = bulk.parse_record(lines_of_record, dialect)
+        try:
+            cells = bulk.parse_record(lines_of_record, dialect)
+        except csv.Error as exc:  # a NUL byte, a stray quote
+            await refuse_row(row, f"not a CSV record: {exc}")
+            continue
         if not any(c.strip() for c in cells):
             continue
         if len(cells) > len(header):

@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from orderflow import limits
 from orderflow.db import Pool
 from orderflow.http import PROBLEM_RESPONSES, Problem
 
@@ -99,7 +100,7 @@ async def list_inbox(
     recipient: Recipient,
     unread: Annotated[bool, Query(description="Only unread notifications")] = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
 ) -> InboxPage:
     """A person's in-app notifications, newest first, with the unread count."""
     rows, total, unread_count = await repository.inbox(
@@ -144,7 +145,7 @@ async def list_deliveries(
     recipient: Annotated[str | None, Query(max_length=100)] = None,
     order_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
 ) -> DeliveryPage:
     """Deliveries on every channel, newest first; `status=failed` lists those to look at."""
     rows, total = await repository.deliveries(

@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from orderflow import limits
 from orderflow.db import Pool
 from orderflow.http import PROBLEM_RESPONSES, ProblemDetails
 from orderflow.http import Problem as HttpProblem
@@ -299,7 +300,7 @@ async def list_pending(
     request: Request,
     department: DepartmentName,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
     assignee: Annotated[
         str | None, Query(max_length=100, description="Only reviews handed to this reviewer id")
     ] = None,
