@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, EmailStr, Field, StringConstraints
 
 from ..db import Pool
-from ..problems import FieldProblem, Problem
+from ..problems import FieldProblem, Problem, ProblemDetails
 from . import passwords, store
 from .authenticator import SESSION_COOKIE, caller_of_account, client_address
 from .deps import CallerDep, require
@@ -79,7 +79,14 @@ _REFUSED = Problem(
 )
 
 
-@sign_in.post("/login")
+@sign_in.post(
+    "/login",
+    responses={
+        401: {"model": ProblemDetails, "description": "Wrong username or password"},
+        423: {"model": ProblemDetails, "description": "Locked after repeated failures"},
+        429: {"model": ProblemDetails, "description": "Too many attempts from this address"},
+    },
+)
 async def login(body: SignIn, request: Request, response: Response) -> SignedIn:
     """Sign in with a local account; the answer's token (and the session cookie the console
     uses) work with all four services. Repeated failures lock the account for a while."""
