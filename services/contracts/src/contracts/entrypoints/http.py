@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.datastructures import UploadFile
 
-from orderflow.auth import Caller, forbidden, require
+from orderflow.auth import AUTH_RESPONSES, Caller, forbidden, require
 from orderflow.auth.identity import CONTRACTS_READ, CONTRACTS_WRITE, SALES_MANAGER, SALESPERSON
 from orderflow.db import Pool, transaction
 from orderflow.http import PROBLEM_RESPONSES, FieldProblem, Problem, ProblemDetails
@@ -180,7 +180,9 @@ CONFLICT: Responses = {
     }
 }
 
-router = APIRouter(prefix=API, tags=["contracts"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix=API, tags=["contracts"], responses={**PROBLEM_RESPONSES, **AUTH_RESPONSES}
+)
 
 
 @router.get("/contracts/{contract_id}", responses=NOT_FOUND)

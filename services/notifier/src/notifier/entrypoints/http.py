@@ -13,7 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from orderflow.auth import Caller, CallerDep, forbidden, require
+from orderflow.auth import AUTH_RESPONSES, Caller, CallerDep, forbidden, require
 from orderflow.auth.identity import NOTIFICATIONS_READ, OPS
 from orderflow.db import Pool
 from orderflow.http import PROBLEM_RESPONSES, Problem
@@ -94,7 +94,7 @@ def _pool(request: Request) -> Pool:
     return request.app.state.runtime.pool  # type: ignore[no-any-return]
 
 
-router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api/v1", responses={**PROBLEM_RESPONSES, **AUTH_RESPONSES})
 
 Recipient = Annotated[str, Path(min_length=1, max_length=100)]
 Operator = Annotated[Caller, Depends(require(OPS))]

@@ -16,7 +16,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from orderflow.auth import Caller, CallerDep, forbidden, require
+from orderflow.auth import AUTH_RESPONSES, Caller, CallerDep, forbidden, require
 from orderflow.auth.identity import (
     ORDERS_READ,
     ORDERS_WRITE,
@@ -214,7 +214,9 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ProblemDetails, "description": "No such review or round"},
 }
 
-router = APIRouter(prefix="/api/v1", tags=["reviews"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1", tags=["reviews"], responses={**PROBLEM_RESPONSES, **AUTH_RESPONSES}
+)
 
 ANY_REVIEWER = f"{REVIEWER_PREFIX}*"
 # everyone who could see some round or review: the order's side and the reviewers' side
