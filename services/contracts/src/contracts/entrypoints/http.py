@@ -191,7 +191,7 @@ async def get_contract(request: Request, caller: Reader, contract_id: UUID) -> C
     return _contract(await _visible(request, caller, contract_id))
 
 
-@router.get("/contracts")
+@router.get("/contracts", responses=NOT_FOUND)
 async def list_contracts(
     request: Request,
     caller: Reader,

@@ -245,7 +245,7 @@ def _owner_side(caller: Caller, salesperson_id: str | None) -> bool:
     return salesperson_id is not None and caller.acts_for(salesperson_id)
 
 
-@router.get("/rounds")
+@router.get("/rounds", responses=NOT_FOUND)
 async def list_rounds(
     request: Request,
     caller: Reader,
