@@ -25,6 +25,7 @@ from orderflow.messages import (
 from orderflow.testing import Infra, get_messages, queue_depth
 
 from .test_contracts import contracts_of, send, service, settled
+from .test_contracts_authz import person
 
 Approve = Callable[..., OrderApproved]
 
@@ -75,7 +76,9 @@ async def test_drafted_sent_signed(infra: Infra, amqp: Any, approve: Approve) ->
         # not sent yet: it cannot be signed
         assert_conflict(await upload(client, contract, SIGNED_COPY), "drafted")
 
-        response = await client.post(f"{base}/send", json={"by": "zhang.wei"})
+        # sent by the salesperson signed in (the example order is zhang.wei's)
+        zhang_wei = await person(pool, "zhang.wei", ["salesperson"])
+        response = await client.post(f"{base}/send", headers=zhang_wei)
         assert response.status_code == 200, response.text
         sent = response.json()
         assert (sent["status"], sent["sent_by"]) == ("sent", "zhang.wei")
@@ -155,10 +158,12 @@ async def test_voided_with_a_reason(infra: Infra, amqp: Any, approve: Approve) -
             assert refused.status_code == 422, refused.text
             assert [e["pointer"] for e in refused.json()["errors"]] == [pointer]
 
-        # voided while still a draft
+        # voided while still a draft, by the manager signed in (the service order is chen.jing's)
+        chen_jing = await person(pool, "chen.jing", ["sales_manager"])
         response = await client.post(
             f"/api/v1/contracts/{first['id']}/void",
-            json={"reason": "customer chose another supplier", "by": "chen.jing"},
+            json={"reason": "customer chose another supplier"},
+            headers=chen_jing,
         )
         assert response.status_code == 200, response.text
         voided = response.json()

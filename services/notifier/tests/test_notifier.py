@@ -20,6 +20,8 @@ from orderflow.messages import (
 )
 from orderflow.testing import Infra, eventually, publish, running
 
+from .test_notifier_authz import person
+
 
 def settings(infra: Infra) -> Settings:
     return Settings(
@@ -52,7 +54,10 @@ def changes_requested() -> OrderChangesRequested:
 
 
 async def test_duplicate_event_makes_one_notification(infra: Infra, amqp: Any) -> None:
-    async with running(create_app(settings(infra))) as client:
+    app = create_app(settings(infra))
+    async with running(app) as client:
+        # only the recipient marks their notifications read
+        recipient = await person(app.state.runtime.pool, "zhang.wei", ["salesperson"])
         event = changes_requested()
         mid = str(uuid.uuid4())
         for _ in range(2):
@@ -78,10 +83,13 @@ async def test_duplicate_event_makes_one_notification(infra: Infra, amqp: Any) -
             "/lines/0/unit_price",
         ]
         assert "预付比例至少 50%" in note["body"]
-        assert (await client.post(f"/api/v1/inbox/zhang.wei/{note['id']}/read")).status_code == 204
+        read = await client.post(f"/api/v1/inbox/zhang.wei/{note['id']}/read", headers=recipient)
+        assert read.status_code == 204
         page = (await client.get("/api/v1/inbox/zhang.wei?unread=true")).json()
         assert page["unread"] == 0 and page["items"] == []
-        missing = await client.post(f"/api/v1/inbox/zhang.wei/{uuid.uuid4()}/read")
+        missing = await client.post(
+            f"/api/v1/inbox/zhang.wei/{uuid.uuid4()}/read", headers=recipient
+        )
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"
 
@@ -117,7 +125,9 @@ async def _first(client: Any, url: str) -> Any:
 
 
 async def test_mark_all_read_and_the_unread_count(infra: Infra, amqp: Any) -> None:
-    async with running(create_app(settings(infra))) as client:
+    app = create_app(settings(infra))
+    async with running(app) as client:
+        recipient = await person(app.state.runtime.pool, "zhang.wei", ["salesperson"])
         for _ in range(2):
             event = changes_requested()
             await publish(
@@ -133,11 +143,12 @@ async def test_mark_all_read_and_the_unread_count(infra: Infra, amqp: Any) -> No
             return counts if counts["unread"] == 2 else None
 
         assert await eventually(two_unread) == {"total": 2, "unread": 2}
-        marked = await client.post("/api/v1/inbox/zhang.wei/read")
+        marked = await client.post("/api/v1/inbox/zhang.wei/read", headers=recipient)
         assert marked.status_code == 200 and marked.json() == {"marked": 2}
         assert (await client.get("/api/v1/inbox/zhang.wei/unread")).json() == {
             "total": 2,
             "unread": 0,
         }
-        assert (await client.post("/api/v1/inbox/zhang.wei/read")).json() == {"marked": 0}
+        again = await client.post("/api/v1/inbox/zhang.wei/read", headers=recipient)
+        assert again.json() == {"marked": 0}
         assert (await client.get("/api/v1/inbox/li.na/unread")).json()["total"] == 0

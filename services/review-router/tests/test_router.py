@@ -43,8 +43,10 @@ from orderflow.messages import (
 from orderflow.testing import (
     Infra,
     ServiceProcess,
+    bearer,
     eventually,
     get_messages,
+    issue_key_for,
     publish,
     queue_depth,
     running,
@@ -702,9 +704,10 @@ async def router_processes(
             await asyncio.to_thread(s.terminate)
 
 
-async def verdicts_handled(router: ServiceProcess) -> float:
-    """What the process's own metrics say it handled from the verdict queue."""
-    async with httpx.AsyncClient(base_url=router.url, timeout=5) as client:
+async def verdicts_handled(router: ServiceProcess, headers: dict[str, str]) -> float:
+    """What the process's own metrics say it handled from the verdict queue (`headers`: a
+    caller allowed to scrape them)."""
+    async with httpx.AsyncClient(base_url=router.url, timeout=5, headers=headers) as client:
         text = (await client.get("/metrics")).text
     pattern = re.compile(
         r'^orderflow_messages_consumed_total\{[^}]*outcome="ok"[^}]*'
@@ -786,8 +789,9 @@ async def test_two_router_processes_decide_each_round_once(
             topology.DEFAULT_DEPARTMENTS, 0
         )
         # both processes did their share of the work
+        scraper = bearer(await issue_key_for(infra.database_url, ["metrics:read"]))
         for r in routers:
-            assert await verdicts_handled(r) > 0, r.log_tail()
+            assert await verdicts_handled(r, scraper) > 0, r.log_tail()
         print(f"{count} rounds decided by 2 router processes in {elapsed:.1f}s")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
@@ -151,6 +152,10 @@ async def on_order_approved(
 
 # --- the contract's life after drafting: sent, signed or voided ---------------------------
 
+#: Who acted, as authenticated (`Caller.audit()`: id, kind, via, source). The contract keeps
+#: the id in its `*_by` columns and events; the rest goes to the log line of the action.
+Actor = Mapping[str, str]
+
 
 async def _act(conn: Connection, contract_id: uuid.UUID, action: domain.Action) -> dict[str, Any]:
     row = await repository.lock(conn, contract_id=contract_id)
@@ -160,10 +165,10 @@ async def _act(conn: Connection, contract_id: uuid.UUID, action: domain.Action) 
     return row
 
 
-async def send(conn: Connection, *, contract_id: uuid.UUID, by: str | None, now: datetime) -> None:
+async def send(conn: Connection, *, contract_id: uuid.UUID, by: Actor, now: datetime) -> None:
     """The contract went to the customer for signature."""
     row = await _act(conn, contract_id, domain.Action.SEND)
-    await repository.mark_sent(conn, contract_id=contract_id, at=now, by=by)
+    await repository.mark_sent(conn, contract_id=contract_id, at=now, by=by["id"])
     await outbox.enqueue(
         conn,
         ContractSent(
@@ -172,12 +177,14 @@ async def send(conn: Connection, *, contract_id: uuid.UUID, by: str | None, now:
             order_id=row["order_id"],
             revision=row["revision"],
             sent_at=now,
-            sent_by=by,
+            sent_by=by["id"],
         ),
         exchange=topology.EVENTS,
         correlation_id=row["order_id"],
     )
-    log.info("contract sent", contract_number=row["number"], order_id=str(row["order_id"]))
+    log.info(
+        "contract sent", contract_number=row["number"], order_id=str(row["order_id"]), by=dict(by)
+    )
 
 
 async def sign(
@@ -186,6 +193,7 @@ async def sign(
     contract_id: uuid.UUID,
     signed_copy: bytes,
     file_name: str | None,
+    by: Actor,
     now: datetime,
 ) -> str:
     """Record the signed copy the customer returned; its SHA-256."""
@@ -224,16 +232,17 @@ async def sign(
         contract_number=row["number"],
         order_id=str(row["order_id"]),
         signed_copy_sha256=digest,
+        by=dict(by),
     )
     return digest
 
 
 async def void(
-    conn: Connection, *, contract_id: uuid.UUID, reason: str, by: str | None, now: datetime
+    conn: Connection, *, contract_id: uuid.UUID, reason: str, by: Actor, now: datetime
 ) -> None:
     """The contract will not be signed."""
     row = await _act(conn, contract_id, domain.Action.VOID)
-    await repository.mark_voided(conn, contract_id=contract_id, at=now, reason=reason, by=by)
+    await repository.mark_voided(conn, contract_id=contract_id, at=now, reason=reason, by=by["id"])
     await outbox.enqueue(
         conn,
         ContractVoided(
@@ -243,12 +252,14 @@ async def void(
             revision=row["revision"],
             voided_at=now,
             reason=reason,
-            voided_by=by,
+            voided_by=by["id"],
         ),
         exchange=topology.EVENTS,
         correlation_id=row["order_id"],
     )
-    log.info("contract voided", contract_number=row["number"], order_id=str(row["order_id"]))
+    log.info(
+        "contract voided", contract_number=row["number"], order_id=str(row["order_id"]), by=dict(by)
+    )
 
 
 async def stored_document(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from .authenticator import Authenticator, TokenVerifier
-from .deps import CallerDep, authenticated, forbidden, optional_caller, require
+from .deps import AUTH_RESPONSES, CallerDep, authenticated, forbidden, optional_caller, require
 from .hardening import HardeningSettings, RateLimiter, install_hardening
 from .identity import Caller
 from .settings import AuthSettings
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..service import ServiceRuntime
 
 __all__ = [
+    "AUTH_RESPONSES",
     "AuthSettings",
     "Caller",
     "CallerDep",

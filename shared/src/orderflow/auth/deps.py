@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
-from ..problems import Problem
+from ..problems import Problem, ProblemDetails
 from .authenticator import CSRF_HEADER, Authenticated, Authenticator, InvalidCredential
 from .identity import Caller
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+#: The answers of routes behind `CallerDep` or `require`, for their OpenAPI `responses`.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ProblemDetails, "description": "Not signed in, or the credential is not valid"},
+    403: {"model": ProblemDetails, "description": "Signed in, but without a role this needs"},
+}
 _CHALLENGE = 'Bearer realm="orderflow"'
 
 

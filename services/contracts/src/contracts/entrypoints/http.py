@@ -1,5 +1,11 @@
 """Contracts over HTTP: read them, download their documents, and record what happens to them
-(sent to the customer, signed, voided)."""
+(sent to the customer, signed, voided).
+
+A contract belongs to the salesperson of its order: people see it as they see the order
+(themselves, their sales manager), systems with contracts:read or contracts:write see every
+one; anyone else gets the same 404 as for a missing contract. Sending and uploading the signed
+copy are for the owner, their manager and contracts:write; voiding for the manager and
+contracts:write. Who did it is the authenticated caller, never a name in the request."""
 
 from __future__ import annotations
 
@@ -10,11 +16,13 @@ from urllib.parse import quote
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.datastructures import UploadFile
 
 from orderflow import limits
+from orderflow.auth import AUTH_RESPONSES, Caller, forbidden, require
+from orderflow.auth.identity import CONTRACTS_READ, CONTRACTS_WRITE, SALES_MANAGER, SALESPERSON
 from orderflow.db import Pool, transaction
 from orderflow.http import PROBLEM_RESPONSES, FieldProblem, Problem, ProblemDetails
 from orderflow.messages import Language
@@ -46,11 +54,11 @@ class Contract(BaseModel):
     status_changed_at: datetime
     superseded_by: UUID | None
     sent_at: datetime | None
-    sent_by: str | None
+    sent_by: str | None = Field(description="Who recorded the sending (the caller's id)")
     signed_at: datetime | None
     voided_at: datetime | None
     void_reason: str | None
-    voided_by: str | None
+    voided_by: str | None = Field(description="Who voided it (the caller's id)")
     document: DocumentLink | None = Field(description="The contract as drafted, as PDF")
     signed_copy: DocumentLink | None = Field(description="The copy the customer signed")
     content_version: int
@@ -61,24 +69,34 @@ class ContractList(BaseModel):
     items: list[Contract]
 
 
-Person = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    Chars(limits.ID, min_length=1),
-]
-
-
-class SendContract(BaseModel):
-    by: Person | None = Field(default=None, description="Who sent it, e.g. the salesperson")
-
-
 class VoidContract(BaseModel):
     reason: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
         Chars(limits.REMARK, min_length=1, lines=True),
     ] = Field(description="Why the contract will not be signed")
-    by: Person | None = Field(default=None, description="Who voided it")
+
+
+Reader = Annotated[
+    Caller, Depends(require(SALESPERSON, SALES_MANAGER, CONTRACTS_READ, CONTRACTS_WRITE))
+]
+Sender = Annotated[Caller, Depends(require(SALESPERSON, SALES_MANAGER, CONTRACTS_WRITE))]
+Voider = Annotated[Caller, Depends(require(SALES_MANAGER, CONTRACTS_WRITE))]
+
+
+def _sees(caller: Caller, salesperson_id: str) -> bool:
+    # a system's order scopes say nothing about contracts: only its contract scopes count
+    return caller.has(CONTRACTS_READ, CONTRACTS_WRITE) or (
+        caller.kind == "person" and caller.acts_for(salesperson_id)
+    )
+
+
+def _may_change(caller: Caller, salesperson_id: str, *, managers_only: bool = False) -> bool:
+    if caller.has(CONTRACTS_WRITE):
+        return True
+    if caller.kind != "person" or (managers_only and not caller.has(SALES_MANAGER)):
+        return False
+    return caller.acts_for(salesperson_id, write=True)
 
 
 def _pool(request: Request) -> Pool:
@@ -110,6 +128,36 @@ def _not_found(exc: handlers.ContractNotFound | handlers.DocumentNotFound) -> Pr
     return Problem(404, title, str(exc), type_="urn:orderflow:problem:not-found")
 
 
+def _missing(contract_id: UUID) -> Problem:
+    return Problem(
+        404,
+        "Contract not found",
+        f"no contract {contract_id}",
+        type_="urn:orderflow:problem:not-found",
+    )
+
+
+async def _visible(request: Request, caller: Caller, contract_id: UUID) -> dict[str, Any]:
+    """The contract, if the caller may see it; 404 as for a missing one otherwise."""
+    row = await repository.get(_pool(request), contract_id=contract_id)
+    if row is None or not _sees(caller, row["salesperson_id"]):
+        raise _missing(contract_id)
+    return row
+
+
+async def _changeable(
+    request: Request, caller: Caller, contract_id: UUID, *, managers_only: bool = False
+) -> None:
+    row = await _visible(request, caller, contract_id)
+    if not _may_change(caller, row["salesperson_id"], managers_only=managers_only):
+        who = (
+            "the salesperson's sales manager"
+            if managers_only
+            else "its salesperson, their sales manager"
+        )
+        raise forbidden(f"only {who} or a contracts:write system may do this to {contract_id}")
+
+
 def _conflict(exc: domain.InvalidTransition) -> Problem:
     return Problem(
         409,
@@ -136,26 +184,35 @@ CONFLICT: Responses = {
     }
 }
 
-router = APIRouter(prefix=API, tags=["contracts"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix=API, tags=["contracts"], responses={**PROBLEM_RESPONSES, **AUTH_RESPONSES}
+)
 
 
 @router.get("/contracts/{contract_id}", responses=NOT_FOUND)
-async def get_contract(request: Request, contract_id: UUID) -> Contract:
+async def get_contract(request: Request, caller: Reader, contract_id: UUID) -> Contract:
     """One contract: its number, status and every term as drafted."""
-    row = await repository.get(_pool(request), contract_id=contract_id)
-    if row is None:
-        raise Problem(404, "Contract not found", f"no contract {contract_id}")
-    return _contract(row)
+    return _contract(await _visible(request, caller, contract_id))
 
 
-@router.get("/contracts")
+@router.get("/contracts", responses=NOT_FOUND)
 async def list_contracts(
     request: Request,
+    caller: Reader,
     order_id: Annotated[UUID, Query(description="The order whose contracts to list")],
 ) -> ContractList:
-    """The contracts of an order, newest revision first."""
+    """The contracts of an order, newest revision first. 404 for a person who may see none of
+    them (as for an order they do not have)."""
     rows = await repository.of_order(_pool(request), order_id=order_id)
-    return ContractList(items=[_contract(r) for r in rows])
+    seen = [r for r in rows if _sees(caller, r["salesperson_id"])]
+    if not seen and not caller.has(CONTRACTS_READ, CONTRACTS_WRITE):
+        raise Problem(
+            404,
+            "Contracts not found",
+            f"no contracts of order {order_id}",
+            type_="urn:orderflow:problem:not-found",
+        )
+    return ContractList(items=[_contract(r) for r in seen])
 
 
 _UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|;]')
@@ -213,31 +270,27 @@ PDF_RESPONSE: Responses = {
 
 
 @router.get("/contracts/{contract_id}/document", response_class=Response, responses=PDF_RESPONSE)
-async def download_document(request: Request, contract_id: UUID) -> Response:
+async def download_document(request: Request, caller: Reader, contract_id: UUID) -> Response:
     """The contract as drafted, as PDF (named after the contract number)."""
+    await _visible(request, caller, contract_id)
     return await _serve(request, contract_id, DocumentKind.DRAFTED)
 
 
 @router.get("/contracts/{contract_id}/signed-copy", response_class=Response, responses=PDF_RESPONSE)
-async def download_signed_copy(request: Request, contract_id: UUID) -> Response:
+async def download_signed_copy(request: Request, caller: Reader, contract_id: UUID) -> Response:
     """The signed copy the customer returned, as uploaded."""
+    await _visible(request, caller, contract_id)
     return await _serve(request, contract_id, DocumentKind.SIGNED_COPY)
 
 
 @router.post("/contracts/{contract_id}/send", responses={**NOT_FOUND, **CONFLICT})
-async def send_contract(
-    request: Request,
-    contract_id: UUID,
-    command: Annotated[SendContract | None, Body()] = None,
-) -> Contract:
-    """Record that the drafted contract went to the customer for signature."""
+async def send_contract(request: Request, caller: Sender, contract_id: UUID) -> Contract:
+    """Record that the drafted contract went to the customer for signature (by the caller)."""
+    await _changeable(request, caller, contract_id)
     try:
         async with transaction(_pool(request)) as conn:
             await handlers.send(
-                conn,
-                contract_id=contract_id,
-                by=command.by if command else None,
-                now=datetime.now(UTC),
+                conn, contract_id=contract_id, by=caller.audit(), now=datetime.now(UTC)
             )
     except handlers.ContractNotFound as exc:
         raise _not_found(exc) from exc
@@ -247,15 +300,18 @@ async def send_contract(
 
 
 @router.post("/contracts/{contract_id}/void", responses={**NOT_FOUND, **CONFLICT})
-async def void_contract(request: Request, contract_id: UUID, command: VoidContract) -> Contract:
-    """Void a contract that will not be signed, saying why."""
+async def void_contract(
+    request: Request, caller: Voider, contract_id: UUID, command: VoidContract
+) -> Contract:
+    """Void a contract that will not be signed, saying why (by the caller)."""
+    await _changeable(request, caller, contract_id, managers_only=True)
     try:
         async with transaction(_pool(request)) as conn:
             await handlers.void(
                 conn,
                 contract_id=contract_id,
                 reason=command.reason,
-                by=command.by,
+                by=caller.audit(),
                 now=datetime.now(UTC),
             )
     except handlers.ContractNotFound as exc:
@@ -336,8 +392,12 @@ async def _read_upload(request: Request, limit: int) -> tuple[bytes, str | None]
         }
     },
 )
-async def upload_signed_copy(request: Request, response: Response, contract_id: UUID) -> Contract:
+async def upload_signed_copy(
+    request: Request, response: Response, caller: Sender, contract_id: UUID
+) -> Contract:
     """Upload the copy the customer signed: its SHA-256 is recorded and the contract is signed."""
+    # checked before the upload is read: a refused caller's bytes are never taken in
+    await _changeable(request, caller, contract_id)
     data, file_name = await _read_upload(request, _settings(request).signed_copy_max_bytes)
     try:
         async with transaction(_pool(request)) as conn:
@@ -346,6 +406,7 @@ async def upload_signed_copy(request: Request, response: Response, contract_id: 
                 contract_id=contract_id,
                 signed_copy=data,
                 file_name=file_name,
+                by=caller.audit(),
                 now=datetime.now(UTC),
             )
     except handlers.ContractNotFound as exc:

@@ -1,4 +1,8 @@
-"""The in-app inbox, and deliveries for operators, over HTTP."""
+"""The in-app inbox, and deliveries for operators, over HTTP.
+
+An inbox is its recipient's alone: another person asking for it gets the 404 of an empty
+address, a system with notifications:read may read any inbox but mark none read. Deliveries
+(every channel, with addresses and errors) are for ops."""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from orderflow import limits
+from orderflow.auth import AUTH_RESPONSES, Caller, CallerDep, forbidden, require
+from orderflow.auth.identity import NOTIFICATIONS_READ, OPS
 from orderflow.db import Pool
 from orderflow.http import PROBLEM_RESPONSES, Problem
 
@@ -89,14 +95,44 @@ def _pool(request: Request) -> Pool:
     return request.app.state.runtime.pool  # type: ignore[no-any-return]
 
 
-router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api/v1", responses={**PROBLEM_RESPONSES, **AUTH_RESPONSES})
 
 Recipient = Annotated[str, Path(min_length=1, max_length=100)]
+Operator = Annotated[Caller, Depends(require(OPS))]
+
+
+def _inbox_not_found(recipient: str) -> Problem:
+    return Problem(
+        404, "Inbox not found", f"no inbox {recipient}", type_="urn:orderflow:problem:not-found"
+    )
+
+
+def _reader(caller: CallerDep, recipient: Recipient) -> Caller:
+    """Any person may ask (for their own inbox); a system needs notifications:read."""
+    if caller.kind == "system" and not caller.has(NOTIFICATIONS_READ):
+        raise forbidden(f"reading inboxes needs the scope {NOTIFICATIONS_READ}")
+    if caller.kind == "person" and recipient != caller.id:
+        raise _inbox_not_found(recipient)
+    return caller
+
+
+def _owner(caller: CallerDep, recipient: Recipient) -> Caller:
+    """Only the recipient marks their notifications read."""
+    if caller.kind == "system":
+        raise forbidden("only the recipient marks notifications read")
+    if recipient != caller.id:
+        raise _inbox_not_found(recipient)
+    return caller
+
+
+InboxReader = Annotated[Caller, Depends(_reader)]
+InboxOwner = Annotated[Caller, Depends(_owner)]
 
 
 @router.get("/inbox/{recipient}", tags=["inbox"])
 async def list_inbox(
     request: Request,
+    caller: InboxReader,
     recipient: Recipient,
     unread: Annotated[bool, Query(description="Only unread notifications")] = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -116,20 +152,22 @@ async def list_inbox(
 
 
 @router.get("/inbox/{recipient}/unread", tags=["inbox"])
-async def unread_count(request: Request, recipient: Recipient) -> UnreadCount:
+async def unread_count(request: Request, caller: InboxReader, recipient: Recipient) -> UnreadCount:
     """How many in-app notifications a person has, and how many are unread (for a badge)."""
     total, unread = await repository.counts(_pool(request), recipient=recipient)
     return UnreadCount(total=total, unread=unread)
 
 
 @router.post("/inbox/{recipient}/read", tags=["inbox"])
-async def mark_all_read(request: Request, recipient: Recipient) -> MarkedRead:
+async def mark_all_read(request: Request, caller: InboxOwner, recipient: Recipient) -> MarkedRead:
     """Mark every notification of a person read."""
     return MarkedRead(marked=await repository.mark_all_read(_pool(request), recipient=recipient))
 
 
 @router.post("/inbox/{recipient}/{notification_id}/read", status_code=204, tags=["inbox"])
-async def mark_read(request: Request, recipient: Recipient, notification_id: UUID) -> None:
+async def mark_read(
+    request: Request, caller: InboxOwner, recipient: Recipient, notification_id: UUID
+) -> None:
     """Mark one notification read."""
     if not await repository.mark_read(
         _pool(request), recipient=recipient, notification_id=notification_id
@@ -140,6 +178,7 @@ async def mark_read(request: Request, recipient: Recipient, notification_id: UUI
 @router.get("/deliveries", tags=["deliveries"])
 async def list_deliveries(
     request: Request,
+    caller: Operator,
     status: Annotated[Status | None, Query(description="e.g. failed")] = None,
     channel: Annotated[str | None, Query(max_length=100)] = None,
     recipient: Annotated[str | None, Query(max_length=100)] = None,
@@ -163,7 +202,7 @@ async def list_deliveries(
 
 
 @router.get("/deliveries/{delivery_id}", tags=["deliveries"])
-async def get_delivery(request: Request, delivery_id: UUID) -> Delivery:
+async def get_delivery(request: Request, caller: Operator, delivery_id: UUID) -> Delivery:
     """One delivery, with its attempts and last error."""
     row = await repository.delivery(_pool(request), delivery_id=delivery_id)
     if row is None:
@@ -172,7 +211,7 @@ async def get_delivery(request: Request, delivery_id: UUID) -> Delivery:
 
 
 @router.post("/deliveries/{delivery_id}/retry", status_code=202, tags=["deliveries"])
-async def retry_delivery(request: Request, delivery_id: UUID) -> Delivery:
+async def retry_delivery(request: Request, caller: Operator, delivery_id: UUID) -> Delivery:
     """Send a failed delivery again, now, with a fresh set of attempts."""
     try:
         row = await handlers.retry_delivery(_pool(request), delivery_id=delivery_id)

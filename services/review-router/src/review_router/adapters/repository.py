@@ -538,7 +538,8 @@ async def schedule(
 
 _ROUND_COLUMNS = """r.id, r.order_id, r.revision, r.status, r.current_stage, r.plan,
                     r.order_document, r.totals, r.opened_at, r.decided_at, r.decision,
-                    r.policy_version, r.previous_revision, r.changes, r.attachments"""
+                    r.policy_version, r.previous_revision, r.changes, r.attachments,
+                    r.order_document -> 'salesperson' ->> 'id' AS salesperson_id"""
 _REQUEST_COLUMNS = """q.review_id, q.round_id, r.order_id, r.revision, q.department, q.stage,
                       q.status, q.requested_at, q.answered_at, q.cancelled_at, q.due_at,
                       q.carried_from, q.assignee"""
@@ -595,7 +596,8 @@ async def review_with_details(pool: Pool, *, review_id: UUID) -> dict[str, Any] 
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             f"""SELECT {_REQUEST_COLUMNS}, r.status AS round_status, r.order_document, r.totals,
-                       r.policy_version, r.previous_revision, r.changes, r.attachments
+                       r.policy_version, r.previous_revision, r.changes, r.attachments,
+                       r.order_document -> 'salesperson' ->> 'id' AS salesperson_id
                 FROM review_requests q JOIN review_rounds r ON r.id = q.round_id
                 WHERE q.review_id = $1""",
             review_id,

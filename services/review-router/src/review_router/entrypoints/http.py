@@ -1,5 +1,11 @@
 """Review rounds, review requests with their history, department work lists and the review
-policy over HTTP (read only: departments act on the bus)."""
+policy over HTTP (read only: departments act on the bus, authenticated by their RabbitMQ
+user, so no route here changes anything and none needs a write rule).
+
+Who sees what: a round or review belongs to the salesperson on the order it reviews (the
+submitted document the round stored); they, their sales manager and systems reading orders
+see it, as does any reviewer (a round) or the reviewer of its department (a review), and
+systems holding reviews:read. Anyone else gets the same 404 as for a missing one."""
 
 from __future__ import annotations
 
@@ -7,10 +13,19 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from orderflow import limits
+from orderflow.auth import AUTH_RESPONSES, Caller, CallerDep, forbidden, require
+from orderflow.auth.identity import (
+    ORDERS_READ,
+    ORDERS_WRITE,
+    REVIEWER_PREFIX,
+    REVIEWS_READ,
+    SALES_MANAGER,
+    SALESPERSON,
+)
 from orderflow.db import Pool
 from orderflow.http import PROBLEM_RESPONSES, ProblemDetails
 from orderflow.http import Problem as HttpProblem
@@ -200,24 +215,57 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ProblemDetails, "description": "No such review or round"},
 }
 
-router = APIRouter(prefix="/api/v1", tags=["reviews"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1", tags=["reviews"], responses={**PROBLEM_RESPONSES, **AUTH_RESPONSES}
+)
+
+ANY_REVIEWER = f"{REVIEWER_PREFIX}*"
+# everyone who could see some round or review: the order's side and the reviewers' side
+Reader = Annotated[
+    Caller,
+    Depends(
+        require(SALESPERSON, SALES_MANAGER, ORDERS_READ, ORDERS_WRITE, ANY_REVIEWER, REVIEWS_READ)
+    ),
+]
+DepartmentReader = Annotated[Caller, Depends(require(ANY_REVIEWER, REVIEWS_READ))]
 
 
-@router.get("/rounds")
+def _sees_round(caller: Caller, salesperson_id: str | None) -> bool:
+    return caller.has(REVIEWS_READ, ANY_REVIEWER) or _owner_side(caller, salesperson_id)
+
+
+def _sees_review(caller: Caller, department: str, salesperson_id: str | None) -> bool:
+    return (
+        caller.has(REVIEWS_READ)
+        or caller.reviews_for(department)
+        or _owner_side(caller, salesperson_id)
+    )
+
+
+def _owner_side(caller: Caller, salesperson_id: str | None) -> bool:
+    return salesperson_id is not None and caller.acts_for(salesperson_id)
+
+
+@router.get("/rounds", responses=NOT_FOUND)
 async def list_rounds(
     request: Request,
+    caller: Reader,
     order_id: Annotated[UUID, Query(description="The order whose rounds to list")],
 ) -> RoundList:
-    """An order's review rounds, oldest revision first, with their requests and verdicts."""
+    """An order's review rounds, oldest revision first, with their requests and verdicts.
+    404 for a caller who may see none of them (as for an order they do not have)."""
     rounds = await repository.rounds_with_details(_pool(request), order_id=order_id)
-    return RoundList(order_id=order_id, items=[RoundView.model_validate(r) for r in rounds])
+    seen = [r for r in rounds if _sees_round(caller, r["salesperson_id"])]
+    if not seen and not caller.has(REVIEWS_READ, ANY_REVIEWER):
+        raise _not_found("Rounds", f"no review rounds of order {order_id}")
+    return RoundList(order_id=order_id, items=[RoundView.model_validate(r) for r in seen])
 
 
 @router.get("/rounds/{round_id}", responses=NOT_FOUND)
-async def get_round(request: Request, round_id: UUID) -> RoundView:
+async def get_round(request: Request, caller: Reader, round_id: UUID) -> RoundView:
     """One review round: its status, plan, requests and verdicts."""
     found = await repository.round_with_details(_pool(request), round_id=round_id)
-    if found is None:
+    if found is None or not _sees_round(caller, found["salesperson_id"]):
         raise _not_found("Round", f"no round {round_id}")
     return RoundView.model_validate(found)
 
@@ -284,11 +332,11 @@ def _history(review: dict[str, Any]) -> list[HistoryEntry]:
 
 
 @router.get("/reviews/{review_id}", responses=NOT_FOUND)
-async def get_review(request: Request, review_id: UUID) -> ReviewView:
+async def get_review(request: Request, caller: Reader, review_id: UUID) -> ReviewView:
     """One review request with the order as submitted and its whole history: annotations,
     reassignments, verdicts (who decided, for whom), reminders and escalations."""
     review = await repository.review_with_details(_pool(request), review_id=review_id)
-    if review is None:
+    if review is None or not _sees_review(caller, review["department"], review["salesperson_id"]):
         raise _not_found("Review", f"no review {review_id}")
     review["order"] = review.pop("order_document")
     review["history"] = _history(review)
@@ -298,6 +346,7 @@ async def get_review(request: Request, review_id: UUID) -> ReviewView:
 @router.get("/departments/{department}/pending")
 async def list_pending(
     request: Request,
+    caller: DepartmentReader,
     department: DepartmentName,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
@@ -306,7 +355,10 @@ async def list_pending(
     ] = None,
     overdue: Annotated[bool, Query(description="Only reviews past their due time")] = False,
 ) -> PendingPage:
-    """A department's review requests still waiting for a verdict, oldest first."""
+    """A department's review requests still waiting for a verdict, oldest first (for the
+    department's reviewers and reviews:read)."""
+    if not (caller.has(REVIEWS_READ) or caller.reviews_for(department)):
+        raise forbidden(f"the pending reviews of {department} are for its reviewers")
     rows, total = await repository.pending_for(
         _pool(request),
         department=department,
@@ -325,7 +377,7 @@ async def list_pending(
 
 
 @router.get("/policy")
-async def get_policy(request: Request) -> PolicyView:
+async def get_policy(request: Request, caller: CallerDep) -> PolicyView:
     """The review policy the router plans rounds with."""
     rules: Rules = request.app.state.rules
     return PolicyView(
