@@ -24,7 +24,7 @@ from orderflow.testing import Infra, eventually, publish, running
 def settings(infra: Infra) -> Settings:
     return Settings(
         database_url=infra.database_url,
-        amqp_url=infra.amqp_url,
+        amqp_url=infra.url_as("notifier"),
         console_base_url="http://console.example",
     )
 
