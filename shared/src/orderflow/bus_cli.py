@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--credentials", type=Path, help="env file for new passwords (mode 600)")
     parser.add_argument("--secrets-dir", type=Path, help="a file per user for new passwords")
     parser.add_argument(
+        "--rotate-unknown",
+        action="store_true",
+        help="a new password for an existing user whose password neither --credentials nor "
+        "--secrets-dir holds (they were lost)",
+    )
+    parser.add_argument(
         "--quiet-passwords",
         action="store_true",
         help="do not print the outside systems' new passwords (they are in the files)",
@@ -120,7 +126,7 @@ def _report(
             print(f"new passwords written to {args.credentials} (mode 600)")
         if args.secrets_dir:
             provisioning.write_secrets_dir(args.secrets_dir, outcome.created)
-            print(f"new passwords written to {args.secrets_dir}/<user> (mode 600)")
+            print(f"new passwords written to {args.secrets_dir}/<user>/password (mode 600)")
         if not (args.credentials or args.secrets_dir) or not args.quiet_passwords:
             # shown this once: RabbitMQ keeps only a hash
             for name, password in outcome.created.items():
@@ -128,6 +134,21 @@ def _report(
                     print(f"  {kinds[name]:<10} {name}  password: {password}")
     for name in outcome.kept:
         print(f"  {kinds[name]:<10} {name}  exists, keeps its password (--rotate for a new one)")
+
+
+def _rotating(args: argparse.Namespace, accounts: Sequence[provisioning.Account]) -> list[str]:
+    if args.rotate:
+        return [a.name for a in accounts]
+    if not args.rotate_unknown:
+        return []
+    known = provisioning.read_env_file(args.credentials) if args.credentials else {}
+
+    def unknown(name: str) -> bool:
+        in_file = provisioning.env_name(name) in known
+        in_dir = args.secrets_dir and provisioning.secret_file(args.secrets_dir, name).exists()
+        return not (in_file or in_dir)
+
+    return [a.name for a in accounts if unknown(a.name)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         vhost=args.vhost,
         accounts=accounts,
         departments=departments,
-        rotate=[a.name for a in accounts] if args.rotate else [],
+        rotate=_rotating(args, accounts),
         with_topology=args.command in ("provision", "add-department"),
     )
     print(f"vhost {args.vhost}: topology and permissions of {len(accounts)} user(s) in place")

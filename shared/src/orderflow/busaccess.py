@@ -235,7 +235,7 @@ class Trust:
         kind = message_type or ""
         if accepted is not None and kind not in accepted:
             return (
-                f"unknown message type {kind!r} on {queue}: expected one of "
+                f"unknown message type {message_type!r} on {queue}: expected one of "
                 f"{', '.join(sorted(accepted)) or 'none'}"
             )
         expected = self.expected(kind)

@@ -347,8 +347,14 @@ def write_env_file(path: Path, passwords: Mapping[str, str]) -> None:
     _private_write(path, header + "".join(f"{k}={v}\n" for k, v in sorted(values.items())))
 
 
+def secret_file(directory: Path, user: str) -> Path:
+    """`<directory>/<user>/password`: a directory per user, so each service can be given
+    (a volume with) its own password and no other."""
+    return directory / user / "password"
+
+
 def write_secrets_dir(directory: Path, passwords: Mapping[str, str]) -> None:
-    """One file per user, named after it, holding its password (Docker-secret style)."""
-    directory.mkdir(parents=True, exist_ok=True)
     for user, password in passwords.items():
-        _private_write(directory / user, password)
+        path = secret_file(directory, user)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_write(path, password)
