@@ -308,7 +308,7 @@ async def _every_consumed_type(infra: Infra, amqp: AbstractConnection) -> None:
     sent: list[tuple[str, str, str]] = []
     for specs in busaccess.OWN_QUEUES.values():
         for spec in specs:
-            accepted = busaccess.accepted_types(spec) or frozenset(busaccess.EVENT_PRODUCERS)
+            accepted = busaccess.accepted_types(spec) or tuple(busaccess.EVENT_PRODUCERS)
             kind = sorted(accepted)[0]
             role = _wrong_producer(kind)
             await forge(infra, role, spec.name, kind, b"{}", reply_to="nobody.replies")

@@ -93,7 +93,7 @@ class ConsumerRuntime(Protocol):
 
     service: str
     trust: busaccess.Trust
-    accepts: dict[str, frozenset[str] | None]
+    accepts: dict[str, tuple[str, ...] | None]
 
     @property
     def pool(self) -> Pool: ...

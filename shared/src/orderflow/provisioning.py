@@ -88,7 +88,7 @@ def all_queues(departments: Iterable[str] = ()) -> list[topology.QueueSpec]:
 
 def topology_definitions(vhost: str, departments: Iterable[str] = ()) -> dict[str, Any]:
     """Exchanges, queues (each with its `.dlq`) and bindings, as a definitions document."""
-    exchanges = [
+    exchanges: list[dict[str, Any]] = [
         {
             "name": name,
             "vhost": vhost,

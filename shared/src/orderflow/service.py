@@ -55,7 +55,7 @@ class ServiceRuntime:
             outside={t: frozenset(u) for t, u in (outside_producers or {}).items()},
         )
         #: queue -> the message types its subscriber takes (None: any event)
-        self.accepts: dict[str, frozenset[str] | None] = {}
+        self.accepts: dict[str, tuple[str, ...] | None] = {}
         self._pool: Pool | None = None
         self._publisher: Publisher | None = None
         self.relay: OutboxRelay | None = None
