@@ -222,12 +222,23 @@ class ManagementApi:
 class Rabbitmqctl:
     """`rabbitmqctl` on the broker's machine (root, or the rabbitmq user)."""
 
-    def __init__(self, command: str = "rabbitmqctl") -> None:
-        self._command = command
+    def __init__(
+        self,
+        command: str = "rabbitmqctl",
+        *,
+        node: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._command = [command, *(["-n", node] if node else [])]
+        self._env = dict(env) if env is not None else None
 
     def _run(self, *args: str) -> str:
         done = subprocess.run(  # noqa: S603  # fixed command, our own arguments
-            [self._command, "-q", *args], check=False, capture_output=True, text=True
+            [*self._command, "-q", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=self._env,
         )
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {args[0]} failed: {done.stderr.strip()}")

@@ -229,19 +229,37 @@ def _run_accounts(prefix: str) -> tuple[dict[str, str], list[provisioning.Accoun
     return roles, accounts
 
 
+def create_run_users(broker: provisioning.Broker, prefix: str) -> RunUsers:
+    """Every kind of bus user, named `<prefix><role>`, with new passwords."""
+    roles, accounts = _run_accounts(prefix)
+    passwords = {a.name: provisioning.new_password() for a in accounts}
+    broker.import_definitions({"users": provisioning.user_definitions(passwords)})
+    users = {role: BusUser(name, passwords.get(name, "")) for role, name in roles.items()}
+    return RunUsers(users, accounts)
+
+
+def provisioned(
+    broker: provisioning.Broker, *, amqp_url: str, database_url: str, vhost: str, database: str
+) -> Infra:
+    """A broker of the test's own (a local node): its users, the topology and permissions
+    on `vhost`, as the provisioning step of a deployment makes them."""
+    run = create_run_users(broker, "")
+    provisioning.apply_vhost(broker, vhost=vhost, accounts=run.accounts)
+    made = Infra(amqp_url, database_url, vhost, database, users=run.users)
+    _RUNNING[vhost] = made
+    return made
+
+
 @pytest.fixture(scope="session")
 def bus_users(servers: Servers) -> Iterator[RunUsers]:
     """Users of this run only (never a shared user whose password others rely on), deleted
     at the end; each test's vhost grants them their permissions."""
     broker = admin_broker(servers)
-    roles, accounts = _run_accounts(f"t{uuid.uuid4().hex[:10]}-")
-    passwords = {a.name: provisioning.new_password() for a in accounts}
-    broker.import_definitions({"users": provisioning.user_definitions(passwords)})
-    users = {role: BusUser(name, passwords.get(name, "")) for role, name in roles.items()}
+    run = create_run_users(broker, f"t{uuid.uuid4().hex[:10]}-")
     try:
-        yield RunUsers(users, accounts)
+        yield run
     finally:
-        broker.delete_users(passwords)
+        broker.delete_users(a.name for a in run.accounts)
 
 
 #: vhost -> its test's infra, so `publish()` can send as the producer's user
@@ -411,8 +429,8 @@ def _producer_role(message_type: str | None, routing_key: str) -> str | None:
 
 def _infra_of(connection: aio_pika.abc.AbstractConnection) -> Infra | None:
     url = getattr(connection, "url", None)
-    path = getattr(url, "path", "") or ""
-    return _RUNNING.get(path.lstrip("/"))
+    path = str(getattr(url, "path", "") or "")
+    return _RUNNING.get(path[1:] or "/")
 
 
 @contextlib.asynccontextmanager
