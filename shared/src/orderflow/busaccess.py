@@ -79,6 +79,7 @@ DEPARTMENT_QUEUE_PATTERN = r"review\.[a-z][a-z0-9_]*(\.dlq)?"
 ORIGINAL_USER = "x-orderflow-original-user-id"
 REPLAYS = "x-orderflow-replays"
 GUEST = "guest"
+DISCARDED = "ops.discarded"  # deadletters.DISCARDED
 
 
 def check_tables() -> None:
@@ -128,7 +129,9 @@ def service_permissions(service: str) -> Permissions:
     dlqs = [q.dlq for q in queues]
     sources = {q.exchange for q in queues}
     published = [topology.DLX, "amq.default"]  # dead letters; replies and replays
+    # the ops API's discard keeps a copy in `ops.discarded`, which it declares
     own = list(names)
+    archive = [DISCARDED]
     extra: list[str] = []
     if PUBLISHES[service]:
         published.append(topology.EVENTS)
@@ -140,7 +143,7 @@ def service_permissions(service: str) -> Permissions:
         sources |= {topology.REVIEWS, topology.DLX}
     event_keys = [k for q in queues if q.exchange == topology.EVENTS for k in q.routing_keys]
     return Permissions(
-        configure=_any_of(own, *extra),
+        configure=_any_of([*own, *archive], *extra),
         write=_any_of([*own, *published], *extra),
         # its dead-letter queues too: the operator lists and replays them as the service
         read=_any_of([*names, *dlqs, *sorted(sources)], *extra),
