@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         document = provisioning.topology_definitions(args.vhost, args.department)
         print(json.dumps(document, indent=2, ensure_ascii=False))
         return 0
-    accounts, departments = _accounts(args)
+    try:
+        accounts, departments = _accounts(args)
+    except ValueError as exc:  # an unknown event type, say
+        raise SystemExit(f"orderflow-bus {args.command}: {exc}") from None
     broker = _broker(args)
     outcome = provisioning.provision(
         broker,
