@@ -76,6 +76,11 @@ bus_url() {
 
 # One database, a schema per service; one vhost, a user per service. Settings already set
 # are kept.
+if [[ "${ORDERFLOW_ALLOW_GUEST:-false}" == true ]]; then
+    warn "ORDERFLOW_ALLOW_GUEST=true: the services connect as $RABBIT_USER, which may do anything on the broker"
+    # every event then comes from that one user
+    export ORDERFLOW_BUS_USERS="${ORDERFLOW_BUS_USERS:-{\"intake\": \"$RABBIT_USER\", \"review-router\": \"$RABBIT_USER\", \"contracts\": \"$RABBIT_USER\", \"notifier\": \"$RABBIT_USER\"\}}"
+fi
 for service in intake review-router contracts notifier; do
     prefix="${service//-/_}"
     prefix="${prefix^^}"
