@@ -47,16 +47,17 @@ ensure_vhost "$VHOST"
 
 database_url="postgresql://$PG_ADMIN_USER@$PG_HOST:$PG_PORT/$DATABASE"
 
-# The bus: the topology, and a RabbitMQ user per service, per department and for an
-# example order-submitting system, each allowed only its own part (orderflow-bus, as the
-# broker's administrator). Passwords are generated once and kept in a private file.
+# The bus: the topology, and a RabbitMQ user per service, per department (the default
+# policy's general manager too) and for an example order-submitting system, each allowed
+# only its own part (orderflow-bus, as the broker's administrator). Passwords are
+# generated once and kept in a private file.
 CREDENTIALS="${ORDERFLOW_BUS_CREDENTIALS:-$ROOT/.local/bus.env}"
 SUBMITTER="${ORDERFLOW_EXAMPLE_SUBMITTER:-example-submitter}"
 say "provisioning the bus (vhost $VHOST): users and permissions"
 "$ROOT/.venv/bin/orderflow-bus" \
     --api "http://$RABBIT_USER:$RABBIT_PASSWORD@127.0.0.1:$RABBIT_API_PORT" \
     --vhost "$VHOST" --credentials "$CREDENTIALS" --rotate-unknown \
-    provision --submitter "$SUBMITTER" ||
+    provision --department general_manager --submitter "$SUBMITTER" ||
     die "could not provision the bus"
 # shellcheck disable=SC1090  # written by orderflow-bus just now
 source "$CREDENTIALS"
