@@ -11,15 +11,16 @@ the simulator (SIGINT or SIGTERM) never loses a review: an unanswered one is red
 to the next reviewer.
 
 Every verdict carries the AMQP `user_id` of the connection that publishes it (RabbitMQ
-checks it; the router refuses verdicts without one). With one user for all departments
-(`--amqp-url`), the router must let that user act for any department; with
+checks it; the router refuses verdicts without one). With
 `--department-url finance=amqp://dept-finance:...@host/vhost` each department connects
-as its own user, as real department systems do.
+as its own user (`orderflow-bus provision` makes them), as real department systems do;
+with one user for all departments (`--amqp-url`), the router must let that user act for
+any department (REVIEW_ROUTER_VERDICT_ACTING_USERS).
 
     uv run python bench/department_simulator.py \
-        --amqp-url amqp://guest:guest@127.0.0.1:5672/ \
-        --departments supervisor,production,service_delivery,finance,technical \
-        --approve-rate 0.9 --seed 1
+        --department-url supervisor=amqp://dept-supervisor:SECRET@127.0.0.1:5672/orderflow \
+        --department-url finance=amqp://dept-finance:SECRET@127.0.0.1:5672/orderflow \
+        --departments supervisor,finance --approve-rate 0.9 --seed 1
 """
 
 from __future__ import annotations
@@ -316,7 +317,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(
         description="Answer Orderflow review requests as department systems would."
     )
-    parser.add_argument("--amqp-url", required=True, help="e.g. amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument(
+        "--amqp-url",
+        default="",
+        help="for departments without a --department-url, e.g. amqp://user:secret@host/vhost",
+    )
     parser.add_argument(
         "--departments",
         default=",".join(topology.DEFAULT_DEPARTMENTS),
@@ -359,6 +364,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
             parser.error(f"--department-url: expected DEPARTMENT=amqp://..., got {item!r}")
         department_urls[name.strip()] = url.strip()
     departments = tuple(d.strip() for d in args.departments.split(",") if d.strip())
+    without = [d for d in departments if d not in department_urls]
+    if without and not args.amqp_url:
+        parser.error(f"give --amqp-url, or a --department-url for {', '.join(without)}")
     for name, rate in (
         ("--approve-rate", args.approve_rate),
         ("--duplicate-rate", args.duplicate_rate),

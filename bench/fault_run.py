@@ -36,13 +36,14 @@ import aio_pika
 import asyncpg
 import httpx
 
-from orderflow import topology
+from orderflow import busaccess, topology
 from orderflow.localservers import LocalPostgres, LocalRabbit
 from orderflow.messages import ReviewRequested, VerdictGiven
 from orderflow.testing import (
     Infra,
     ServiceProcess,
     example_order,
+    provisioned,
     start_service,
     wait_ready,
 )
@@ -54,10 +55,8 @@ SCHEMAS = {
     "contracts": "contracts",
     "notifier": "notifier",
 }
-# the simulated departments publish as the run's broker user, which the router is told may
-# act for every department (verdicts stay authenticated: RabbitMQ checks the user_id)
-SIMULATOR_USER = "guest"
-ROUTER_ENV = {"REVIEW_ROUTER_VERDICT_ACTING_USERS": SIMULATOR_USER}
+# every part on the bus is its own RabbitMQ user, made by `provisioned` on the run's node:
+# the services, each department (`dept-<department>`), a submitter and a listener
 
 
 @dataclass
@@ -94,8 +93,7 @@ class Cluster:
         self.processes: list[ServiceProcess] = []
 
     def _start(self, name: str) -> ServiceProcess:
-        extra = ROUTER_ENV if name == "review-router" else {}
-        return start_service(self.infra, name, self.log_dir, **extra)
+        return start_service(self.infra, name, self.log_dir)
 
     async def start(self) -> None:
         self.processes = [self._start(n) for n in SERVICES for _ in range(self.replicas)]
@@ -199,7 +197,7 @@ async def consume_forever(
 
 
 async def departments(
-    url: str,
+    infra: Infra,
     rng: random.Random,
     figures: Figures,
     *,
@@ -207,8 +205,36 @@ async def departments(
     duplicate_rate: float,
     stop: asyncio.Event,
 ) -> None:
-    """Answer every review request; some verdicts are sent twice. A verdict whose publish
-    fails leaves its request unacknowledged, so it comes back after the reconnection."""
+    """Answer every review request, each department as its own user; some verdicts are sent
+    twice. A verdict whose publish fails leaves its request unacknowledged, so it comes back
+    after the reconnection."""
+    await asyncio.gather(
+        *(
+            _department(
+                infra,
+                department,
+                rng,
+                figures,
+                change_rate=change_rate,
+                duplicate_rate=duplicate_rate,
+                stop=stop,
+            )
+            for department in topology.DEFAULT_DEPARTMENTS
+        )
+    )
+
+
+async def _department(
+    infra: Infra,
+    department: str,
+    rng: random.Random,
+    figures: Figures,
+    *,
+    change_rate: float,
+    duplicate_rate: float,
+    stop: asyncio.Event,
+) -> None:
+    user = infra.user(f"dept-{department}")
 
     async def on_request(message: aio_pika.abc.AbstractIncomingMessage, publisher: Any) -> None:
         if message.type != "review.requested":
@@ -244,7 +270,7 @@ async def departments(
                         type=VerdictGiven.message_type,
                         content_type="application/json",
                         correlation_id=str(review.order_id),
-                        user_id=SIMULATOR_USER,
+                        user_id=user,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     ),
                     routing_key=review.department,
@@ -258,20 +284,22 @@ async def departments(
         figures.verdicts_duplicated += times - 1
 
     await consume_forever(
-        url,
-        [f"review.{d}" for d in topology.DEFAULT_DEPARTMENTS],
+        infra.url_as(f"dept-{department}"),
+        [f"review.{department}"],
         on_request,
         stop,
-        prefetch=50,
+        prefetch=10,
     )
 
 
-async def salespeople(url: str, intake: Any, figures: Figures, stop: asyncio.Event) -> None:
-    """Revise and resubmit every order that came back with changes requested."""
+async def salespeople(infra: Infra, intake: Any, figures: Figures, stop: asyncio.Event) -> None:
+    """Revise and resubmit every order that came back with changes requested; listening to
+    the events as an event listener does, in a queue of its own user's."""
+    queue_name = f"{infra.user('listener')}.salespeople"
 
     async def setup(channel: Any) -> None:
         queue = await channel.declare_queue(
-            "faultrun.salespeople", durable=True, arguments={"x-queue-type": "quorum"}
+            queue_name, durable=True, arguments={"x-queue-type": "quorum"}
         )
         await queue.bind(topology.EVENTS, routing_key="order.changes_requested")
 
@@ -311,11 +339,13 @@ async def salespeople(url: str, intake: Any, figures: Figures, stop: asyncio.Eve
         with contextlib.suppress(Exception):
             await message.ack()
 
-    await consume_forever(url, ["faultrun.salespeople"], on_changes, stop, prefetch=20, setup=setup)
+    await consume_forever(
+        infra.url_as("listener"), [queue_name], on_changes, stop, prefetch=20, setup=setup
+    )
 
 
 async def load(
-    url: str,
+    infra: Infra,
     intake: Any,
     n: int,
     rate: float,
@@ -323,8 +353,10 @@ async def load(
     figures: Figures,
     accepted: dict[str, str],
 ) -> None:
-    """Submit `n` orders at `rate` a second, half over HTTP and half over the bus."""
-    connection = await aio_pika.connect_robust(url, reconnect_interval=1)
+    """Submit `n` orders at `rate` a second, half over HTTP and half over the bus (as an
+    order-submitting system's user)."""
+    connection = await aio_pika.connect_robust(infra.url_as("submitter"), reconnect_interval=1)
+    submitter = infra.user("submitter")
     holder: dict[str, Any] = {}
     product = example_order("order-product")
     product.pop("technical_requirements", None)
@@ -367,6 +399,7 @@ async def load(
                     type="order.submit",
                     content_type="application/json",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    user_id=submitter,
                 ),
             )
         figures.submitted_bus += 1
@@ -424,26 +457,44 @@ def poison_bodies(queue: str) -> list[bytes]:
     return bodies
 
 
-async def poison(url: str, figures: Figures) -> list[tuple[str, str]]:
+def _poison_route(queue: str, message_type: str) -> tuple[str, str, str]:
+    """As whom and where a message of this type comes from: its right producer (so the
+    poison reaches the consumer's validation), the exchange and the routing key."""
+    if message_type == "order.submit":
+        return "submitter", topology.COMMANDS, "order.submit"
+    if message_type == "review.verdict":
+        return "dept-finance", topology.VERDICTS, "finance"
+    # a service's user may write to the default exchange (replies), straight into the queue
+    return busaccess.EVENT_PRODUCERS[message_type], "", queue
+
+
+async def poison(infra: Infra, figures: Figures) -> list[tuple[str, str]]:
     """Poison into every input queue: each must end in its dead-letter queue with a reason."""
-    connection = await aio_pika.connect(url)
     sent: list[tuple[str, str]] = []
-    async with connection.channel(publisher_confirms=True) as channel:
-        for queue, message_type in QUEUE_TYPES.items():
+    for queue, message_type in QUEUE_TYPES.items():
+        role, exchange, key = _poison_route(queue, message_type)
+        connection = await aio_pika.connect(infra.url_as(role))
+        async with connection.channel(publisher_confirms=True) as channel:
+            target = (
+                await channel.get_exchange(exchange, ensure=False)
+                if exchange
+                else channel.default_exchange
+            )
             for body in poison_bodies(queue):
                 mid = f"poison-{uuid.uuid4()}"
-                await channel.default_exchange.publish(
+                await target.publish(
                     aio_pika.Message(
                         body,
                         message_id=mid,
                         type=message_type,
                         content_type="application/json",
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        user_id=infra.user(role),
                     ),
-                    routing_key=queue,
+                    routing_key=key,
                 )
                 sent.append((queue, mid))
-    await connection.close()
+        await connection.close()
     figures.poison += len(sent)
     figures.log(f"injected {len(sent)} poison messages into {len(QUEUE_TYPES)} queues")
     return sent
@@ -482,7 +533,7 @@ async def chaos(
             figures.database_restarts += 1
             figures.log(f"PostgreSQL back after {away:.1f}s")
         else:
-            poisoned += await poison(rabbit.url, figures)
+            poisoned += await poison(cluster.infra, figures)
         figures.last_fault_at = time.monotonic()
 
 
@@ -660,8 +711,13 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
     conn = await asyncpg.connect(postgres.url())
     await conn.execute("CREATE DATABASE orderflow")
     await conn.close()
-    infra = Infra(
-        amqp_url=rabbit.url, database_url=postgres.url("orderflow"), vhost="/", database="orderflow"
+    # the provisioning step: topology, and every part's own user with its permissions
+    infra = provisioned(
+        rabbit.admin(),
+        amqp_url=rabbit.url,
+        database_url=postgres.url("orderflow"),
+        vhost="/",
+        database="orderflow",
     )
     cluster = Cluster(infra, logs, args.replicas)
     accepted: dict[str, str] = {}
@@ -680,7 +736,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
         helpers = [
             asyncio.create_task(
                 departments(
-                    rabbit.url,
+                    infra,
                     random.Random(args.seed + 1),
                     figures,
                     change_rate=args.change_rate,
@@ -688,7 +744,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
                     stop=stop,
                 )
             ),
-            asyncio.create_task(salespeople(rabbit.url, intake, figures, stop)),
+            asyncio.create_task(salespeople(infra, intake, figures, stop)),
         ]
         duration = args.orders / args.rate
         chaos_task = asyncio.create_task(
@@ -705,7 +761,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
                 poisoned=poisoned,
             )
         )
-        await load(rabbit.url, intake, args.orders, args.rate, rng, figures, accepted)
+        await load(infra, intake, args.orders, args.rate, rng, figures, accepted)
         figures.log(f"load done: {len(accepted)} orders submitted")
         await chaos_task
         figures.log("faults done; waiting for the system to go quiet")

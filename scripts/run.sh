@@ -8,14 +8,15 @@
 #
 # Needs: Debian with PostgreSQL and RabbitMQ installed (they are started if stopped), and
 # Python 3.11 with pip (uv is installed with pip if missing). Any *_DATABASE_URL,
-# *_AMQP_URL or other setting already in the environment is kept.
+# *_AMQP_URL or other setting already in the environment is kept. Each service and each
+# department connects to RabbitMQ as its own user; passwords go to .local/bus.env.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-    sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 with_simulator=0
@@ -45,16 +46,58 @@ ensure_database "$DATABASE"
 ensure_vhost "$VHOST"
 
 database_url="postgresql://$PG_ADMIN_USER@$PG_HOST:$PG_PORT/$DATABASE"
-amqp_url="amqp://$RABBIT_USER:$RABBIT_PASSWORD@127.0.0.1:5672/$VHOST"
 
-# One database, a schema per service; one vhost. Settings already set are kept.
-for prefix in INTAKE REVIEW_ROUTER CONTRACTS NOTIFIER; do
+# The bus: the topology, and a RabbitMQ user per service, per department (the default
+# policy's general manager too) and for an example order-submitting system, each allowed
+# only its own part (orderflow-bus, as the broker's administrator). Passwords are
+# generated once and kept in a private file.
+CREDENTIALS="${ORDERFLOW_BUS_CREDENTIALS:-$ROOT/.local/bus.env}"
+SUBMITTER="${ORDERFLOW_EXAMPLE_SUBMITTER:-example-submitter}"
+say "provisioning the bus (vhost $VHOST): users and permissions"
+"$ROOT/.venv/bin/orderflow-bus" \
+    --api "http://$RABBIT_USER:$RABBIT_PASSWORD@127.0.0.1:$RABBIT_API_PORT" \
+    --vhost "$VHOST" --credentials "$CREDENTIALS" --rotate-unknown \
+    provision --department general_manager --submitter "$SUBMITTER" ||
+    die "could not provision the bus"
+# shellcheck disable=SC1090  # written by orderflow-bus just now
+source "$CREDENTIALS"
+
+# the password of a bus user from the credentials file: bus_password review-router
+bus_password() {
+    local name="ORDERFLOW_BUS_PASSWORD_${1//[^A-Za-z0-9]/_}"
+    name="${name^^}"
+    [[ -n "${!name:-}" ]] || die "no password for bus user $1 in $CREDENTIALS (remove the file to start afresh)"
+    printf '%s' "${!name}"
+}
+bus_url() {
+    local password
+    password="$(bus_password "$1")" || exit 1
+    printf 'amqp://%s:%s@127.0.0.1:5672/%s' "$1" "$password" "$VHOST"
+}
+
+# One database, a schema per service; one vhost, a user per service. Settings already set
+# are kept.
+if [[ "${ORDERFLOW_ALLOW_GUEST:-false}" == true ]]; then
+    warn "ORDERFLOW_ALLOW_GUEST=true: the services connect as $RABBIT_USER, which may do anything on the broker"
+    # every event then comes from that one user
+    export ORDERFLOW_BUS_USERS="${ORDERFLOW_BUS_USERS:-{\"intake\": \"$RABBIT_USER\", \"review-router\": \"$RABBIT_USER\", \"contracts\": \"$RABBIT_USER\", \"notifier\": \"$RABBIT_USER\"\}}"
+fi
+for service in intake review-router contracts notifier; do
+    prefix="${service//-/_}"
+    prefix="${prefix^^}"
     db_var="${prefix}_DATABASE_URL" amqp_var="${prefix}_AMQP_URL" json_var="${prefix}_LOG_JSON"
+    if [[ "${ORDERFLOW_ALLOW_GUEST:-false}" == true ]]; then
+        service_url="amqp://$RABBIT_USER:$RABBIT_PASSWORD@127.0.0.1:5672/$VHOST"
+    else
+        service_url="$(bus_url "$service")"
+    fi
     export "$db_var=${!db_var:-$database_url}"
-    export "$amqp_var=${!amqp_var:-$amqp_url}"
+    export "$amqp_var=${!amqp_var:-$service_url}"
     # people read these logs; deployments keep the JSON default
     export "$json_var=${!json_var:-false}"
 done
+# the example submitter may send order.submit (docs/integration.md)
+export INTAKE_SUBMITTER_USERS="${INTAKE_SUBMITTER_USERS:-$SUBMITTER}"
 export INTAKE_HTTP_PORT="${INTAKE_HTTP_PORT:-8000}"
 export REVIEW_ROUTER_HTTP_PORT="${REVIEW_ROUTER_HTTP_PORT:-8001}"
 export CONTRACTS_HTTP_PORT="${CONTRACTS_HTTP_PORT:-8002}"
@@ -80,13 +123,16 @@ while IFS= read -r line; do
 done <"$ROOT/Procfile"
 if ((with_simulator)); then
     [[ -f "$ROOT/bench/department_simulator.py" ]] || die "bench/department_simulator.py is missing"
-    export ORDERFLOW_SIMULATOR_AMQP_URL="${ORDERFLOW_SIMULATOR_AMQP_URL:-$amqp_url}"
-    # the simulator answers for every department as the local broker user; in production each
-    # department system has its own user (deploy/rabbitmq/definitions.json)
-    export REVIEW_ROUTER_VERDICT_ACTING_USERS="${REVIEW_ROUTER_VERDICT_ACTING_USERS:-$RABBIT_USER}"
-    # expanded by the simulator's own shell, so no character of the URL needs quoting here
-    # shellcheck disable=SC2016
-    simulator='python bench/department_simulator.py --amqp-url "$ORDERFLOW_SIMULATOR_AMQP_URL"'
+    # each department answers as its own user, dept-<department>, as real department
+    # systems do; the URLs (with passwords) stay in the environment, off the command line
+    simulator='python bench/department_simulator.py'
+    for department in supervisor production service_delivery finance technical; do
+        var="ORDERFLOW_SIMULATOR_URL_${department^^}"
+        url="$(bus_url "dept-$department")"
+        export "$var=$url"
+        # shellcheck disable=SC2016  # expanded by the simulator's own shell
+        simulator+=" --department-url \"$department=\$$var\""
+    done
     if ((${#simulator_args[@]})); then
         simulator+=" $(printf '%q ' "${simulator_args[@]}")"
     fi
@@ -149,6 +195,7 @@ for i in "${!names[@]}"; do
     start "${names[$i]}" "${commands[$i]}"
 done
 say "intake http://127.0.0.1:$INTAKE_HTTP_PORT, review-router :$REVIEW_ROUTER_HTTP_PORT, contracts :$CONTRACTS_HTTP_PORT, notifier :$NOTIFIER_HTTP_PORT (Ctrl-C stops)"
+say "bus users (vhost $VHOST): services intake, review-router, contracts, notifier; departments dept-<department>; submitter $SUBMITTER; passwords in $CREDENTIALS (mode 600)"
 
 status=0
 while ((!stopping)); do

@@ -1,11 +1,10 @@
 """The deployment files agree with the code and with each other: docker-compose.yml sets only
-settings the services have, its credentials match the RabbitMQ definitions and the
-PostgreSQL init script, and the Procfile runs the services' own console scripts."""
+settings the services have, each service's bus user and password file come from the bus
+set-up (no password committed), its database credentials match the PostgreSQL init script,
+and the Procfile runs the services' own console scripts."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import importlib
 import json
 import re
@@ -41,12 +40,6 @@ def definitions() -> dict[str, Any]:
         (ROOT / "deploy" / "rabbitmq" / "definitions.json").read_text()
     )
     return document
-
-
-def rabbitmq_password_matches(password_hash: str, password: str) -> bool:
-    raw = base64.b64decode(password_hash)
-    salt, digest = raw[:4], raw[4:]
-    return hashlib.sha256(salt + password.encode()).digest() == digest
 
 
 def variables(prefix: str, field: str, info: Any) -> list[str]:
@@ -101,19 +94,25 @@ def test_compose_service_is_healthchecked_and_stops_gracefully(name: str) -> Non
 
 @pytest.mark.parametrize("name", list(SERVICES))
 def test_compose_credentials_match_the_broker_and_database_set_up(name: str) -> None:
-    _, prefix, _, _ = SERVICES[name]
-    environment = compose()["services"][name]["environment"]
+    from orderflow import busaccess
 
+    _, prefix, _, _ = SERVICES[name]
+    doc = compose()
+    service = doc["services"][name]
+    environment = service["environment"]
+
+    # the bus: its own user, no password in any committed file, its own password volume
     amqp = urlsplit(environment[f"{prefix}AMQP_URL"])
-    vhost = unquote(amqp.path.lstrip("/"))
-    defs = definitions()
-    users = {u["name"]: u for u in defs["users"]}
-    assert amqp.username in users, f"{amqp.username} is not a RabbitMQ user in definitions.json"
-    assert rabbitmq_password_matches(
-        users[amqp.username]["password_hash"], unquote(amqp.password or "")
-    ), f"{name}: the AMQP password does not match definitions.json"
-    assert vhost in {v["name"] for v in defs["vhosts"]}
-    assert any(p["user"] == amqp.username and p["vhost"] == vhost for p in defs["permissions"])
+    assert amqp.username == busaccess.service_users()[name] and amqp.password is None
+    password_file = environment[f"{prefix}AMQP_PASSWORD_FILE"]
+    volumes = [v for v in service["volumes"] if v.startswith("bus-")]
+    assert volumes == [f"bus-{name}:/var/lib/orderflow-bus/{name}:ro"], volumes
+    assert password_file == f"/var/lib/orderflow-bus/{name}/password"
+    setup = doc["services"]["bus-setup"]
+    assert f"bus-{name}:/var/lib/orderflow-bus/{name}" in setup["volumes"]
+    command = setup["command"]
+    assert command[command.index("--vhost") + 1] == unquote(amqp.path.lstrip("/"))
+    assert service["depends_on"]["bus-setup"]["condition"] == "service_completed_successfully"
 
     database = urlsplit(environment[f"{prefix}DATABASE_URL"])
     init = (ROOT / "deploy" / "postgres" / "initdb" / "10-orderflow.sh").read_text()
@@ -126,22 +125,38 @@ def test_compose_credentials_match_the_broker_and_database_set_up(name: str) -> 
     )
 
 
-def test_service_permissions_cover_every_queue_and_exchange() -> None:
-    from orderflow import topology
+def test_the_committed_definitions_are_the_topology_and_no_users() -> None:
+    from orderflow import provisioning
 
-    names = [spec.name for spec in topology.SERVICE_QUEUES]
-    names += [spec.dlq for spec in topology.SERVICE_QUEUES]
-    names += [topology.COMMANDS, topology.EVENTS, topology.REVIEWS, topology.VERDICTS]
-    names += [topology.DLX]
-    for permission in definitions()["permissions"]:
-        if permission["user"] not in SERVICES:
-            continue
-        for kind in ("configure", "write", "read"):
-            pattern = re.compile(permission[kind])
-            refused = [n for n in names if not pattern.search(n)]
-            assert not refused, f"{permission['user']} may not {kind} {refused}"
-        # replies to a command's reply_to go through the default exchange
-        assert re.search(permission["write"], "amq.default")
+    defs = definitions()
+    assert defs == provisioning.topology_definitions("orderflow"), (
+        "deploy/rabbitmq/definitions.json is stale: "
+        "uv run orderflow-bus definitions > deploy/rabbitmq/definitions.json"
+    )
+    assert not {"users", "permissions", "topic_permissions"} & set(defs)
+    assert "local-only" not in (ROOT / "docker-compose.yml").read_text().split("rabbitmq")[0]
+
+
+def test_service_permissions_cover_their_own_queues_and_no_others() -> None:
+    from orderflow import busaccess, topology
+
+    for service in busaccess.SERVICES:
+        perms = busaccess.service_permissions(service)
+        own = busaccess.OWN_QUEUES[service]
+        for spec in own:
+            assert re.search(perms.configure, spec.name), (service, spec.name)
+            assert re.search(perms.read, spec.name) and re.search(perms.read, spec.dlq)
+            assert re.search(perms.read, spec.exchange)
+        for other, specs in busaccess.OWN_QUEUES.items():
+            if other == service:
+                continue
+            for spec in specs:
+                assert not re.search(perms.read, spec.name), (service, "reads", spec.name)
+                assert not re.search(perms.configure, spec.name), (service, spec.name)
+        # dead letters, and replies to a command's reply_to through the default exchange
+        assert re.search(perms.write, topology.DLX) and re.search(perms.write, "amq.default")
+        for kind, producer in busaccess.EVENT_PRODUCERS.items():
+            assert bool(re.search(perms.topic_write, kind)) == (producer == service), kind
 
 
 def test_procfile_runs_each_service_console_script() -> None:

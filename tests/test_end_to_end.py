@@ -9,7 +9,6 @@ import uuid
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aio_pika
 import httpx
@@ -39,25 +38,23 @@ async def answer(
     decision: str = "approve",
     annotations: list[dict[str, str]] | None = None,
 ) -> None:
-    # the router accepts verdicts only with a user_id RabbitMQ validated; the test's user
-    # acts for every department, as the console's user does for its reviewers
-    await answer_review(amqp, review, decision, annotations, user_id=amqp.url.user)
+    # each department answers as its own RabbitMQ user (this run's `dept-<department>`),
+    # with that user_id, which RabbitMQ validates and the router checks
+    await answer_review(amqp, review, decision, annotations)
 
 
 @pytest.mark.timeout(240)
 async def test_orders_travel_from_submission_to_contract(
     infra: Infra, amqp: aio_pika.abc.AbstractRobustConnection, tmp_path: Path
 ) -> None:
-    acting = urlsplit(infra.amqp_url).username or "guest"
-    async with service_processes(
-        infra, tmp_path, REVIEW_ROUTER_VERDICT_ACTING_USERS=acting
-    ) as services:
+    # every service as its own least-privilege user, nobody acting for all departments
+    async with service_processes(infra, tmp_path) as services:
         intake = httpx.AsyncClient(base_url=services["intake"].url, timeout=10)
         contracts = httpx.AsyncClient(base_url=services["contracts"].url, timeout=10)
         notifier = httpx.AsyncClient(base_url=services["notifier"].url, timeout=10)
         try:
             await _product_order_with_changes_then_contract(amqp, intake, contracts, notifier)
-            await _service_order_over_the_bus(amqp, intake)
+            await _service_order_over_the_bus(infra, amqp, intake)
         except BaseException:
             for s in services.values():
                 print(f"----- {s.name} -----\n{s.log_tail(80)}")
@@ -163,28 +160,37 @@ async def _product_order_with_changes_then_contract(
     assert titles == ["Changes requested", "Contract ready", "Order approved"]
 
 
-async def _service_order_over_the_bus(amqp: Any, intake: httpx.AsyncClient) -> None:
-    async with amqp.channel() as channel:
-        replies = await channel.declare_queue(exclusive=True)
-        command_id = await publish(
-            amqp,
-            exchange=topology.COMMANDS,
-            routing_key="order.submit",
-            body=json.dumps(example("order-service"), ensure_ascii=False).encode(),
-            message_type="order.submit",
-            reply_to=replies.name,
-        )
-        message = None
-        for _ in range(300):
-            message = await replies.get(fail=False, no_ack=True)
-            if message is not None:
-                break
-            await asyncio.sleep(0.1)
-        assert message is not None, "no reply to the order.submit command"
-        reply = SubmitOrderReply.model_validate_json(message.body)
-        assert reply.accepted, reply
-        assert message.correlation_id == command_id
-        order_id = str(reply.order_id)
+async def _service_order_over_the_bus(infra: Infra, amqp: Any, intake: httpx.AsyncClient) -> None:
+    # a CRM as an order-submitting system: its own user, its own reply queue `<user>.*`
+    crm = await aio_pika.connect(infra.url_as("submitter"))
+    try:
+        async with crm.channel() as channel:
+            replies = await channel.declare_queue(
+                f"{infra.user('submitter')}.replies", exclusive=True
+            )
+            command_id = await publish(
+                crm,
+                exchange=topology.COMMANDS,
+                routing_key="order.submit",
+                body=json.dumps(example("order-service"), ensure_ascii=False).encode(),
+                message_type="order.submit",
+                reply_to=replies.name,
+                user_id=infra.user("submitter"),
+            )
+            message = None
+            for _ in range(300):
+                message = await replies.get(fail=False, no_ack=True)
+                if message is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert message is not None, "no reply to the order.submit command"
+            reply = SubmitOrderReply.model_validate_json(message.body)
+            assert reply.accepted, reply
+            assert message.correlation_id == command_id
+            assert message.user_id == infra.user("intake")
+            order_id = str(reply.order_id)
+    finally:
+        await crm.close()
 
     supervisor = await take_review(amqp, "supervisor")
     assert str(supervisor.order_id) == order_id

@@ -187,7 +187,7 @@ class DepartmentService:
         )
         async with connection:
             publishing = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            # a department's user may declare nothing: the router declared both already
+            # a department's user may declare nothing: the bus set-up and the router declared both
             self.verdicts = await publishing.get_exchange(VERDICTS, ensure=False)
             consuming = await connection.channel()
             await consuming.set_qos(prefetch_count=10)

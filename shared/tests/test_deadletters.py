@@ -29,8 +29,14 @@ def probe_app(infra: Infra, applied: list[Any], broken: dict[str, bool]) -> Any:
         service="probe",
         schema="probe",
         package="orderflow",
-        settings=ServiceSettings(database_url=infra.database_url, amqp_url=infra.amqp_url),
+        settings=ServiceSettings(
+            database_url=infra.database_url,
+            amqp_url=infra.amqp_url,
+            # a probe, not one of the services: it runs as the test administrator
+            orderflow_allow_guest=True,
+        ),
         queues=[QUEUE],
+        declares_dead_letter_queues=True,
     )
 
     @runtime.broker.subscriber(

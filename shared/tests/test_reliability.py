@@ -26,13 +26,19 @@ SINK = topology.QueueSpec("probe.sink", topology.EVENTS, ("#",))
 
 
 def make_runtime(infra: Infra, seen: list[Any]) -> ServiceRuntime:
-    settings = ServiceSettings(database_url=infra.database_url, amqp_url=infra.amqp_url)
+    settings = ServiceSettings(
+        database_url=infra.database_url,
+        amqp_url=infra.amqp_url,
+        # a probe, not one of the services: it runs as the test administrator
+        orderflow_allow_guest=True,
+    )
     runtime = ServiceRuntime(
         service="probe",
         schema="probe",
         package="orderflow",
         settings=settings,
         queues=[PROBE, SINK],
+        declares_dead_letter_queues=True,
         retry_policy=RetryPolicy(transient_for=2, unexpected_attempts=2, base=0.01, cap=0.05),
     )
 
@@ -214,13 +220,19 @@ def make_flaky_runtime(
     infra: Infra, *, failures: int, delay: float, effects: list[Any], started: asyncio.Event
 ) -> ServiceRuntime:
     """A consumer whose first `failures` attempts hit a transient fault, then take `delay`."""
-    settings = ServiceSettings(database_url=infra.database_url, amqp_url=infra.amqp_url)
+    settings = ServiceSettings(
+        database_url=infra.database_url,
+        amqp_url=infra.amqp_url,
+        # a probe, not one of the services: it runs as the test administrator
+        orderflow_allow_guest=True,
+    )
     runtime = ServiceRuntime(
         service="probe",
         schema="probe",
         package="orderflow",
         settings=settings,
         queues=[PROBE],
+        declares_dead_letter_queues=True,
         retry_policy=RetryPolicy(transient_for=30, base=0.01, cap=0.05),
     )
     attempts = {"n": 0}

@@ -33,6 +33,7 @@ from orderflow.testing import (
     answer_review,
     eventually,
     example_order,
+    provisioned,
     publish,
     queue_depth,
     service_processes,
@@ -71,16 +72,20 @@ async def local_infra(rabbit: LocalRabbit, postgres: LocalPostgres) -> Infra:
         await conn.execute("CREATE DATABASE orderflow")
     finally:
         await conn.close()
-    return Infra(
-        amqp_url=rabbit.url, database_url=postgres.url("orderflow"), vhost="/", database="orderflow"
+    # the node's own users: each service, each department, as a deployment has them
+    return await asyncio.to_thread(
+        provisioned,
+        rabbit.admin(),
+        amqp_url=rabbit.url,
+        database_url=postgres.url("orderflow"),
+        vhost="/",
+        database="orderflow",
     )
 
 
 @contextlib.asynccontextmanager
 async def system(infra: Infra, log_dir: Path) -> AsyncIterator[dict[str, Any]]:
-    async with service_processes(
-        infra, log_dir, REVIEW_ROUTER_VERDICT_ACTING_USERS="guest"
-    ) as services:
+    async with service_processes(infra, log_dir) as services:
         clients = {
             name: httpx.AsyncClient(base_url=s.url, timeout=10) for name, s in services.items()
         }

@@ -30,7 +30,7 @@ APPROVED = topology.CONTRACTS_APPROVED
 def settings(infra: Infra, **overrides: Any) -> Settings:
     return Settings(
         database_url=infra.database_url,
-        amqp_url=infra.amqp_url,
+        amqp_url=infra.url_as("contracts"),
         seller_name=SELLER,
         seller_address="苏州工业园区星湖街 328 号",
         **overrides,

@@ -280,7 +280,7 @@ def test_an_ops_copy_of_the_templates_is_used(tmp_path: Path, infra: Infra) -> N
         (tmp_path / name.name).write_bytes(name.read_bytes())
     settings = Settings(
         database_url=infra.database_url,
-        amqp_url=infra.amqp_url,
+        amqp_url=infra.url_as("contracts"),
         seller_name=SELLER,
         template_dir=tmp_path,
         font_path=f"/usr/share/fonts/opentype/noto:{tmp_path}",
@@ -297,7 +297,7 @@ def test_an_ops_copy_of_the_templates_is_used(tmp_path: Path, infra: Infra) -> N
     with pytest.raises(ValueError, match=r"lacks the templates custom\.en\.typ"):
         Settings(
             database_url=infra.database_url,
-            amqp_url=infra.amqp_url,
+            amqp_url=infra.url_as("contracts"),
             seller_name=SELLER,
             template_dir=tmp_path,
         )

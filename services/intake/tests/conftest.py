@@ -42,7 +42,9 @@ def service_order() -> dict[str, Any]:
 
 
 def intake_app(infra: Infra, **settings: Any) -> FastAPI:
-    app = create_app(Settings(database_url=infra.database_url, amqp_url=infra.amqp_url, **settings))
+    app = create_app(
+        Settings(database_url=infra.database_url, amqp_url=infra.url_as("intake"), **settings)
+    )
     app.state.today = lambda: TODAY
     return app
 

@@ -188,7 +188,7 @@ async def small(infra: Infra) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]
     application = create_app(
         Settings(
             database_url=infra.database_url,
-            amqp_url=infra.amqp_url,
+            amqp_url=infra.url_as("intake"),
             max_attachment_bytes=64 * 1024,
         )
     )

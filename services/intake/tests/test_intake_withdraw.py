@@ -46,7 +46,9 @@ async def test_withdrawn_order_reviews_are_cancelled(
         queue = await channel.declare_queue(probe, durable=True)
         await queue.bind(topology.EVENTS, routing_key="order.withdrawn")
 
-    router = create_router(RouterSettings(database_url=infra.database_url, amqp_url=infra.amqp_url))
+    router = create_router(
+        RouterSettings(database_url=infra.database_url, amqp_url=infra.url_as("review-router"))
+    )
     async with running(router):
         order = await api.create(product_order, submit="true")
         order_id = order["id"]

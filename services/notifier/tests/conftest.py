@@ -254,7 +254,7 @@ def start_notifier(infra: Infra, tmp_path: Path) -> Start:
     ) -> AsyncIterator[Running]:
         values: dict[str, Any] = {
             "database_url": infra.database_url,
-            "amqp_url": infra.amqp_url,
+            "amqp_url": infra.url_as("notifier"),
             "console_base_url": CONSOLE,
             "delivery_poll_interval": 0.1,
             "delivery_backoff_base": 0.05,

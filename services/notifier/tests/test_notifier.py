@@ -26,7 +26,7 @@ from .test_notifier_authz import person
 def settings(infra: Infra) -> Settings:
     return Settings(
         database_url=infra.database_url,
-        amqp_url=infra.amqp_url,
+        amqp_url=infra.url_as("notifier"),
         console_base_url="http://console.example",
     )
 

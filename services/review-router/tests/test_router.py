@@ -147,7 +147,7 @@ def settings(infra: Infra, **extra: Any) -> Settings:
     extra.setdefault("verdict_acting_users", [user_of(infra)])
     return Settings(
         database_url=infra.database_url,
-        amqp_url=infra.amqp_url,
+        amqp_url=infra.url_as("review-router"),
         outbox_poll_interval=0.2,
         **extra,
     )

@@ -24,7 +24,7 @@ from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import Counter, Histogram
 
-from . import inbox, limits
+from . import busaccess, inbox, limits
 from .db import Connection, Pool
 from .messages import Problem, SubmitOrderReply
 from .outbox import envelope_headers
@@ -45,6 +45,10 @@ CONSUMED = Counter(
 HANDLING_SECONDS = Histogram(
     "orderflow_message_handling_seconds", "Time to handle one message", ["queue"]
 )
+
+
+class UntrustedProducer(Exception):
+    """The message did not come from the party the contract names as its producer."""
 
 
 class PermanentError(Exception):
@@ -75,6 +79,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 POISON: tuple[type[BaseException], ...] = (
+    UntrustedProducer,
     PermanentError,
     pydantic.ValidationError,
     DependsValidationError,
@@ -87,6 +92,8 @@ class ConsumerRuntime(Protocol):
     """What the middleware needs from the running service (filled in at start)."""
 
     service: str
+    trust: busaccess.Trust
+    accepts: dict[str, tuple[str, ...] | None]
 
     @property
     def pool(self) -> Pool: ...
@@ -137,6 +144,8 @@ def describe(exc: BaseException, handlers: Collection[str] = ()) -> str:
         return f"invalid message: {exc}"
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return f"body is not JSON: {exc}"
+    if isinstance(exc, UntrustedProducer):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -206,6 +215,11 @@ class ReliableConsumer(BaseMiddleware):
         if oversized is not None:
             await self._dead_letter(msg, queue, oversized, bound)
             return None
+        refusal = self._refusal(queue, msg)
+        if refusal is not None:
+            # before the handler: a forged message changes nothing
+            await self._dead_letter(msg, queue, UntrustedProducer(refusal), bound)
+            return None
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt = 0
@@ -245,6 +259,18 @@ class ReliableConsumer(BaseMiddleware):
             CONSUMED.labels(queue, "ok").inc()
             return result
 
+    def _refusal(self, queue: str, msg: StreamMessage[Any]) -> str | None:
+        raw = msg.raw_message
+        if queue not in self.runtime.accepts:
+            return None  # not a subscriber of the runtime's (a test's own consumer)
+        return self.runtime.trust.refusal(
+            queue=queue,
+            accepted=self.runtime.accepts[queue],
+            message_type=raw.type,
+            user_id=raw.user_id,
+            headers=raw.headers or {},
+        )
+
     async def _dead_letter(
         self,
         msg: StreamMessage[Any],
@@ -264,6 +290,9 @@ class ReliableConsumer(BaseMiddleware):
                 "x-orderflow-dead-lettered-at": datetime.now(UTC).isoformat(),
                 "x-orderflow-original-exchange": raw.exchange or "",
                 "x-orderflow-original-routing-key": raw.routing_key or "",
+                # republished as this service (RabbitMQ would refuse another user_id): the
+                # producer is kept here, for a replay to be judged by
+                busaccess.ORIGINAL_USER: self.runtime.trust.producer_of(raw.user_id, headers) or "",
             }
         )
         try:

@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from . import topology
+from . import busaccess, topology
 
 DISCARDED = "ops.discarded"
 REASON = "x-orderflow-reason"
@@ -76,7 +76,15 @@ def _origin(dlq: str, headers: dict[str, Any]) -> str:
 
 
 def _dead_letter_header(name: str) -> bool:
+    if name == busaccess.ORIGINAL_USER:
+        return False  # the consumer judges the replay by the producer recorded here
     return name.startswith(("x-orderflow-", "x-death", "x-first-death", "x-last-death"))
+
+
+def _connection_user(connection: AbstractConnection) -> str | None:
+    url = getattr(connection, "url", None)
+    user = getattr(url, "user", None)
+    return str(user) if user else None
 
 
 def _describe(dlq: str, message: AbstractIncomingMessage) -> DeadLetter:
@@ -126,8 +134,13 @@ async def replay(
     message_ids: set[str] | None = None,
     limit: int = 1000,
 ) -> list[str]:
-    """Send dead letters back to the queue they failed in (all, or those named); the ids."""
+    """Send dead letters back to the queue they failed in (all, or those named); the ids.
+
+    A replay carries the `user_id` of this connection (RabbitMQ allows no other): connect
+    as the consuming service's own user, which its consumer accepts for a replay whose
+    recorded original producer (`x-orderflow-original-user-id`) is the right one."""
     replayed: list[str] = []
+    user = _connection_user(connection)
     async with connection.channel(publisher_confirms=True, on_return_raises=True) as channel:
         taken = await _take_all(channel, dlq, limit)
         try:
@@ -140,6 +153,9 @@ async def replay(
                 previous = original.get("x-orderflow-replays")
                 headers["x-orderflow-replays"] = (previous if isinstance(previous, int) else 0) + 1
                 headers["x-orderflow-replayed-at"] = datetime.now(UTC).isoformat()
+                # dead-lettered by RabbitMQ itself (delivery limit): the producer's user_id
+                # is still the message's own
+                headers.setdefault(busaccess.ORIGINAL_USER, message.user_id or "")
                 target = _origin(dlq, dict(message.headers or {}))
                 await channel.default_exchange.publish(
                     aio_pika.Message(
@@ -153,7 +169,7 @@ async def replay(
                         type=message.type,
                         app_id=message.app_id,
                         timestamp=message.timestamp,
-                        user_id=message.user_id,
+                        user_id=user,
                     ),
                     routing_key=target,
                     mandatory=True,

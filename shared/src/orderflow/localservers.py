@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .provisioning import Rabbitmqctl
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -113,6 +115,10 @@ class LocalRabbit:
         self.stop()
         self.start()
         return time.monotonic() - began
+
+    def admin(self) -> Rabbitmqctl:
+        """This node's administration, for provisioning users and the topology."""
+        return Rabbitmqctl(node=self.node, env=self._env())
 
     def rabbitmqctl(self, *args: str) -> str:
         done = subprocess.run(

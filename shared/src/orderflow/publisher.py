@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import structlog
@@ -25,6 +26,9 @@ class Publisher:
     def __init__(self, url: str, *, app_id: str, timeout: float = 10.0) -> None:
         self._url = url
         self._app_id = app_id
+        # every message carries the connection's user: RabbitMQ refuses a mismatch, so a
+        # consumer can trust it to name the producer
+        self.user_id = unquote(urlsplit(url).username or "") or "guest"
         self._timeout = timeout
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -102,7 +106,7 @@ class Publisher:
             app_id=self._app_id,
             timestamp=timestamp,
             headers=dict(headers or {}),
-            user_id=user_id,
+            user_id=user_id or self.user_id,
         )
         try:
             target = await asyncio.wait_for(self._exchange(exchange), self._timeout)

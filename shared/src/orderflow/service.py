@@ -1,12 +1,12 @@
-"""The running parts every service has: pool, migrations, publisher, topology, outbox relay
-and the faststream broker, started and stopped in order by the FastAPI lifespan."""
+"""The running parts every service has: pool, migrations, publisher, its own queues, outbox
+relay and the faststream broker, started and stopped in order by the FastAPI lifespan."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.subscriber import RabbitSubscriber
 
-from . import topology
+from . import busaccess, topology
 from .auth import store as auth_store
 from .consumer import ReliableConsumer, RetryPolicy
 from .db import Pool, create_pool, migrate
@@ -39,12 +39,24 @@ class ServiceRuntime:
         settings: ServiceSettings,
         queues: Sequence[topology.QueueSpec] | Callable[[], Sequence[topology.QueueSpec]] = (),
         retry_policy: RetryPolicy | None = None,
+        outside_producers: Mapping[str, Iterable[str]] | None = None,
+        declares_dead_letter_queues: bool = False,
     ) -> None:
         self.service = service
         self.schema = schema
         self.package = package
         self.settings = settings
         self._queues = queues
+        self._declares_dlqs = declares_dead_letter_queues
+        users = busaccess.service_users(settings.orderflow_bus_users)
+        #: who may have sent what this service consumes (checked by ReliableConsumer)
+        self.trust = busaccess.Trust(
+            own_user=settings.bus_user,
+            service_users=users,
+            outside={t: frozenset(u) for t, u in (outside_producers or {}).items()},
+        )
+        #: queue -> the message types its subscriber takes (None: any event)
+        self.accepts: dict[str, tuple[str, ...] | None] = {}
         self._pool: Pool | None = None
         self._publisher: Publisher | None = None
         self.relay: OutboxRelay | None = None
@@ -60,16 +72,18 @@ class ServiceRuntime:
             logger=logging.getLogger(f"orderflow.broker.{service}"),
         )
 
-    def subscriber(self, spec: topology.QueueSpec) -> RabbitSubscriber:
+    def subscriber(self, spec: topology.QueueSpec, **options: Any) -> RabbitSubscriber:
         """`@runtime.subscriber(spec)`: consume a queue of the topology, with the arguments it
-        was declared with; the `ReliableConsumer` middleware acknowledges (after the
-        handler's transaction committed), and replies go through the outbox, never back
-        from the handler."""
+        was declared with; the `ReliableConsumer` middleware checks the producer and
+        acknowledges (after the handler's transaction committed), and replies go through
+        the outbox, never back from the handler."""
+        self.accepts[spec.name] = busaccess.accepted_types(spec)
         return self.broker.subscriber(
             spec.rabbit_queue(),
             topology.exchange(spec.exchange),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
+            **options,
         )
 
     @property
@@ -103,6 +117,7 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         s = self.settings
+        s.check_bus_user(self.service)
         self._pool = await self._retry(
             "database",
             lambda: create_pool(
@@ -113,7 +128,9 @@ class ServiceRuntime:
         await auth_store.prepare(self.pool)
         self._publisher = Publisher(s.broker_url, app_id=self.service, timeout=s.publish_timeout)
         await self._retry("broker", self._publisher.connect)
-        await topology.declare(self.publisher.channel, self.queues)
+        await topology.declare_own(
+            self.publisher.connection, self.queues, with_dlqs=self._declares_dlqs
+        )
         self.relay = OutboxRelay(
             self.pool,
             self.publisher,

@@ -12,7 +12,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -126,6 +126,9 @@ def development_secret(value: str, *, url: bool) -> str | None:
     return None
 
 
+GUEST = "guest"
+
+
 class ServiceSettings(BaseSettings):
     """Connection and runtime settings. The URLs are required: there is no default broker or
     database, so a service never silently talks to the wrong one."""
@@ -152,6 +155,22 @@ class ServiceSettings(BaseSettings):
     )
     amqp_url: SecretStr = Field(
         description="RabbitMQ URL, e.g. amqp://user:pass@host:5672/vhost (or <VAR>_FILE)"
+    )
+    amqp_password_file: Path | None = Field(
+        default=None,
+        description="A file holding the RabbitMQ password (a Docker secret); replaces the "
+        "password in the AMQP URL",
+    )
+    orderflow_bus_users: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("ORDERFLOW_BUS_USERS", "orderflow_bus_users"),
+        description="The RabbitMQ user of each service, JSON, when not the service's name: "
+        '{"intake": "intake-eu"}. Consumers accept an event only from its producer\'s user',
+    )
+    orderflow_allow_guest: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("ORDERFLOW_ALLOW_GUEST", "orderflow_allow_guest"),
+        description="Let a service connect to RabbitMQ as `guest` (a throw-away local broker)",
     )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
@@ -260,4 +279,30 @@ class ServiceSettings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        return self.amqp_url.get_secret_value()
+        """The AMQP URL, with the password from `amqp_password_file` when one is set."""
+        url = self.amqp_url.get_secret_value()
+        if self.amqp_password_file is None:
+            return url
+        password = read_secret_file("AMQP_PASSWORD_FILE", str(self.amqp_password_file))
+        parts = urlsplit(url)
+        user = parts.username or ""
+        host = parts.hostname or ""
+        netloc = f"{user}:{quote(password, safe='')}@{host}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    @property
+    def bus_user(self) -> str:
+        """The RabbitMQ user this service connects as (`guest` when the URL names none,
+        as the AMQP client then does)."""
+        return unquote(urlsplit(self.amqp_url.get_secret_value()).username or "") or GUEST
+
+    def check_bus_user(self, service: str) -> None:
+        if self.bus_user == GUEST and not self.orderflow_allow_guest:
+            raise RuntimeError(
+                f"{service} refuses to connect to RabbitMQ as 'guest', which may do anything "
+                "on the broker: give the service its own user in the AMQP URL (`orderflow-bus "
+                "provision` creates them), or set ORDERFLOW_ALLOW_GUEST=true for a "
+                "throw-away local broker"
+            )

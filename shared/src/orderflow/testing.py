@@ -5,7 +5,12 @@ Where they come from, in order: `ORDERFLOW_TEST_AMQP_URL` / `ORDERFLOW_TEST_DATA
 127.0.0.1, else containers started with testcontainers (a laptop with Docker).
 
 Every test gets its own vhost and its own database, removed afterwards, so two runs (or
-two tests) never see each other's messages or rows.
+two tests) never see each other's messages or rows. The vhost gets the whole topology and,
+for the least-privilege users this run made (`t<tag>-intake`, `t<tag>-dept-finance`, ...:
+users are global in RabbitMQ and others run tests on the same broker), the permissions of
+`busaccess`; the services run as those users, and `publish()` sends a message as the user
+the contract names as its producer. The fixture's own connection (`amqp`) is the broker's
+test administrator, for looking into queues.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ import asyncpg
 import httpx
 import pytest
 
+from . import busaccess, provisioning, topology
 from .auth import identity
 from .auth import store as auth_store
 from .messages import ReviewRequested, VerdictGiven
@@ -43,13 +49,46 @@ class Servers:
 
 
 @dataclass(frozen=True)
-class Infra:
-    """One test's own vhost and database."""
+class BusUser:
+    name: str
+    password: str
 
-    amqp_url: str
+
+@dataclass(frozen=True)
+class Infra:
+    """One test's own vhost and database, and the run's bus users (role -> user: each
+    service's name, `dept-<department>`, `submitter`, `listener`)."""
+
+    amqp_url: str  # the test administrator's
     database_url: str
     vhost: str
     database: str
+    users: Mapping[str, BusUser] = field(default_factory=dict)
+
+    def user(self, role: str) -> str:
+        return self.users[role].name if role in self.users else role
+
+    def url_as(self, role: str) -> str:
+        """The test vhost's AMQP URL as one of the run's users (a service, `dept-finance`,
+        `submitter`, `listener`)."""
+        if role not in self.users:
+            raise KeyError(f"no bus user {role!r} in this run: {sorted(self.users)}")
+        user = self.users[role]
+        parts = urlsplit(self.amqp_url)
+        netloc = f"{quote(user.name, safe='')}:{quote(user.password, safe='')}@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def bus_env(self) -> dict[str, str]:
+        """The settings that name the run's users to the services."""
+        if not self.users:
+            return {}
+        return {
+            "ORDERFLOW_BUS_USERS": json.dumps({s: self.user(s) for s in busaccess.SERVICES}),
+            "REVIEW_ROUTER_VERDICT_USER_PATTERN": self.user("dept-") + "{department}",
+            "INTAKE_SUBMITTER_USERS": self.user("submitter"),
+        }
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -154,21 +193,112 @@ async def _drop_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
+def admin_broker(servers: Servers) -> provisioning.Broker:
+    if servers.management_api:
+        return provisioning.ManagementApi(servers.management_api)
+    if shutil.which("rabbitmqctl"):
+        return provisioning.Rabbitmqctl()
+    raise RuntimeError(
+        "cannot create the test's bus users: set ORDERFLOW_TEST_RABBITMQ_API to the management "
+        "API or install rabbitmqctl"
+    )
+
+
+#: The departments each run has a user for (the process's own).
+TEST_DEPARTMENTS = topology.DEFAULT_DEPARTMENTS
+
+
+@dataclass(frozen=True)
+class RunUsers:
+    """This test run's bus users: role -> user, and their accounts (permissions)."""
+
+    users: dict[str, BusUser]
+    accounts: list[provisioning.Account]
+
+
+def _run_accounts(prefix: str) -> tuple[dict[str, str], list[provisioning.Account]]:
+    roles = {s: f"{prefix}{s}" for s in busaccess.SERVICES}
+    roles.update({f"dept-{d}": f"{prefix}dept-{d}" for d in TEST_DEPARTMENTS})
+    roles["dept-"] = f"{prefix}dept-"  # the pattern's stem, not a user
+    roles["submitter"] = f"{prefix}submitter"
+    roles["listener"] = f"{prefix}listener"
+    accounts = provisioning.service_accounts({s: roles[s] for s in busaccess.SERVICES})
+    accounts += [
+        provisioning.department_account(d, name=roles[f"dept-{d}"]) for d in TEST_DEPARTMENTS
+    ]
+    accounts.append(provisioning.submitter_account(roles["submitter"]))
+    accounts.append(provisioning.listener_account(roles["listener"], busaccess.EVENT_PRODUCERS))
+    return roles, accounts
+
+
+def create_run_users(broker: provisioning.Broker, prefix: str) -> RunUsers:
+    """Every kind of bus user, named `<prefix><role>`, with new passwords."""
+    roles, accounts = _run_accounts(prefix)
+    passwords = {a.name: provisioning.new_password() for a in accounts}
+    broker.import_definitions({"users": provisioning.user_definitions(passwords)})
+    users = {role: BusUser(name, passwords.get(name, "")) for role, name in roles.items()}
+    return RunUsers(users, accounts)
+
+
+def provisioned(
+    broker: provisioning.Broker, *, amqp_url: str, database_url: str, vhost: str, database: str
+) -> Infra:
+    """A broker of the test's own (a local node): its users, the topology and permissions
+    on `vhost`, as the provisioning step of a deployment makes them."""
+    run = create_run_users(broker, "")
+    provisioning.apply_vhost(broker, vhost=vhost, accounts=run.accounts)
+    made = Infra(amqp_url, database_url, vhost, database, users=run.users)
+    _RUNNING[vhost] = made
+    return made
+
+
+@pytest.fixture(scope="session")
+def bus_users(servers: Servers) -> Iterator[RunUsers]:
+    """Users of this run only (never a shared user whose password others rely on), deleted
+    at the end; each test's vhost grants them their permissions."""
+    broker = admin_broker(servers)
+    run = create_run_users(broker, f"t{uuid.uuid4().hex[:10]}-")
+    try:
+        yield run
+    finally:
+        broker.delete_users(a.name for a in run.accounts)
+
+
+#: vhost -> its test's infra, so `publish()` can send as the producer's user
+_RUNNING: dict[str, Infra] = {}
+
+
 @pytest.fixture
-async def infra(servers: Servers) -> AsyncIterator[Infra]:
+async def infra(servers: Servers, bus_users: RunUsers) -> AsyncIterator[Infra]:
     tag = uuid.uuid4().hex[:12]
     vhost = f"orderflow-test-{tag}"
     database = f"orderflow_test_{tag}"
     await asyncio.to_thread(manage_vhost, servers, vhost, create=True)
+    # the provisioning step of a deployment: topology, and the run's users' permissions
+    await asyncio.to_thread(
+        provisioning.apply_vhost, admin_broker(servers), vhost=vhost, accounts=bus_users.accounts
+    )
     await _create_database(servers.database_url, database)
+    made = Infra(
+        amqp_url=_with_path(servers.amqp_url, "/" + quote(vhost, safe="")),
+        database_url=_with_path(servers.database_url, "/" + database),
+        vhost=vhost,
+        database=database,
+        users=bus_users.users,
+    )
+    # services built in this process read who is who from the environment
+    saved = {k: os.environ.get(k) for k in made.bus_env()}
+    os.environ.update(made.bus_env())
+    _RUNNING[vhost] = made
     try:
-        yield Infra(
-            amqp_url=_with_path(servers.amqp_url, "/" + quote(vhost, safe="")),
-            database_url=_with_path(servers.database_url, "/" + database),
-            vhost=vhost,
-            database=database,
-        )
+        yield made
     finally:
+        _RUNNING.pop(vhost, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         await asyncio.to_thread(manage_vhost, servers, vhost, create=False)
         await _drop_database(servers.database_url, database)
 
@@ -245,9 +375,30 @@ async def publish(
     correlation_id: str | None = None,
     reply_to: str | None = None,
     user_id: str | None = None,
+    as_producer: bool = True,
 ) -> str:
-    """Publish as an outside system would (confirmed, persistent, mandatory)."""
+    """Publish as an outside system would (confirmed, persistent, mandatory).
+
+    Without a `user_id`, the message goes out as the run's user that the contract names as
+    the producer of `message_type` (an event's service, `submitter` for `order.submit`, the
+    department of a verdict's routing key), with that `user_id`; `as_producer=False` sends
+    it on `connection` as it is (to see a message from the wrong party refused)."""
     mid = message_id or str(uuid.uuid4())
+    role = _producer_role(message_type, routing_key) if as_producer and not user_id else None
+    infra = _infra_of(connection)
+    if role is not None and infra is not None and role in infra.users:
+        async with await aio_pika.connect(infra.url_as(role)) as as_role:
+            return await publish(
+                as_role,
+                exchange=exchange,
+                routing_key=routing_key,
+                body=body,
+                message_id=mid,
+                message_type=message_type,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                user_id=infra.user(role),
+            )
     async with connection.channel(publisher_confirms=True, on_return_raises=True) as channel:
         ex = await channel.get_exchange(exchange) if exchange else channel.default_exchange
         await ex.publish(
@@ -292,6 +443,23 @@ async def issue_key_for(database_url: str, scopes: Sequence[str] = ALL_SCOPES) -
 
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
+
+
+def _producer_role(message_type: str | None, routing_key: str) -> str | None:
+    kind = message_type or ""
+    if kind in busaccess.EVENT_PRODUCERS:
+        return busaccess.EVENT_PRODUCERS[kind]
+    if kind == busaccess.SUBMIT_TYPE:
+        return "submitter"
+    if kind in busaccess.DEPARTMENT_TYPES:
+        return f"dept-{routing_key}"
+    return None
+
+
+def _infra_of(connection: aio_pika.abc.AbstractConnection) -> Infra | None:
+    url = getattr(connection, "url", None)
+    path = str(getattr(url, "path", "") or "")
+    return _RUNNING.get(path[1:] or "/")
 
 
 @contextlib.asynccontextmanager
@@ -357,10 +525,12 @@ class ServiceProcess:
 def service_env(infra: Infra, name: str, port: int, **extra: str) -> dict[str, str]:
     _, prefix = SERVICE_MODULES[name]
     env = dict(os.environ)
+    env.update(infra.bus_env())
     env.update(
         {
             f"{prefix}DATABASE_URL": infra.database_url,
-            f"{prefix}AMQP_URL": infra.amqp_url,
+            # its own least-privilege user when the run has one
+            f"{prefix}AMQP_URL": infra.url_as(name) if name in infra.users else infra.amqp_url,
             f"{prefix}HTTP_PORT": str(port),
             f"{prefix}LOG_JSON": "false",
             f"{prefix}GRACEFUL_TIMEOUT": "10",
@@ -452,10 +622,13 @@ async def answer_review(
     *,
     user_id: str | None = None,
 ) -> str:
-    """Publish a department's verdict on a review request; the message id. It carries the
-    connection's user as `user_id` unless told otherwise: the router accepts verdicts only
-    from users that may speak for the department."""
-    if user_id is None:
+    """Publish a department's verdict on a review request; the message id. It goes out as
+    the run's user of the department (or, for a department without one, the connection's
+    user) with that `user_id`, unless told otherwise: the router accepts verdicts only from
+    users that may speak for the department."""
+    infra = _infra_of(connection)
+    if user_id is None and (infra is None or f"dept-{review.department}" not in infra.users):
+        # a department of no user of this run's: the connection's (an acting user)
         url = getattr(connection, "url", None)
         user_id = getattr(url, "user", None)
     verdict = VerdictGiven.model_validate(

@@ -1,8 +1,9 @@
 """The bus topology in one place: exchanges, queues, bindings and dead-lettering.
 
-Every service declares what it uses from here at start (declaring is idempotent), so the
-arguments of a queue are the same whoever declares it first; a mismatch would make RabbitMQ
-refuse the declaration.
+The provisioning step (`orderflow-bus provision`, administrator credentials) declares all
+of it. A service, with its own least-privilege user, only checks that the exchanges exist
+and declares its own queues (idempotent, with the same arguments: a mismatch would make
+RabbitMQ refuse the declaration); see `busaccess` for who may do what.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ DEFAULT_DEPARTMENTS: tuple[str, ...] = (
 #: dead-lettered by RabbitMQ itself, so one bad message cannot block a queue for ever.
 DELIVERY_LIMIT = 10
 
-_EXCHANGE_TYPES: dict[str, ExchangeType] = {
+EXCHANGE_TYPES: dict[str, ExchangeType] = {
     COMMANDS: ExchangeType.DIRECT,
     EVENTS: ExchangeType.TOPIC,
     REVIEWS: ExchangeType.DIRECT,
@@ -43,7 +44,9 @@ _EXCHANGE_TYPES: dict[str, ExchangeType] = {
 
 
 def exchange(name: str) -> RabbitExchange:
-    return RabbitExchange(name, type=_EXCHANGE_TYPES[name], durable=True)
+    """The exchange for faststream's subscribers, which declare it when they start: passive,
+    as a service's user may use the exchanges but not declare them."""
+    return RabbitExchange(name, type=EXCHANGE_TYPES[name], durable=True, declare=False)
 
 
 def dead_letter_queue_name(queue: str) -> str:
@@ -106,7 +109,7 @@ NOTIFIER_REVIEW_OVERDUE = QueueSpec("notifier.review-overdue", EVENTS, ("review.
 NOTIFIER_ROUND_OPENED = QueueSpec("notifier.review-round-opened", EVENTS, ("review.round_opened",))
 
 
-#: Every queue of the system. Each service declares all of them at start, so an event is
+#: Every queue of the system; the provisioning step declares all of them, so an event is
 #: routable (and waits in its queue) even while the service that consumes it is not yet
 #: deployed: the outbox treats an unroutable message as an error, not as delivered.
 SERVICE_QUEUES: tuple[QueueSpec, ...] = (
@@ -125,15 +128,40 @@ SERVICE_QUEUES: tuple[QueueSpec, ...] = (
 )
 
 
-async def declare_exchanges(channel: aio_pika.abc.AbstractChannel) -> None:
-    for name, kind in _EXCHANGE_TYPES.items():
-        await channel.declare_exchange(name, aio_pika.ExchangeType(kind.value), durable=True)
+class TopologyMissing(RuntimeError):
+    """An exchange or dead-letter queue the provisioning step should have declared."""
 
 
-async def declare_queue(channel: aio_pika.abc.AbstractChannel, spec: QueueSpec) -> None:
-    """Declare a queue, its bindings and its dead-letter queue."""
-    dlq = await channel.declare_queue(spec.dlq, durable=True, arguments={"x-queue-type": "quorum"})
-    await dlq.bind(DLX, routing_key=spec.name)
+async def _exists(channel: aio_pika.abc.AbstractChannel, what: str, check: Any) -> None:
+    try:
+        await check
+    except aio_pika.exceptions.ChannelClosed as exc:
+        raise TopologyMissing(
+            f"{what} does not exist on the broker (or this user may not see it): run "
+            "`orderflow-bus provision` with administrator credentials first"
+        ) from exc
+
+
+async def check_exchanges(connection: aio_pika.abc.AbstractConnection) -> None:
+    """Passively: a service's user may use the exchanges, not declare them."""
+    for name in EXCHANGE_TYPES:
+        # a failed passive declaration closes the channel: one channel per check
+        async with connection.channel() as channel:
+            await _exists(channel, f"exchange {name}", channel.get_exchange(name, ensure=True))
+
+
+async def declare_queue(
+    channel: aio_pika.abc.AbstractChannel, spec: QueueSpec, *, with_dlq: bool = True
+) -> None:
+    """Declare a queue and its bindings; its dead-letter queue too when `with_dlq` (else
+    it must exist already: binding it needs read on the DLX, which few users have)."""
+    if with_dlq:
+        dlq = await channel.declare_queue(
+            spec.dlq, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(DLX, routing_key=spec.name)
+    else:
+        await _exists(channel, f"queue {spec.dlq}", channel.declare_queue(spec.dlq, passive=True))
     queue = await channel.declare_queue(
         spec.name, durable=True, arguments=queue_arguments(spec.name)
     )
@@ -141,8 +169,30 @@ async def declare_queue(channel: aio_pika.abc.AbstractChannel, spec: QueueSpec) 
         await queue.bind(spec.exchange, routing_key=key)
 
 
+async def declare_own(
+    connection: aio_pika.abc.AbstractConnection,
+    queues: Iterable[QueueSpec],
+    *,
+    with_dlqs: bool = False,
+) -> None:
+    """What a service does at start: the exchanges must exist; its own queues it declares."""
+    await check_exchanges(connection)
+    async with connection.channel() as channel:
+        seen: set[str] = set()
+        for spec in queues:
+            if spec.name not in seen:
+                seen.add(spec.name)
+                await declare_queue(channel, spec, with_dlq=with_dlqs)
+
+
+async def declare_exchanges(channel: aio_pika.abc.AbstractChannel) -> None:
+    for name, kind in EXCHANGE_TYPES.items():
+        await channel.declare_exchange(name, aio_pika.ExchangeType(kind.value), durable=True)
+
+
 async def declare(channel: aio_pika.abc.AbstractChannel, queues: Iterable[QueueSpec] = ()) -> None:
-    """Declare the exchanges, every service queue, and `queues` (a service's extras)."""
+    """Declare everything (administrator's rights): the exchanges, every service queue, and
+    `queues` besides. For tools and tests; services use `declare_own`."""
     await declare_exchanges(channel)
     seen: set[QueueSpec] = set()
     for spec in (*SERVICE_QUEUES, *queues):

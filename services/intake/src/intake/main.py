@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from orderflow import busaccess
 from orderflow.auth.routes import admin as admin_routes
 from orderflow.http import create_service_app, serve
 from orderflow.service import ServiceRuntime
@@ -19,7 +20,12 @@ SERVICE = "intake"
 def create_app(settings: Settings | None = None, *, blobs: BlobStore | None = None) -> FastAPI:
     settings = settings or Settings()  # type: ignore[call-arg]  # values come from the env
     runtime = ServiceRuntime(
-        service=SERVICE, schema="intake", package="intake", settings=settings, queues=bus.QUEUES
+        service=SERVICE,
+        schema="intake",
+        package="intake",
+        settings=settings,
+        queues=bus.QUEUES,
+        outside_producers={busaccess.SUBMIT_TYPE: settings.submitter_users},
     )
     app = create_service_app(
         runtime,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from orderflow.settings import ServiceSettings
 
@@ -21,6 +22,14 @@ class Settings(ServiceSettings):
         "there is in the past",
     )
 
+    submitter_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "RabbitMQ users of the systems that may send `order.submit` (comma-separated); a "
+            "command from any other user is dead-lettered with the reason"
+        ),
+    )
+
     max_attachment_bytes: int = Field(
         default=25 * 1024 * 1024,
         ge=1,
@@ -32,6 +41,13 @@ class Settings(ServiceSettings):
         ge=1,
         description="The largest bulk import body, in bytes",
     )
+
+    @field_validator("submitter_users", mode="before")
+    @classmethod
+    def _users(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("business_timezone")
     @classmethod

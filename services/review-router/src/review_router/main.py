@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         package="review_router",
         settings=settings,
         queues=bus.queues(bus.departments(rules.policy.reviewing_departments)),
+        outside_producers=bus.department_producers(rules.access),
+        declares_dead_letter_queues=True,
     )
     bus.register(runtime, rules)
     timers = TimerLoop(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.rabbit.annotations import RabbitMessage
 
-from orderflow import topology
+from orderflow import busaccess, topology
 from orderflow.consumer import apply_once
 from orderflow.db import Connection
 from orderflow.messages import (
@@ -21,9 +21,9 @@ from .. import handlers
 from ..settings import Settings
 
 EVENTS = topology.exchange(topology.EVENTS)
-# The queue consumed here; the runtime declares every service queue besides, so that
+# The queue consumed (and declared) here; the provisioning step declares every other, so
 # `contract.drafted` is routable even before its consumers are deployed.
-QUEUES = (topology.CONTRACTS_APPROVED,)
+QUEUES = busaccess.OWN_QUEUES["contracts"]
 CONSUMER = "contracts.order-approved"
 
 

@@ -8,7 +8,7 @@ from datetime import date
 import structlog
 from faststream.rabbit.annotations import RabbitMessage
 
-from orderflow import topology
+from orderflow import busaccess, topology
 from orderflow.consumer import PermanentError, apply_once
 from orderflow.db import Connection
 from orderflow.messages import (
@@ -28,9 +28,9 @@ log = structlog.get_logger(__name__)
 COMMANDS_EXCHANGE = topology.exchange(topology.COMMANDS)
 EVENTS_EXCHANGE = topology.exchange(topology.EVENTS)
 
-# The queues consumed here; the runtime declares every service queue besides, so that
+# The queues consumed (and declared) here; the provisioning step declares every other, so
 # `order.submitted` waits in the router's queue even before the router is first deployed.
-QUEUES = (topology.INTAKE_COMMANDS, topology.INTAKE_PROJECTION)
+QUEUES = busaccess.OWN_QUEUES["intake"]
 
 
 def register(runtime: ServiceRuntime, *, today: Callable[[], date]) -> None:

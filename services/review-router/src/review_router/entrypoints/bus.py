@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.message import StreamMessage
-from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
 
-from orderflow import topology
+from orderflow import busaccess, topology
 from orderflow.consumer import PermanentError, apply_once
 from orderflow.db import Connection
 from orderflow.messages import (
@@ -33,7 +32,7 @@ from orderflow.messages import (
 )
 from orderflow.service import ServiceRuntime
 
-from .. import handlers
+from .. import domain, handlers
 
 EVENTS = topology.exchange(topology.EVENTS)
 REVIEWS = topology.exchange(topology.REVIEWS)
@@ -48,9 +47,9 @@ def departments(policy_departments: Iterable[str]) -> list[str]:
 
 
 def queues(all_departments: Iterable[str]) -> tuple[topology.QueueSpec, ...]:
-    """What the router declares at start. The department queues are declared here too (a
-    policy's own departments included), so a review request is routable, and waits for its
-    department, even before that department's first reviewer connects."""
+    """What the router declares at start. It owns the department queues (a policy's own
+    departments included), so a review request is routable, and waits for its department,
+    even before that department's first reviewer connects."""
     names = list(all_departments)
     return (
         topology.ROUTER_SUBMITTED,
@@ -60,6 +59,15 @@ def queues(all_departments: Iterable[str]) -> tuple[topology.QueueSpec, ...]:
     )
 
 
+def department_producers(access: domain.VerdictAccess) -> dict[str, frozenset[str]]:
+    """The users whose department messages the runtime lets through to the handlers, which
+    then check the department each user speaks for (`domain.authorize`)."""
+    if not access.required:
+        return {}
+    users = frozenset(access.users) | access.acting
+    return {kind: users for kind in busaccess.DEPARTMENT_TYPES}
+
+
 def _of_type(model: type[Any]) -> Callable[[StreamMessage[Any]], bool]:
     def matches(message: StreamMessage[Any]) -> bool:
         return bool(message.raw_message.type == model.message_type)
@@ -67,15 +75,16 @@ def _of_type(model: type[Any]) -> Callable[[StreamMessage[Any]], bool]:
     return matches
 
 
-def _sender(msg: RabbitMessage) -> handlers.Sender:
+def _sender(runtime: ServiceRuntime, msg: RabbitMessage) -> handlers.Sender:
     raw = msg.raw_message
+    # a replay comes from the router's own user: the producer it records is the sender
+    user = runtime.trust.producer_of(raw.user_id, raw.headers or {})
     return handlers.Sender(
-        message_id=str(raw.message_id), user_id=raw.user_id, routing_key=raw.routing_key
+        message_id=str(raw.message_id), user_id=user, routing_key=raw.routing_key
     )
 
 
 def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
-    broker = runtime.broker
     names = departments(rules.policy.reviewing_departments)
 
     def now() -> datetime:
@@ -101,11 +110,8 @@ def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
 
     # every department's messages arrive on one queue (bound once per department at start),
     # told apart by their AMQP type
-    department_messages = broker.subscriber(
-        topology.verdict_queue(names).rabbit_queue(),
-        VERDICTS,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
+    department_messages = runtime.subscriber(
+        topology.verdict_queue(names),
         title="review-router.verdicts",
         description=(
             "What departments send, on orderflow.verdicts with the department as routing key "
@@ -126,7 +132,7 @@ def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
     @department_messages(filter=_of_type(VerdictGiven))
     async def verdict_given(verdict: VerdictGiven, msg: RabbitMessage) -> None:
         """Record a department's verdict; open the next stage or decide the round."""
-        sender = _sender(msg)
+        sender = _sender(runtime, msg)
         await once(
             msg,
             lambda conn: handlers.on_verdict(conn, verdict, sender=sender, now=now(), rules=rules),
@@ -135,7 +141,7 @@ def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
     @department_messages(filter=_of_type(ReviewAnnotated))
     async def review_annotated(command: ReviewAnnotated, msg: RabbitMessage) -> None:
         """Record a department's remarks on fields, made while it reviews."""
-        sender = _sender(msg)
+        sender = _sender(runtime, msg)
         await once(
             msg,
             lambda conn: handlers.on_annotations(
@@ -146,7 +152,7 @@ def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
     @department_messages(filter=_of_type(ReassignReview))
     async def reassign_review(command: ReassignReview, msg: RabbitMessage) -> None:
         """Hand a pending review to another reviewer of the department."""
-        sender = _sender(msg)
+        sender = _sender(runtime, msg)
         await once(
             msg,
             lambda conn: handlers.on_reassign(conn, command, sender=sender, now=now(), rules=rules),
