@@ -37,12 +37,15 @@ import asyncpg
 import httpx
 
 from orderflow import busaccess, topology
+from orderflow.auth.identity import ORDERS_WRITE
 from orderflow.localservers import LocalPostgres, LocalRabbit
 from orderflow.messages import ReviewRequested, VerdictGiven
 from orderflow.testing import (
     Infra,
     ServiceProcess,
+    bearer,
     example_order,
+    issue_key_for,
     provisioned,
     start_service,
     wait_ready,
@@ -81,6 +84,19 @@ class Figures:
         line = f"[{time.strftime('%H:%M:%S')}] {what}"
         self.events.append(line)
         print(line, flush=True)
+
+
+class Intake:
+    """A live intake replica's URL for each call, and the credential to send it."""
+
+    def __init__(self, cluster: Cluster, rng: random.Random, headers: dict[str, str]) -> None:
+        self.cluster = cluster
+        self.rng = rng
+        self.headers = headers
+
+    def __call__(self) -> str:
+        urls = self.cluster.urls("intake")
+        return self.rng.choice(urls) if urls else self.cluster.processes[0].url
 
 
 class Cluster:
@@ -308,7 +324,9 @@ async def salespeople(infra: Infra, intake: Any, figures: Figures, stop: asyncio
         order_id = body["order_id"]
         for attempt in range(300):
             try:
-                async with httpx.AsyncClient(base_url=intake(), timeout=10) as client:
+                async with httpx.AsyncClient(
+                    base_url=intake(), timeout=10, headers=intake.headers
+                ) as client:
                     current = await client.get(f"/api/v1/orders/{order_id}")
                     view = current.json()
                     if (view.get("submitted_revision") or 0) > body["revision"]:
@@ -367,7 +385,9 @@ async def load(
         key = f"faultrun-{ref}"
         for attempt in range(600):
             try:
-                async with httpx.AsyncClient(base_url=intake(), timeout=10) as client:
+                async with httpx.AsyncClient(
+                    base_url=intake(), timeout=10, headers=intake.headers
+                ) as client:
                     r = await client.post(
                         "/api/v1/orders",
                         params={"submit": "true"},
@@ -729,9 +749,10 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
         await cluster.start()
         figures.log(f"{len(cluster.processes)} service processes ready; logs in {logs}")
 
-        def intake() -> str:
-            urls = cluster.urls("intake")
-            return rng.choice(urls) if urls else cluster.processes[0].url
+        # the simulated salespeople and CRM sign in as a CRM does: an API key of its own
+        intake = Intake(
+            cluster, rng, bearer(await issue_key_for(infra.database_url, [ORDERS_WRITE]))
+        )
 
         helpers = [
             asyncio.create_task(

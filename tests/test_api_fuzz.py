@@ -64,7 +64,7 @@ def build_app(service: str, infra: Infra) -> Any:
     main = importlib.import_module(f"{package}.main")
     settings_module = importlib.import_module(f"{package}.settings")
     config = settings_module.Settings(
-        database_url=infra.database_url, amqp_url=infra.amqp_url, **required
+        database_url=infra.database_url, amqp_url=infra.url_as(service), **required
     )
     return main.create_app(config)
 

@@ -19,8 +19,10 @@ from orderflow.messages import ReviewRequested, SubmitOrderReply
 from orderflow.testing import (
     Infra,
     answer_review,
+    bearer,
     eventually,
     example_order,
+    issue_key_for,
     publish,
     queue_depth,
     service_processes,
@@ -49,9 +51,15 @@ async def test_orders_travel_from_submission_to_contract(
 ) -> None:
     # every service as its own least-privilege user, nobody acting for all departments
     async with service_processes(infra, tmp_path) as services:
-        intake = httpx.AsyncClient(base_url=services["intake"].url, timeout=10)
-        contracts = httpx.AsyncClient(base_url=services["contracts"].url, timeout=10)
-        notifier = httpx.AsyncClient(base_url=services["notifier"].url, timeout=10)
+        # a CRM places and revises the orders; an ERP reads the contracts; a chat robot
+        # reads the salesperson's inbox: each with an API key of the fewest scopes
+        async def client(name: str, scope: str) -> httpx.AsyncClient:
+            key = await issue_key_for(infra.database_url, [scope])
+            return httpx.AsyncClient(base_url=services[name].url, timeout=10, headers=bearer(key))
+
+        intake = await client("intake", "orders:write")
+        contracts = await client("contracts", "contracts:read")
+        notifier = await client("notifier", "notifications:read")
         try:
             await _product_order_with_changes_then_contract(amqp, intake, contracts, notifier)
             await _service_order_over_the_bus(infra, amqp, intake)

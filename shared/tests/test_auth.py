@@ -19,7 +19,7 @@ PASSWORD = "correct horse battery staple"
 
 def app_for(infra: Infra, **auth: Any) -> Any:
     settings = Settings(
-        database_url=infra.database_url, amqp_url=infra.amqp_url, auth=AuthSettings(**auth)
+        database_url=infra.database_url, amqp_url=infra.url_as("intake"), auth=AuthSettings(**auth)
     )
     return create_app(settings)
 

@@ -31,8 +31,10 @@ from orderflow.publisher import Publisher, PublishError
 from orderflow.testing import (
     Infra,
     answer_review,
+    bearer,
     eventually,
     example_order,
+    issue_key_for,
     provisioned,
     publish,
     queue_depth,
@@ -86,8 +88,10 @@ async def local_infra(rabbit: LocalRabbit, postgres: LocalPostgres) -> Infra:
 @contextlib.asynccontextmanager
 async def system(infra: Infra, log_dir: Path) -> AsyncIterator[dict[str, Any]]:
     async with service_processes(infra, log_dir) as services:
+        key = bearer(await issue_key_for(infra.database_url))
         clients = {
-            name: httpx.AsyncClient(base_url=s.url, timeout=10) for name, s in services.items()
+            name: httpx.AsyncClient(base_url=s.url, timeout=10, headers=key)
+            for name, s in services.items()
         }
         try:
             yield {"services": services, "clients": clients}

@@ -113,7 +113,7 @@ async def notifier(infra: Infra, amqp: Any) -> Any:
     app = create_app(
         Settings(
             database_url=infra.database_url,
-            amqp_url=infra.amqp_url,
+            amqp_url=infra.url_as("notifier"),
             console_base_url="http://console.example",
         )
     )

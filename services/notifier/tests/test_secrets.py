@@ -30,8 +30,10 @@ from notifier.contacts import ContactsError
 from orderflow.testing import (
     Infra,
     Servers,
+    bearer,
     eventually,
     free_port,
+    issue_key_for,
     service_processes,
     start_service,
 )
@@ -305,7 +307,8 @@ async def test_no_secret_in_any_log_record_or_answer(
         else ("notifier",)
     )
     async with service_processes(infra, tmp_path, names=names, **env) as services:
-        notifier = httpx.AsyncClient(base_url=services["notifier"].url, timeout=10)
+        ops = bearer(await issue_key_for(infra.database_url, ["ops"]))
+        notifier = httpx.AsyncClient(base_url=services["notifier"].url, timeout=10, headers=ops)
         try:
             event = changes_requested()
             await send(amqp, event)
