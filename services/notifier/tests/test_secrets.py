@@ -308,6 +308,7 @@ async def test_no_secret_in_any_log_record_or_answer(
     )
     async with service_processes(infra, tmp_path, names=names, **env) as services:
         ops = bearer(await issue_key_for(infra.database_url, ["ops"]))
+        reader = bearer(await issue_key_for(infra.database_url, ["notifications:read"]))
         notifier = httpx.AsyncClient(base_url=services["notifier"].url, timeout=10, headers=ops)
         try:
             event = changes_requested()
@@ -336,7 +337,7 @@ async def test_no_secret_in_any_log_record_or_answer(
                 [
                     (await notifier.get("/api/v1/deliveries", params={"limit": 200})).text,
                     *[(await notifier.get(f"/api/v1/deliveries/{i['id']}")).text for i in items],
-                    (await notifier.get("/api/v1/inbox/zhang.wei")).text,
+                    (await notifier.get("/api/v1/inbox/zhang.wei", headers=reader)).text,
                     (await notifier.get("/health/ready")).text,
                     (await notifier.get("/ops/dead-letters")).text,
                     (await notifier.post(f"/api/v1/deliveries/{refused['id']}/retry")).text,
