@@ -23,7 +23,7 @@ from intake import bulk, handlers
 from orderflow import topology
 from orderflow.auth import store as auth_store
 from orderflow.db import transaction
-from orderflow.testing import bearer, eventually, issue_key, publish
+from orderflow.testing import Infra, bearer, eventually, issue_key, publish
 
 #: A small but well-formed PDF.
 PDF = (
@@ -458,14 +458,16 @@ async def test_timeline_and_order_record_the_caller(w: World) -> None:
     assert key["id"].startswith("key:") and key["source"] == "127.0.0.1"
 
 
-async def test_orders_from_the_bus_record_the_broker_user(w: World, amqp: Any) -> None:
+async def test_orders_from_the_bus_record_the_broker_user(
+    w: World, amqp: Any, infra: Infra
+) -> None:
+    # sent as the run's order-submitting system, whose user the broker vouches for
     await publish(
         amqp,
         exchange=topology.COMMANDS,
         routing_key="order.submit",
         body=json.dumps(w.document()).encode(),
         message_type="order.submit",
-        user_id="guest",
     )
 
     async def placed() -> dict[str, Any] | None:
@@ -476,7 +478,7 @@ async def test_orders_from_the_bus_record_the_broker_user(w: World, amqp: Any) -
     detail = (await w.admin.get(f"/api/v1/orders/{order['id']}")).json()
     broker = {
         "kind": "system",
-        "id": "guest",
+        "id": infra.user("submitter"),
         "name": None,
         "department": None,
         "via": "amqp",
