@@ -62,6 +62,13 @@ say "provisioning the bus (vhost $VHOST): users and permissions"
 # shellcheck disable=SC1090  # written by orderflow-bus just now
 source "$CREDENTIALS"
 
+# People: local accounts for a try-out (an administrator, the example orders' salespeople,
+# a sales manager, a reviewer per department, ops), passwords generated on the first run and
+# kept in a file only its owner reads.
+SIGN_IN="${ORDERFLOW_SIGN_IN_FILE:-$ROOT/.local/sign-in.txt}"
+"$ROOT/.venv/bin/orderflow-admin" --database-url "$database_url" bootstrap-local --file "$SIGN_IN" ||
+    die "could not create the local accounts"
+
 # the password of a bus user from the credentials file: bus_password review-router
 bus_password() {
     local name="ORDERFLOW_BUS_PASSWORD_${1//[^A-Za-z0-9]/_}"
@@ -196,6 +203,7 @@ for i in "${!names[@]}"; do
 done
 say "intake http://127.0.0.1:$INTAKE_HTTP_PORT, review-router :$REVIEW_ROUTER_HTTP_PORT, contracts :$CONTRACTS_HTTP_PORT, notifier :$NOTIFIER_HTTP_PORT (Ctrl-C stops)"
 say "bus users (vhost $VHOST): services intake, review-router, contracts, notifier; departments dept-<department>; submitter $SUBMITTER; passwords in $CREDENTIALS (mode 600)"
+say "sign in (usernames and passwords in $SIGN_IN): curl -s -X POST http://127.0.0.1:$INTAKE_HTTP_PORT/auth/login -H 'content-type: application/json' -d '{\"username\": \"zhang.wei\", \"password\": \"...\"}'"
 
 status=0
 while ((!stopping)); do

@@ -8,16 +8,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from contracts.main import create_app
-from orderflow.auth import store as auth_store
 from orderflow.messages import OrderApproved
-from orderflow.testing import Infra, bearer, eventually, issue_key, running
+from orderflow.testing import Infra, bearer, eventually, issue_key, person, running
 
 from .test_contracts import send, settings
 
@@ -39,19 +37,6 @@ SYSTEMS: dict[str, Sequence[str]] = {
     "key:writer": ["contracts:write"],
     "key:crm": ["orders:write", "orders:read"],  # orders, not contracts
 }
-
-
-async def person(
-    pool: Any, username: str, roles: Sequence[str], team: Sequence[str] = ()
-) -> dict[str, str]:
-    """A local account with a fresh session: the headers that sign in as them."""
-    await auth_store.upsert_account(
-        pool, username=username, display_name=username, roles=roles, team=team
-    )
-    token, _ = await auth_store.create_session(
-        pool, username=username, ttl=timedelta(hours=1), source=None
-    )
-    return bearer(token)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,21 +15,11 @@ import pytest
 from notifier.main import create_app
 from notifier.settings import Settings
 from orderflow import topology
-from orderflow.auth import store as auth_store
 from orderflow.messages import ContractDrafted, Salesperson
-from orderflow.testing import Infra, bearer, eventually, issue_key, publish, running
+from orderflow.testing import Infra, bearer, eventually, issue_key, person, publish, running
 
 OWNER = "zhang.wei"  # the salesperson the seeded event notifies
 NUMBER = "HT-2026-000009"  # in the seeded notification's text: never in a refusal
-
-
-async def person(pool: Any, username: str, roles: Sequence[str]) -> dict[str, str]:
-    """A local account with a fresh session: the headers that sign in as them."""
-    await auth_store.upsert_account(pool, username=username, display_name=username, roles=roles)
-    token, _ = await auth_store.create_session(
-        pool, username=username, ttl=timedelta(hours=1), source=None
-    )
-    return bearer(token)
 
 
 PEOPLE: dict[str, Sequence[str]] = {

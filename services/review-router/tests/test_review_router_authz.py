@@ -10,14 +10,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from orderflow.auth import store as auth_store
-from orderflow.testing import Infra, bearer, eventually, issue_key, running
+from orderflow.testing import Infra, bearer, eventually, issue_key, person, running
 from review_router.main import create_app
 
 from .test_router import product_order, settings, submit
@@ -38,19 +36,6 @@ SYSTEMS: dict[str, Sequence[str]] = {
     "key:crm": ["orders:read"],
     "key:metrics": ["metrics:read"],
 }
-
-
-async def person(
-    pool: Any, username: str, roles: Sequence[str], team: Sequence[str] = ()
-) -> dict[str, str]:
-    """A local account with a fresh session: the headers that sign in as them."""
-    await auth_store.upsert_account(
-        pool, username=username, display_name=username, roles=roles, team=team
-    )
-    token, _ = await auth_store.create_session(
-        pool, username=username, ttl=timedelta(hours=1), source=None
-    )
-    return bearer(token)
 
 
 @dataclass(frozen=True)

@@ -445,6 +445,20 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+async def person(
+    pool: Any, username: str, roles: Sequence[str], team: Sequence[str] = ()
+) -> dict[str, str]:
+    """A local account with a fresh session: the headers that sign in as them."""
+    await auth_store.prepare(pool)
+    await auth_store.upsert_account(
+        pool, username=username, display_name=username, roles=roles, team=team
+    )
+    token, _ = await auth_store.create_session(
+        pool, username=username, ttl=timedelta(hours=1), source=None
+    )
+    return bearer(token)
+
+
 def _producer_role(message_type: str | None, routing_key: str) -> str | None:
     kind = message_type or ""
     if kind in busaccess.EVENT_PRODUCERS:
