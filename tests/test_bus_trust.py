@@ -23,8 +23,10 @@ from orderflow.deadletters import replay
 from orderflow.messages import OrderApproved, Totals
 from orderflow.testing import (
     Infra,
+    bearer,
     example_order,
     get_messages,
+    issue_key_for,
     publish,
     queue_depth,
     service_processes,
@@ -236,8 +238,9 @@ async def test_messages_from_the_wrong_producer_change_nothing(
     infra: Infra, amqp: aio_pika.abc.AbstractRobustConnection, tmp_path: Path
 ) -> None:
     async with service_processes(infra, tmp_path) as services:
+        key = bearer(await issue_key_for(infra.database_url))
         clients = [
-            httpx.AsyncClient(base_url=services[name].url, timeout=10)
+            httpx.AsyncClient(base_url=services[name].url, timeout=10, headers=key)
             for name in ("intake", "contracts", "notifier")
         ]
         try:
