@@ -223,7 +223,7 @@ class World:
             headers=self.crm,
         )
         assert got.status_code == 201, got.text
-        return str(got.json()["id"])
+        return str(got.json()["attachment"]["id"])
 
     async def contract_of(self, order_id: str) -> str:
         await wait_status(self.intake, order_id, "contract_drafted", timeout=90, headers=self.crm)
@@ -372,7 +372,9 @@ def jsonl() -> bytes:
 
 R_ORDER = allows(200, *READ_ORDER, *REVIEWERS, hidden=SALES_OTHERS)
 R_CREATE = allows(201, *WRITE_ORDER)
-R_WRITE = allows(200, *WRITE_ORDER, hidden=(*SALES_OTHERS, *REVIEWERS))
+R_ROUNDS = allows(200, *READ_ORDER, *REVIEWERS, "key reviews:read", hidden=SALES_OTHERS)
+# reviewers never change orders: refused by role (403) before any order is looked up
+R_WRITE = allows(200, *WRITE_ORDER, hidden=SALES_OTHERS)
 R_LIST = allows(
     200,
     "owner",
@@ -491,7 +493,7 @@ def routes() -> list[Route]:
             "intake",
             "POST",
             "/api/v1/orders/{order_id}/attachments",
-            allows(201, *WRITE_ORDER, hidden=(*SALES_OTHERS, *REVIEWERS)),
+            allows(201, *WRITE_ORDER, hidden=SALES_OTHERS),
             post(
                 lambda s: f"/api/v1/orders/{s.denied_draft}/attachments",
                 data={"kind": "other"},
@@ -502,7 +504,7 @@ def routes() -> list[Route]:
             "intake",
             "DELETE",
             "/api/v1/orders/{order_id}/attachments/{attachment_id}",
-            allows(204, *WRITE_ORDER, hidden=(*SALES_OTHERS, *REVIEWERS)),
+            allows(204, *WRITE_ORDER, hidden=SALES_OTHERS),
             fresh_attachment(),
         ),
         # intake: administration
@@ -560,14 +562,14 @@ def routes() -> list[Route]:
             "review-router",
             "GET",
             "/api/v1/rounds",
-            R_ORDER,
+            R_ROUNDS,
             get(lambda s: "/api/v1/rounds", lambda s: {"order_id": s.order_id}),
         ),
         Route(
             "review-router",
             "GET",
             "/api/v1/rounds/{round_id}",
-            R_ORDER,
+            R_ROUNDS,
             get(lambda s: f"/api/v1/rounds/{s.round_id}"),
         ),
         Route(
@@ -656,7 +658,7 @@ def routes() -> list[Route]:
             "contracts",
             "POST",
             "/api/v1/contracts/{contract_id}/void",
-            allows(200, *CONTRACT_VOID, hidden=SALES_OTHERS),
+            allows(200, *CONTRACT_VOID, hidden=("other manager",)),
             fresh(
                 World.contract,
                 lambda c: f"/api/v1/contracts/{c}/void",
@@ -901,7 +903,9 @@ async def ask(world: World, route: Route, who: str, database_url: str) -> int:
     if route.path == "/auth/logout" and who in PEOPLE:
         headers = bearer(await session_for(database_url, USERNAMES[who]))
     headers.update(kwargs.pop("headers", {}))
-    got = await world.client(route.service).request(route.method, url, headers=headers, **kwargs)
+    client = world.client(route.service)
+    got = await client.request(route.method, url, headers=headers, **kwargs)
+    client.cookies.clear()  # a sign-in's cookie must not follow the next caller
     if got.status_code in (401, 403, 404):
         # a refusal is a problem, and carries nothing of the object
         assert got.headers["content-type"] == "application/problem+json", got.text
@@ -934,10 +938,11 @@ def render(rows: list[tuple[Route, dict[str, int]]]) -> str:
         "scopes are API keys of company systems. The owner is the order's salesperson; the",
         "owner's manager has the owner in their team, the other manager does not.",
         "",
-        "401: no credential. 403: the caller's roles never allow this route. 404: the route is",
-        "theirs to use, but not for this object (the same answer as an object that does not",
-        "exist). 409 for `retry`: an allowed caller asking to retry a delivery that did not",
-        "fail.",
+        "401: no credential. 403: the caller's roles never allow this route (checked before any",
+        "object is looked up), or they may see the object but not change it (a salesperson",
+        "voiding their own contract). 404: the route is theirs to use, but not for this object",
+        "(the same answer as an object that does not exist). 409 for `retry`: an allowed caller",
+        "asking to retry a delivery that did not fail.",
         "",
         "| service | route | " + " | ".join(short[w] for w in WHO) + " |",
         "|---|---|" + "---|" * len(WHO),
@@ -1018,4 +1023,6 @@ secret_env = "MATRIX_HOOK_SECRET"
     return {
         "NOTIFIER_CONTACTS_FILE": str(contacts),
         "MATRIX_HOOK_SECRET": "matrix-hook-secret-0123456789",
+        # the matrix is about who may do what: every caller signs in once per service
+        "ORDERFLOW_AUTH_LOGIN_RATE": "1000/minute",
     }
