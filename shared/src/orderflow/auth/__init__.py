@@ -63,7 +63,6 @@ def install_auth(app: FastAPI, runtime: ServiceRuntime, settings: AuthSettings) 
     from .routes import sign_in
 
     app.state.auth_settings = settings
-    app.state.allowed_origins = list(settings.allowed_origins)
     app.state.authenticator = Authenticator(
         lambda: runtime.pool,
         oidc=_verifier(settings),
