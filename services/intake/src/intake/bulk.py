@@ -35,8 +35,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from orderflow.messages import Problem
 
 REF_COLUMN = "order_ref"
@@ -102,11 +100,6 @@ class RowProblem:
 def pointer(loc: Sequence[str | int]) -> str:
     parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
     return "/" + "/".join(parts) if parts else "/"
-
-
-def validation_problems(exc: ValidationError) -> list[Problem]:
-    """A document's structural errors, each at its JSON pointer."""
-    return [Problem(pointer=pointer(err["loc"]), detail=str(err["msg"])) for err in exc.errors()]
 
 
 # --- CSV ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from orderflow.auth import Caller
 from orderflow.db import Pool
@@ -23,7 +23,7 @@ from orderflow.http import Problem, ProblemDetails
 from orderflow.messages import OrderDocument
 from orderflow.messages import Problem as FieldProblem
 
-from .. import bulk, handlers
+from .. import bulk, domain, handlers
 from .access import Writer, salesperson_refusal
 from .http import PROBLEMS, _pool, _today
 
@@ -173,9 +173,10 @@ class _Importer:
         parsed = None
         if document is not None:
             try:
-                parsed = OrderDocument.model_validate(document)
-            except ValidationError as exc:
-                problems = problems + [locate(p) for p in bulk.validation_problems(exc)]
+                parsed = handlers.parsed_document(document, today=self.today, submit=True)
+            except domain.SelfCheckFailed as exc:
+                # the type errors and the rules over the rest, as one submission lists them
+                problems = problems + [locate(p) for p in exc.problems]
         if parsed is not None:
             refused = salesperson_refusal(self.caller, parsed.salesperson.id)
             problems = problems + ([locate(refused)] if refused else [])
