@@ -225,9 +225,10 @@ async def test_invalid_command_is_dead_lettered_and_the_sender_told(
 
 
 async def test_command_for_an_existing_order(
-    app: tuple[FastAPI, httpx.AsyncClient], amqp: Any, product_order: dict[str, Any]
+    app: tuple[FastAPI, httpx.AsyncClient], amqp: Any, technical_order: dict[str, Any]
 ) -> None:
     _, client = app
+    product_order = technical_order
     created = (await client.post("/api/v1/orders", json=product_order)).json()
     order_id = created["id"]
     # the customer's specification, which an order with technical requirements needs

@@ -698,3 +698,38 @@ def test_jsonl_lines() -> None:
     assert document is None and error is not None and "JSON object, not list" in error
     document, error = bulk.jsonl_document('{"order_type": ')
     assert document is None and error is not None and error.startswith("not valid JSON")
+
+
+# ---------------------------------------------------------------------------------------
+# the CSV columns, documented where users look
+
+
+GUIDE = EXAMPLES.parent / "integration.md"
+
+
+def test_every_csv_column_is_documented_in_the_guide_and_the_openapi_description() -> None:
+    from intake.entrypoints.imports import IMPORT_BODY
+
+    assert set(bulk.COLUMN_HELP) == bulk.COLUMNS
+    # the guide shows the table as the code has it
+    assert bulk.columns_table() in GUIDE.read_text(encoding="utf-8")
+    described = IMPORT_BODY["requestBody"]["description"]
+    for column in bulk.COLUMNS:
+        assert f"| `{column}` |" in described
+
+
+def test_the_guides_csv_example_is_an_order_that_passes_the_self_check() -> None:
+    text = GUIDE.read_text(encoding="utf-8")
+    sample = text.split("```csv\n", 1)[1].split("```", 1)[0].splitlines()
+    dialect = bulk.dialect_of(sample[0])
+    header = bulk.normalise_header(bulk.parse_record([sample[0]], dialect))
+    assert bulk.header_problems(header) == []
+    rows = [
+        bulk.CsvRow(n, dict(zip(header, bulk.parse_record([line], dialect), strict=True)))
+        for n, line in enumerate(sample[1:], start=2)
+    ]
+    built = bulk.csv_document(bulk.CsvOrder(rows[0].values["order_ref"], rows))
+    assert built.problems == []
+    checked = domain.check_document(built.document, today=TODAY, attachments=[])
+    assert checked.problems == []
+    assert checked.document is not None and len(checked.document.lines) == 2

@@ -101,8 +101,9 @@ class SelfCheckFailed(RuleViolation):
     def __init__(self, problems: list[Problem], *, invalid: int = 0) -> None:
         self.problems = problems
         self.invalid = invalid
-        what = "invalid document" if invalid else "self-check failed"
-        super().__init__(f"{what}: {len(problems)} problem(s)")
+        typed = f" ({invalid} a field of the wrong type)" if invalid == 1 else ""
+        typed = typed or (f" ({invalid} fields of the wrong type)" if invalid else "")
+        super().__init__(f"self-check failed: {len(problems)} problem(s){typed}")
 
 
 def check_editable(status: Status) -> None:
