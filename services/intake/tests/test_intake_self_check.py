@@ -272,3 +272,34 @@ async def test_the_same_document_with_its_files_passes_from_a_draft(
     assert reply.accepted, reply.problems
     order = (await client.get(f"/api/v1/orders/{draft['id']}")).json()
     assert order["submitted_revision"] == 1
+
+
+async def test_a_combined_csv_order_gets_every_problem_with_its_row_and_column(
+    client: httpx.AsyncClient,
+) -> None:
+    header = (
+        "order_ref,order_type,salesperson_id,customer_name,customer_phone,customer_address,"
+        "tax_rate,delivery_date,delivery_method,payment_method,payment_terms,"
+        "confirmation_method,confirmation_at,confirmation_by,"
+        "line_item,line_specification,line_quantity,line_unit,line_unit_price,line_amount"
+    )
+    rows = [
+        "A1,product,zhang.wei,上海精密机械有限公司,+86 21 5555 0101,上海市浦东新区张江路 88 号,"
+        "0.13,2026-11-01,物流配送,bank_transfer,30% 预付,email,2026-11-20T10:00:00+08:00,李娜,"
+        "不锈钢法兰,DN50 PN16,two hundred,件,85.50,",
+        ",,,,,,,,,,,,,,密封垫片,DN50,400,片,3.20,1.00",
+    ]
+    rows[1] = "A1" + rows[1]
+    body = "\n".join([header, *rows]) + "\n"
+    response = await client.post(
+        "/api/v1/orders/import", content=body.encode(), headers={"content-type": "text/csv"}
+    )
+    assert response.status_code == 200, response.text
+    [refused] = response.json()["rejections"]
+    assert refused["rows"] == [2, 3]
+    assert [(p["row"], p["column"], p["pointer"]) for p in refused["problems"]] == [
+        (2, "line_quantity", "/lines/0/quantity"),
+        (2, "customer_contact_name", "/customer/contact_name"),
+        (3, "line_amount", "/lines/1/amount"),
+        (2, "delivery_date", "/delivery/date"),
+    ]
