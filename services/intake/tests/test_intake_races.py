@@ -471,6 +471,52 @@ def early_events(app: FastAPI, orders: Orders, amqp: Any, monkeypatch: pytest.Mo
     return trial
 
 
+async def test_events_kept_until_their_order_and_revision_come(
+    app: tuple[FastAPI, httpx.AsyncClient],
+    orders: Orders,
+    amqp: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a race: the events are seen kept first, then the order and the revision come."""
+    application, _ = app
+    pool = application.state.runtime.pool
+    order_id = uuid.uuid4()
+    monkeypatch.setattr(handlers, "uuid", SimpleNamespace(uuid4=lambda: order_id))
+
+    async def kept(of: Any, count: int) -> bool:
+        found = await pool.fetchval(
+            "SELECT count(*) FROM pending_events WHERE order_id = $1", uuid.UUID(str(of))
+        )
+        return bool(found == count)
+
+    await send_event(amqp, verdict(order_id, 1))
+    await send_event(amqp, delivered(order_id))
+    await eventually(lambda: kept(order_id, 2))
+    created = await orders.api.create(orders.doc("late"))
+    assert created["id"] == str(order_id) and created["status"] == "draft"
+    # applied in the creation's transaction: on the timeline at once, in the order they were
+    types = [(e["type"], e["revision"]) for e in await orders.timeline(str(order_id))]
+    assert types == [
+        ("review.verdict_recorded", 1),
+        ("notification.delivered", None),
+        ("order.created", 1),
+    ]
+    assert await kept(order_id, 0)
+    monkeypatch.undo()
+
+    # a verdict on revision 2 before revision 2 is made: kept, then applied by the PUT
+    sent_back = await orders.submitted()
+    await send_event(amqp, changes_requested(sent_back, 1))
+    await orders.status(sent_back, "changes_requested")
+    await send_event(amqp, verdict(sent_back, 2))
+    await eventually(lambda: kept(sent_back, 1))
+    revised = await orders.put(sent_back, "revised", await orders.api.etag(sent_back))
+    assert revised.status_code == 200 and revised.json()["current_revision"] == 2
+    entries = await orders.timeline(sent_back)
+    assert ("review.verdict_recorded", 2) in {(e["type"], e["revision"]) for e in entries}
+    assert await kept(sent_back, 0)
+
+
 async def test_events_before_their_order(
     app: tuple[FastAPI, httpx.AsyncClient],
     orders: Orders,

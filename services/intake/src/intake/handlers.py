@@ -715,8 +715,11 @@ class NewFile:
 
 def check_attachable(order: dict[str, Any]) -> None:
     """Before an upload is read: the order takes files (checked again, under its lock, when
-    the file is stored)."""
-    domain.check_editable(Status(order["status"]))
+    the file is stored). Under review, the decision may be on its way: it is waited for
+    once the file is read."""
+    status = Status(order["status"])
+    if status not in domain.DECIDING:
+        domain.check_editable(status)
 
 
 async def add_attachment(
@@ -736,6 +739,9 @@ async def add_attachment(
         try:
             async with transaction(pool) as conn:
                 order = await _locked(conn, order_id, if_match=if_match, permits=permits)
+                domain.check_decided(
+                    Status(order["status"]), current_revision=order["current_revision"]
+                )
                 revision = await _open_draft(conn, order=order, channel=channel)
                 await store.put(conn, sha256=file.sha256, size=file.size, chunks=file.chunks())
                 row = await repository.insert_attachment(
@@ -798,6 +804,7 @@ async def remove_attachment(
     go when no revision of any order holds them any more. Returns the open revision."""
     async with transaction(pool) as conn:
         order = await _locked(conn, order_id, if_match=if_match, permits=permits)
+        domain.check_decided(Status(order["status"]), current_revision=order["current_revision"])
         domain.check_editable(Status(order["status"]))
         files = {f.id: f for f in await _files(conn, order_id, order["current_revision"])}
         ref = files.get(attachment_id)
