@@ -145,7 +145,10 @@ def register(
         description=(
             "The answer to an `order.submit` command with a `reply_to`, sent through the "
             "default exchange to that queue, with the command's correlation id: accepted "
-            "with the order id, revision and status, or refused with every problem."
+            "with the order id, revision and status; refused with every problem; or, for a "
+            "revision that met a conflict (another revision came first, or the departments' "
+            "decision did not reach intake in time), not accepted with `retryable: true` and "
+            "the order's current revision and status: read it again and send it again."
         ),
         include_in_schema=True,
     )
