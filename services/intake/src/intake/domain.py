@@ -1062,6 +1062,29 @@ def describe(
             f"Review by {p.get('department')} overdue (due {p.get('due_at')})",
             {"department": p.get("department"), "due_at": p.get("due_at")},
         )
+    if event_type == "review.sent":
+        due = p.get("due_at")
+        return Described(
+            _system("review-router"),
+            f"Review sent to {p.get('department')}" + (f" (due {due})" if due else ""),
+            {
+                "department": p.get("department"),
+                "review_id": p.get("review_id"),
+                "stage": p.get("stage"),
+                "due_at": due,
+            },
+        )
+    if event_type == "review.escalated":
+        return Described(
+            _system("review-router"),
+            f"Review by {p.get('department')} escalated to {p.get('escalate_to')} "
+            f"(due {p.get('due_at')})",
+            {
+                "department": p.get("department"),
+                "due_at": p.get("due_at"),
+                "escalate_to": p.get("escalate_to"),
+            },
+        )
     if event_type == "order.withdrawn":
         reason = p.get("reason")
         return Described(
