@@ -64,6 +64,10 @@ def walk_blocks(text: str) -> list[Block]:
     blocks = [Block(m[1], bool(m[2]), m[3]) for m in MARKER.finditer(section)]
     unmarked = section.count("```sh") - len(blocks)
     assert unmarked == 0, f"{unmarked} sh block(s) in {SECTION!r} without a walk marker"
+    # the test moves the services to ports of its own: every address must be one it knows
+    for block in blocks:
+        addresses = set(re.findall(r"[\w.-]+:800\d", block.script))
+        assert addresses <= {f"127.0.0.1:{p}" for p in PORTS}, (block.name, addresses)
     return blocks
 
 
@@ -164,14 +168,20 @@ def stop(process: subprocess.Popen[bytes], *, grace: float) -> int:
     return process.returncode
 
 
+def tail(log: Path, lines: int = 80) -> str:
+    return f"--- {log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 def wait_until(what: str, check: Callable[[], bool], *, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{tail(log)}") from None
         time.sleep(0.5)
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-80:])
-    raise AssertionError(f"{what} not within {timeout:.0f}s; {log.name}:\n{tail}")
+    raise AssertionError(f"{what} not within {timeout:.0f}s\n{tail(log)}")
 
 
 def ready(ports: dict[int, int], process: subprocess.Popen[bytes]) -> bool:
@@ -276,6 +286,11 @@ def _pdf(output: str) -> None:
     assert output == ""
 
 
+@step("other-salesperson")
+def _not_theirs(output: str) -> None:
+    assert output == "404\n"
+
+
 #: steps that wait for the system (their own loop) get longer
 TIMEOUTS = {"changes-requested": 120, "contract": 180}
 #: read-only steps whose answer may trail the one before by a moment: run again until true
@@ -364,7 +379,11 @@ def test_the_readme_walk_works_as_written(
             )
             for block in blocks.values():
                 if not block.background:
-                    run_step(walk, block)
+                    try:
+                        run_step(walk, block)
+                    except AssertionError as exc:
+                        logs = f"{tail(run_log)}\n{tail(finance_log)}"
+                        raise AssertionError(f"{exc}\n{logs}") from None
         finally:
             finance_status = stop(finance, grace=20) if finance is not None else None
             system_status = stop(system, grace=90)
