@@ -4,7 +4,8 @@
 # running, RabbitMQ's management plugin (ops and the tests use its HTTP API).
 # Every step is idempotent: a second run finds everything in place and changes nothing.
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# -P: the real folder, also when the script is reached through a symbolic link
+ROOT="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROOT
 
 # The local servers, as installed on such a machine (trust authentication on 127.0.0.1).
@@ -133,8 +134,9 @@ ensure_vhost() {
 
 # uv, the environment, both servers and the management plugin.
 # Debian packages the services need: CJK fonts for the Chinese contracts (the contracts
-# service refuses to start without them), poppler-utils for the tests that read PDFs back.
-SYSTEM_PACKAGES=(fonts-noto-cjk poppler-utils)
+# service refuses to start without them), poppler-utils for the tests that read PDFs back,
+# curl and jq for the README's walk (and its test).
+SYSTEM_PACKAGES=(fonts-noto-cjk poppler-utils curl jq)
 
 ensure_system_packages() {
     local missing=() package

@@ -9,14 +9,21 @@
 # Needs: Debian with PostgreSQL and RabbitMQ installed (they are started if stopped), and
 # Python 3.11 with pip (uv is installed with pip if missing). Any *_DATABASE_URL,
 # *_AMQP_URL or other setting already in the environment is kept. Each service and each
-# department connects to RabbitMQ as its own user; passwords go to .local/bus.env.
+# department connects to RabbitMQ as its own user; passwords go to .local/bus.env, and
+# each department's AMQP URL to .local/departments.env, for trying a department system.
+#
+# A second instance beside the usual one (the README walk's test runs one):
+#   ORDERFLOW_DATABASE, ORDERFLOW_VHOST   database and vhost (default orderflow)
+#   ORDERFLOW_LOCAL_DIR                   where the passwords go (default .local)
+#   ORDERFLOW_BUS_USER_PREFIX             before every bus user's name (users are global)
+#   INTAKE_HTTP_PORT ... NOTIFIER_HTTP_PORT   the ports (default 8000 to 8003)
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-    sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 with_simulator=0
@@ -38,8 +45,11 @@ while (($#)); do
     shift
 done
 
-DATABASE=orderflow
-VHOST=orderflow
+DATABASE="${ORDERFLOW_DATABASE:-orderflow}"
+VHOST="${ORDERFLOW_VHOST:-orderflow}"
+LOCAL="${ORDERFLOW_LOCAL_DIR:-$ROOT/.local}"
+PREFIX="${ORDERFLOW_BUS_USER_PREFIX:-}"
+[[ "$PREFIX" =~ ^[A-Za-z0-9._-]*$ ]] || die "ORDERFLOW_BUS_USER_PREFIX: letters, digits, . _ - only"
 
 setup_all
 ensure_database "$DATABASE"
@@ -51,13 +61,18 @@ database_url="postgresql://$PG_ADMIN_USER@$PG_HOST:$PG_PORT/$DATABASE"
 # policy's general manager too) and for an example order-submitting system, each allowed
 # only its own part (orderflow-bus, as the broker's administrator). Passwords are
 # generated once and kept in a private file.
-CREDENTIALS="${ORDERFLOW_BUS_CREDENTIALS:-$ROOT/.local/bus.env}"
-SUBMITTER="${ORDERFLOW_EXAMPLE_SUBMITTER:-example-submitter}"
+CREDENTIALS="${ORDERFLOW_BUS_CREDENTIALS:-$LOCAL/bus.env}"
+SUBMITTER="${ORDERFLOW_EXAMPLE_SUBMITTER:-${PREFIX}example-submitter}"
+DEPARTMENTS=(supervisor production service_delivery finance technical general_manager)
+# with a prefix, the services' users and the departments' are named after it
+service_users="{\"intake\": \"${PREFIX}intake\", \"review-router\": \"${PREFIX}review-router\", \"contracts\": \"${PREFIX}contracts\", \"notifier\": \"${PREFIX}notifier\"}"
+department_pattern="${PREFIX}dept-{department}"
 say "provisioning the bus (vhost $VHOST): users and permissions"
-"$ROOT/.venv/bin/orderflow-bus" \
+ORDERFLOW_BUS_USERS="${ORDERFLOW_BUS_USERS:-$service_users}" "$ROOT/.venv/bin/orderflow-bus" \
     --api "http://$RABBIT_USER:$RABBIT_PASSWORD@127.0.0.1:$RABBIT_API_PORT" \
     --vhost "$VHOST" --credentials "$CREDENTIALS" --rotate-unknown \
-    provision --department general_manager --submitter "$SUBMITTER" ||
+    provision --department general_manager --submitter "$SUBMITTER" \
+    --department-user-pattern "$department_pattern" ||
     die "could not provision the bus"
 # shellcheck disable=SC1090  # written by orderflow-bus just now
 source "$CREDENTIALS"
@@ -65,7 +80,7 @@ source "$CREDENTIALS"
 # People: local accounts for a try-out (an administrator, the example orders' salespeople,
 # a sales manager, a reviewer per department, ops), passwords generated on the first run and
 # kept in a file only its owner reads.
-SIGN_IN="${ORDERFLOW_SIGN_IN_FILE:-$ROOT/.local/sign-in.txt}"
+SIGN_IN="${ORDERFLOW_SIGN_IN_FILE:-$LOCAL/sign-in.txt}"
 "$ROOT/.venv/bin/orderflow-admin" --database-url "$database_url" bootstrap-local --file "$SIGN_IN" ||
     die "could not create the local accounts"
 
@@ -76,11 +91,25 @@ bus_password() {
     [[ -n "${!name:-}" ]] || die "no password for bus user $1 in $CREDENTIALS (remove the file to start afresh)"
     printf '%s' "${!name}"
 }
+# the URL of a role's user (a service's name, dept-finance) with its password
 bus_url() {
     local password
-    password="$(bus_password "$1")" || exit 1
-    printf 'amqp://%s:%s@127.0.0.1:5672/%s' "$1" "$password" "$VHOST"
+    password="$(bus_password "$PREFIX$1")" || exit 1
+    printf 'amqp://%s:%s@127.0.0.1:5672/%s' "$PREFIX$1" "$password" "$VHOST"
 }
+
+# Each department's URL, as a department system connects (docs/integration.md): written
+# afresh on every run, so it always holds the passwords in force.
+DEPARTMENT_URLS="$LOCAL/departments.env"
+write_department_urls() {
+    local department url lines="# each department's RabbitMQ user, for a department system: source this file"$'\n'
+    for department in "${DEPARTMENTS[@]}"; do
+        url="$(bus_url "dept-$department")" || return 1
+        lines+="ORDERFLOW_DEPARTMENT_URL_${department^^}=$url"$'\n'
+    done
+    (umask 077 && printf '%s' "$lines" >"$DEPARTMENT_URLS.tmp") && mv "$DEPARTMENT_URLS.tmp" "$DEPARTMENT_URLS"
+}
+write_department_urls || die "could not write $DEPARTMENT_URLS"
 
 # One database, a schema per service; one vhost, a user per service. Settings already set
 # are kept.
@@ -88,6 +117,11 @@ if [[ "${ORDERFLOW_ALLOW_GUEST:-false}" == true ]]; then
     warn "ORDERFLOW_ALLOW_GUEST=true: the services connect as $RABBIT_USER, which may do anything on the broker"
     # every event then comes from that one user
     export ORDERFLOW_BUS_USERS="${ORDERFLOW_BUS_USERS:-{\"intake\": \"$RABBIT_USER\", \"review-router\": \"$RABBIT_USER\", \"contracts\": \"$RABBIT_USER\", \"notifier\": \"$RABBIT_USER\"\}}"
+elif [[ -n "$PREFIX" ]]; then
+    export ORDERFLOW_BUS_USERS="${ORDERFLOW_BUS_USERS:-$service_users}"
+fi
+if [[ -n "$PREFIX" ]]; then
+    export REVIEW_ROUTER_VERDICT_USER_PATTERN="${REVIEW_ROUTER_VERDICT_USER_PATTERN:-$department_pattern}"
 fi
 for service in intake review-router contracts notifier; do
     prefix="${service//-/_}"
@@ -135,7 +169,7 @@ if ((with_simulator)); then
     simulator='python bench/department_simulator.py'
     for department in supervisor production service_delivery finance technical; do
         var="ORDERFLOW_SIMULATOR_URL_${department^^}"
-        url="$(bus_url "dept-$department")"
+        url="$(bus_url "dept-$department")" || exit 1
         export "$var=$url"
         # shellcheck disable=SC2016  # expanded by the simulator's own shell
         simulator+=" --department-url \"$department=\$$var\""
@@ -202,7 +236,12 @@ for i in "${!names[@]}"; do
     start "${names[$i]}" "${commands[$i]}"
 done
 say "intake http://127.0.0.1:$INTAKE_HTTP_PORT, review-router :$REVIEW_ROUTER_HTTP_PORT, contracts :$CONTRACTS_HTTP_PORT, notifier :$NOTIFIER_HTTP_PORT (Ctrl-C stops)"
-say "bus users (vhost $VHOST): services intake, review-router, contracts, notifier; departments dept-<department>; submitter $SUBMITTER; passwords in $CREDENTIALS (mode 600)"
+say "bus users (vhost $VHOST): services ${PREFIX}intake, ${PREFIX}review-router, ${PREFIX}contracts, ${PREFIX}notifier; departments ${PREFIX}dept-<department>; submitter $SUBMITTER; passwords in $CREDENTIALS (mode 600)"
+if ((with_simulator)); then
+    say "the simulator answers the reviews (${simulator_args[*]:-every department approves})"
+else
+    say "no simulator: the reviews wait in review.<department> for a department system; each department's AMQP URL is in $DEPARTMENT_URLS (README, \"Try it\")"
+fi
 say "sign in (usernames and passwords in $SIGN_IN): curl -s -X POST http://127.0.0.1:$INTAKE_HTTP_PORT/auth/login -H 'content-type: application/json' -d '{\"username\": \"zhang.wei\", \"password\": \"...\"}'"
 
 status=0

@@ -94,3 +94,19 @@ def test_credentials_are_written_privately_and_merged(tmp_path: Path) -> None:
     provisioning.write_secrets_dir(tmp_path / "secrets", {"intake": "c"})
     secret = provisioning.secret_file(tmp_path / "secrets", "intake")
     assert secret.read_text() == "c" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_provision_names_the_department_users_after_a_pattern() -> None:
+    from orderflow import bus_cli
+
+    args = bus_cli._parser().parse_args(
+        ["provision", "--department", "legal", "--department-user-pattern", "w1-dept-{department}"]
+    )
+    accounts, extra = bus_cli._accounts(args)
+    departments = {a.name: a for a in accounts if a.kind == "department"}
+    assert set(departments) == {f"w1-dept-{d}" for d in (*topology.DEFAULT_DEPARTMENTS, "legal")}
+    assert departments["w1-dept-finance"].permissions == busaccess.department_permissions("finance")
+    assert extra == ["legal"]
+    bad = bus_cli._parser().parse_args(["provision", "--department-user-pattern", "dept-x"])
+    with pytest.raises(ValueError, match="department"):
+        bus_cli._accounts(bad)

@@ -4,14 +4,16 @@ request lines (which carry the robots' keys) are not written at all."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from orderflow.logging import configure_logging, forget_secrets, redact
+from orderflow.logging import colours_for, configure_logging, forget_secrets, redact
 
 WECOM = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
 DINGTALK = (
@@ -99,3 +101,48 @@ def test_no_renderer_shows_a_secret(
         assert by_event["sending"]["url"].endswith("key=***")
         assert "Traceback" in by_event["failed"]["exception"]
         assert by_event["boom"]["logger"] == "uvicorn.error"
+
+
+class _Stream(io.StringIO):
+    def __init__(self, *, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(
+    ("tty", "environ", "expected"),
+    [
+        (True, {}, True),
+        (False, {}, False),  # a pipe or a log file
+        (True, {"NO_COLOR": "1"}, False),
+        (False, {"FORCE_COLOR": "1"}, True),
+        (True, {"NO_COLOR": "", "TERM": "xterm"}, True),  # NO_COLOR counts only when set
+    ],
+)
+def test_colours_only_for_a_terminal(tty: bool, environ: dict[str, str], expected: bool) -> None:
+    assert colours_for(_Stream(tty=tty), environ) is expected
+    assert colours_for(object(), environ) is (expected and bool(environ.get("FORCE_COLOR")))
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_console_lines_have_colour_codes_only_on_a_terminal(
+    reset_logging: None, monkeypatch: pytest.MonkeyPatch, tty: bool
+) -> None:
+    for name in ("NO_COLOR", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    stream = _Stream(tty=tty)
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("demo", json=False)
+    structlog.get_logger("demo").warning("order submitted", order_id="o-1")
+    logging.getLogger("uvicorn.error").error("a library's line")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        structlog.get_logger("demo").exception("failed")
+
+    text = stream.getvalue()
+    assert "order submitted" in text and "a library's line" in text and "boom" in text
+    assert ("\x1b[" in text) is tty

@@ -377,9 +377,11 @@ async def test_uploads_only_while_the_order_is_editable(
 ) -> None:
     application, _ = app
     order = await api.create(product_order, submit="true")
-    refused = await api.attach(order["id"])
+    # under review the decision is waited for (here: not at all), then it is a conflict
+    refused = await api.attach(order["id"], headers={"Prefer": "wait=0"})
     assert refused.status_code == 409
     assert refused.json()["current_status"] == "submitted"
+    assert refused.json()["retryable"] is True and "retry-after" in refused.headers
     missing = await api.attach(str(uuid.uuid4()))
     assert missing.status_code == 404
     assert await stored(application) == NOTHING
@@ -408,8 +410,9 @@ async def test_files_are_frozen_with_the_submitted_revision(
     assert submitted.attachments[0].download_path == old_spec["download_path"]
 
     # a submitted revision takes no file, and loses none
-    assert (await api.attach(order_id)).status_code == 409
-    assert (await client.delete(old_spec["download_path"])).status_code == 409
+    no_wait = {"Prefer": "wait=0"}
+    assert (await api.attach(order_id, headers=no_wait)).status_code == 409
+    assert (await client.delete(old_spec["download_path"], headers=no_wait)).status_code == 409
 
     # sent back: the salesperson replaces the specification
     await send_changes_requested(amqp, order_id, 1)

@@ -227,8 +227,11 @@ async def test_invalid_command_is_dead_lettered_and_the_sender_told(
 async def test_command_for_an_existing_order(
     app: tuple[FastAPI, httpx.AsyncClient], amqp: Any, technical_order: dict[str, Any]
 ) -> None:
-    _, client = app
+    application, client = app
     product_order = technical_order
+    # a revision that finds the order under review waits for the decision: here briefly
+    settings = application.state.settings
+    application.state.settings = settings.model_copy(update={"revision_decision_wait": 0.5})
     created = (await client.post("/api/v1/orders", json=product_order)).json()
     order_id = created["id"]
     # the customer's specification, which an order with technical requirements needs
@@ -248,12 +251,14 @@ async def test_command_for_an_existing_order(
     assert order["document"]["lines"][0]["quantity"] == "210"
     assert order["channel"] == "api"  # it was created over HTTP; this revision came by bus
 
-    # submitted: not editable, refused
+    # submitted, and no decision comes: a conflict, to be sent again later (not dead-lettered)
     async with reply_queue(amqp) as replies:
         await send_command(amqp, {**product_order, "order_id": order_id}, reply_to=replies.name)
         refusal = SubmitOrderReply.model_validate_json((await next_reply(replies)).body)
-    assert not refusal.accepted
-    assert refusal.reason is not None and "submitted" in refusal.reason
+    assert not refusal.accepted and refusal.retryable
+    assert refusal.reason is not None and refusal.reason.startswith("conflict")
+    assert "submitted" in refusal.reason
+    assert refusal.status == "submitted" and refusal.revision == 1
     assert [p.pointer for p in refusal.problems] == ["/order_id"]
 
     # sent back by the departments: the command makes revision 2
@@ -274,10 +279,29 @@ async def test_command_for_an_existing_order(
         missing = str(uuid.uuid4())
         await send_command(amqp, {**product_order, "order_id": missing}, reply_to=replies.name)
         refusal = SubmitOrderReply.model_validate_json((await next_reply(replies)).body)
-    assert not refusal.accepted
+    assert not refusal.accepted and not refusal.retryable
     assert refusal.reason is not None and missing in refusal.reason
-    dead = await get_messages(amqp, topology.INTAKE_COMMANDS.dlq, 2)
-    assert "does not exist" in dead[-1].headers["x-orderflow-reason"]
+    [dead] = await get_messages(amqp, topology.INTAKE_COMMANDS.dlq, 1)
+    assert "does not exist" in dead.headers["x-orderflow-reason"]
+
+    # a revision made from an older revision than the order's: a conflict at once
+    await send_event(amqp, changes_requested(order_id, 2))
+    await wait_status(client, order_id, "changes_requested")
+    async with reply_queue(amqp) as replies:
+        stale = {**product_order, "order_id": order_id, "revises": 1}
+        await send_command(amqp, stale, reply_to=replies.name)
+        conflict = SubmitOrderReply.model_validate_json((await next_reply(replies)).body)
+    assert not conflict.accepted and conflict.retryable
+    assert conflict.revision == 2 and conflict.status == "changes_requested"
+    assert [p.pointer for p in conflict.problems] == ["/revises"]
+    # and one that names a revision the order does not have: refused for good
+    async with reply_queue(amqp) as replies:
+        unknown = {**product_order, "order_id": order_id, "revises": 7}
+        await send_command(amqp, unknown, reply_to=replies.name)
+        refusal = SubmitOrderReply.model_validate_json((await next_reply(replies)).body)
+    assert not refusal.accepted and not refusal.retryable
+    assert [p.pointer for p in refusal.problems] == ["/revises"]
+    assert await queue_depth(amqp, topology.INTAKE_COMMANDS.dlq) == 1
 
 
 def changes_requested(order_id: Any, revision: int) -> OrderChangesRequested:

@@ -192,10 +192,17 @@ async def test_put_only_in_draft_and_changes_requested(
 
     assert (await client.post(f"{url}/submit")).status_code == 200
     product_order["lines"][0]["quantity"] = "400"
-    refused = await api.put(order["id"], product_order)
+    # under review, a revision waits for the decision (here: not at all) and is a conflict
+    refused = await client.put(
+        url,
+        json=product_order,
+        headers={"If-Match": await api.etag(order["id"]), "Prefer": "wait=0"},
+    )
     assert refused.status_code == 409
     assert refused.headers["content-type"] == PROBLEM_JSON
     assert refused.json()["current_status"] == "submitted"
+    assert refused.json()["type"] == "urn:orderflow:problem:decision-pending"
+    assert refused.json()["retryable"] is True
     assert "submitted" in refused.json()["detail"]
     # the submitted revision is untouched
     revision = (await client.get(f"{url}/revisions/1")).json()

@@ -587,6 +587,23 @@ def test_timeline_lines_say_who_did_what() -> None:
     assert opened.actor is not None and opened.actor["id"] == "review-router"
     assert opened.summary == "Review opened: supervisor"
 
+    sent = domain.describe(
+        "review.sent",
+        {"department": "finance", "stage": 2, "due_at": "2026-05-09T10:00:00Z"},
+        salesperson=seller,
+    )
+    assert sent.summary == "Review sent to finance (due 2026-05-09T10:00:00Z)"
+    assert sent.details["stage"] == 2
+    escalated = domain.describe(
+        "review.escalated",
+        {"department": "finance", "due_at": "2026-05-09T10:00:00Z", "escalate_to": "finance.head"},
+        salesperson=seller,
+    )
+    assert (
+        escalated.summary
+        == "Review by finance escalated to finance.head (due 2026-05-09T10:00:00Z)"
+    )
+
     unknown = domain.describe("inventory.reserved", {"sku": "X"}, salesperson=seller)
     assert unknown.actor is None and unknown.details == {"sku": "X"}
 

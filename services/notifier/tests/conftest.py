@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import email
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -92,6 +93,34 @@ class SmtpServer:
         return result
 
 
+#: the Content-Language of each template language
+CONTENT_LANGUAGES = {"zh": "zh-CN", "en": "en"}
+_CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+
+
+def written_in(mail: Mail) -> str:
+    """The language a mail's own words are in, judged from its subject: the templates' fixed
+    words are Chinese or English, and the values put in them (order refs, department
+    names in the reader's language, contract numbers) do not change that."""
+    return "zh" if _CJK.search(str(mail.message["Subject"])) else "en"
+
+
+def language_problems(mails: list[Mail]) -> list[str]:
+    """Every mail must say the language it is written in, on the message and on each part."""
+    problems = []
+    for mail in mails:
+        message = mail.message
+        expected = CONTENT_LANGUAGES[written_in(mail)]
+        for part in [message, *message.iter_parts()]:
+            got = part["Content-Language"]
+            if got != expected:
+                problems.append(
+                    f"{message['Subject']!r} ({part.get_content_type()}): Content-Language "
+                    f"{got!r}, expected {expected!r}"
+                )
+    return problems
+
+
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
     server = SmtpServer("127.0.0.1", free_port())
@@ -101,6 +130,9 @@ def smtp() -> Iterator[SmtpServer]:
         yield server
     finally:
         controller.stop()
+    # whatever the test was about: every email it sent carries its language
+    problems = language_problems(server.received)
+    assert not problems, problems
 
 
 # --- an HTTP receiver standing in for the chat platforms -------------------------------------

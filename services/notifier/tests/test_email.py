@@ -87,6 +87,10 @@ async def test_changes_requested_email_has_both_parts_and_the_checklist(
         [sender] = message["From"].addresses
         assert (sender.display_name, sender.addr_spec) == ("订单评审", "orderflow@example.com")
         assert message.get_content_type() == "multipart/alternative"
+        # the language it is written in, for the mail client (spell check, translation)
+        tag = {"zh": "zh-CN", "en": "en"}[language]
+        assert message["Content-Language"] == tag
+        assert [p["Content-Language"] for p in message.iter_parts()] == [tag, tag]
 
         body = parts(message)
         assert set(body) == {"text/plain", "text/html"}

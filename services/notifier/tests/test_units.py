@@ -265,6 +265,37 @@ def test_the_email_encodes_chinese_headers_and_carries_both_parts() -> None:
     assert parsed["To"].addresses[0].display_name == "张伟"
     assert parsed["Message-ID"] == f"<{delivery_id}@example.com>"
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert parsed["Content-Language"] == "zh-CN"
+    assert [p["Content-Language"] for p in parsed.iter_parts()] == ["zh-CN", "zh-CN"]
+
+
+@pytest.mark.parametrize(("language", "tag"), [("zh", "zh-CN"), ("en", "en")])
+@pytest.mark.parametrize("html", [None, "<p>Hello</p>"])
+def test_every_email_says_its_language(language: str, tag: str, html: str | None) -> None:
+    """Set after the content is: `set_content()` would drop a Content-Language set before."""
+    message = Outgoing(
+        id=uuid.uuid4(),
+        event_id="e1",
+        event_type="review.sent",
+        recipient="li.na",
+        recipient_name="Li Na",
+        channel="email",
+        address="li.na@example.com",
+        order_id=uuid.uuid4(),
+        subject="Review waiting",
+        body="Hello\n",
+        html=html,
+        markdown=None,
+        link="http://console/orders/x",
+        language=language,
+        created_at=datetime.now(UTC),
+    )
+    raw = build_message(message, sender="notify@example.com", sender_name="Orderflow").as_bytes(
+        policy=SMTP
+    )
+    parsed = message_from_bytes(raw, policy=default_policy)
+    assert parsed["Content-Language"] == tag
+    assert [p["Content-Language"] for p in parsed.iter_parts()] == ([tag, tag] if html else [])
 
 
 def test_the_example_contacts_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -296,6 +296,17 @@ async def test_product_order_supervisor_first_then_stage_two(
     }
     [recorded] = await events.wait("review.verdict_recorded", oid)
     assert recorded["department"] == "supervisor" and recorded["decision"] == "approve"
+    # each request sent is announced once, with what the department received
+    sent = {e["department"]: e for e in await events.wait("review.sent", oid, count=4)}
+    assert sorted(sent) == ["finance", "production", "supervisor", "technical"]
+    for review in (supervisor, *second.values()):
+        announced = sent[review.department]
+        assert announced["review_id"] == str(review.review_id)
+        assert announced["round_id"] == round_["id"]
+        assert (announced["stage"], announced["revision"]) == (review.stage, 1)
+        assert datetime.fromisoformat(announced["sent_at"]) == review.requested_at
+        assert announced["due_at"] is not None
+        assert datetime.fromisoformat(announced["due_at"]) == review.due_at
 
     for review in second.values():
         await give(amqp, review)
@@ -312,6 +323,7 @@ async def test_product_order_supervisor_first_then_stage_two(
     assert len(events.of("order.approved", oid)) == 1
     assert events.of("order.changes_requested", oid) == []
     assert len(events.of("review.verdict_recorded", oid)) == 4
+    assert len(events.of("review.sent", oid)) == 4
     published = [m for m in events.messages(oid) if m.type != "order.submitted"]
     assert {m.correlation_id for m in published} == {str(oid)}
     assert {m.app_id for m in published} == {"review-router"}
@@ -425,6 +437,9 @@ async def test_supervisor_changes_end_the_round_before_stage_two(
     await settle(events, oid)
     # the later stage is never asked
     assert await depths(amqp, STAGE_TWO) == dict.fromkeys(STAGE_TWO, 0)
+    # and so announced as sent to nobody but the supervisor
+    [sent] = events.of("review.sent", oid)
+    assert (sent["department"], sent["review_id"]) == ("supervisor", str(supervisor.review_id))
     [round_] = await rounds(router, oid)
     assert statuses(round_) == {
         "supervisor": "changes_requested",

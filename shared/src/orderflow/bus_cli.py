@@ -2,6 +2,7 @@
 
     orderflow-bus provision [--vhost orderflow] [--department D ...] [--submitter NAME ...]
                             [--listener NAME=order.approved,contract.drafted ...] [--rotate]
+                            [--department-user-pattern dept-{department}]
     orderflow-bus add-department D            a department's queue and its user dept-D
     orderflow-bus add-submitter NAME          a system that sends order.submit
     orderflow-bus add-listener NAME --events order.approved,contract.drafted
@@ -58,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         "--listener", action="append", default=[], help="NAME=event.type,event.type"
     )
     provision.add_argument("--rotate", action="store_true", help="new passwords for all of them")
+    provision.add_argument(
+        "--department-user-pattern",
+        default="dept-{department}",
+        help="the departments' users (REVIEW_ROUTER_VERDICT_USER_PATTERN must match)",
+    )
     department = sub.add_parser("add-department", help="a department's queue and user")
     department.add_argument("department")
     department.add_argument("--user", help="its user (default dept-<department>)")
@@ -103,7 +109,13 @@ def _accounts(args: argparse.Namespace) -> tuple[list[provisioning.Account], lis
     if args.command == "provision":
         users = json.loads(os.environ.get("ORDERFLOW_BUS_USERS") or "{}")
         accounts = provisioning.service_accounts(users)
-        accounts += [provisioning.department_account(d) for d in _departments(args.department)]
+        pattern = args.department_user_pattern
+        if "{department}" not in pattern:
+            raise ValueError(f"--department-user-pattern {pattern!r} lacks {{department}}")
+        accounts += [
+            provisioning.department_account(d, pattern=pattern)
+            for d in _departments(args.department)
+        ]
         accounts += [provisioning.submitter_account(n) for n in args.submitter]
         accounts += [_listener(spec) for spec in args.listener]
         return accounts, list(args.department)

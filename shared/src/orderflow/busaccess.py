@@ -32,6 +32,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "intake": ("order.submitted", "order.withdrawn"),
     "review-router": (
         "review.round_opened",
+        "review.sent",
         "review.verdict_recorded",
         "review.overdue",
         "review.escalated",
@@ -69,7 +70,8 @@ OWN_QUEUES: dict[str, tuple[topology.QueueSpec, ...]] = {
         topology.NOTIFIER_APPROVED,
         topology.NOTIFIER_CONTRACT_DRAFTED,
         topology.NOTIFIER_REVIEW_OVERDUE,
-        topology.NOTIFIER_ROUND_OPENED,
+        topology.NOTIFIER_REVIEW_SENT,
+        topology.NOTIFIER_REVIEW_ESCALATED,
     ),
 }
 

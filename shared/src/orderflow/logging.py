@@ -1,4 +1,5 @@
-"""structlog set up once per process: JSON lines for machines, console for people.
+"""structlog set up once per process: JSON lines for machines, console for people (with
+colours only on a terminal).
 
 Every line, from structlog or from a library's stdlib logger (uvicorn, aio-pika, httpx...),
 passes `redact` before it is rendered: each configured secret value, and whatever looks
@@ -9,6 +10,7 @@ like a secret in a URL (a password in `scheme://user:pass@`, query parameters su
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -137,6 +139,22 @@ QUIET_LOGGERS = ("httpx", "httpcore", "hpack")
 FOREIGN_HANDLERS = ("faststream", "faststream.access", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
+def colours_for(stream: Any, environ: Mapping[str, str] | None = None) -> bool:
+    """Colour codes only for a person at a terminal: a log file or a pipe (`run.sh` prefixes
+    each line through one) gets plain text. `NO_COLOR` (any value, no-color.org) turns them
+    off on a terminal too; `FORCE_COLOR` turns them on anywhere."""
+    env = os.environ if environ is None else environ
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
+
+
 def configure_logging(
     service: str,
     *,
@@ -156,8 +174,7 @@ def configure_logging(
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if json
-        # colours only for a terminal: a log file or a pipe gets plain text
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=colours_for(sys.stderr))
     )
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(

@@ -106,7 +106,8 @@ NOTIFIER_CHANGES_REQUESTED = QueueSpec(
 NOTIFIER_APPROVED = QueueSpec("notifier.order-approved", EVENTS, ("order.approved",))
 NOTIFIER_CONTRACT_DRAFTED = QueueSpec("notifier.contract-drafted", EVENTS, ("contract.drafted",))
 NOTIFIER_REVIEW_OVERDUE = QueueSpec("notifier.review-overdue", EVENTS, ("review.overdue",))
-NOTIFIER_ROUND_OPENED = QueueSpec("notifier.review-round-opened", EVENTS, ("review.round_opened",))
+NOTIFIER_REVIEW_SENT = QueueSpec("notifier.review-sent", EVENTS, ("review.sent",))
+NOTIFIER_REVIEW_ESCALATED = QueueSpec("notifier.review-escalated", EVENTS, ("review.escalated",))
 
 
 #: Every queue of the system; the provisioning step declares all of them, so an event is
@@ -123,7 +124,8 @@ SERVICE_QUEUES: tuple[QueueSpec, ...] = (
     NOTIFIER_APPROVED,
     NOTIFIER_CONTRACT_DRAFTED,
     NOTIFIER_REVIEW_OVERDUE,
-    NOTIFIER_ROUND_OPENED,
+    NOTIFIER_REVIEW_SENT,
+    NOTIFIER_REVIEW_ESCALATED,
     *(department_queue(d) for d in DEFAULT_DEPARTMENTS),
 )
 

@@ -4,22 +4,25 @@ transactions, take the pool)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
 import structlog
+from prometheus_client import Counter, Gauge
 from pydantic import TypeAdapter, ValidationError
 
 from orderflow import outbox, topology
 from orderflow.db import Connection, Pool, transaction
 from orderflow.messages import (
+    EVENTS,
     AttachmentKind,
     AttachmentRef,
     ContractDrafted,
@@ -43,6 +46,8 @@ from .adapters.blobs import BlobStore
 from .domain import Status
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 API = "api"
 BUS = "bus"
@@ -288,6 +293,7 @@ async def create_order(
         _check(document, today=today, attachments=[])
     now = datetime.now(UTC)
     key, duplicates = await _duplicates_of(conn, order_id=order_id, document=document)
+    await repository.lock_order_id(conn, order_id=order_id)
     await repository.insert_order(
         conn,
         order_id=order_id,
@@ -332,6 +338,7 @@ async def create_order(
             channel=channel,
             actor=actor,
         )
+    await apply_pending_events(conn, order_id=order_id)
     log.info("order created", order_id=str(order_id), channel=channel, submitted=submit)
     return Outcome(
         order_id=order_id,
@@ -387,6 +394,7 @@ async def _open_draft(conn: Connection, *, order: dict[str, Any], channel: str) 
         to_revision=target.revision,
     )
     await repository.set_current_revision(conn, order_id=order["id"], revision=target.revision)
+    await apply_pending_events(conn, order_id=order["id"])
     return target.revision
 
 
@@ -427,6 +435,8 @@ async def _write(
         external_ref=document.external_ref,
         customer_name=document.customer.name,
     )
+    if not target.replace:
+        await apply_pending_events(conn, order_id=order["id"])
     key = domain.duplicate_key(
         customer_name=document.customer.name, external_ref=document.external_ref
     )
@@ -468,6 +478,8 @@ async def update_order(
 ) -> Outcome:
     """Edit a draft, or revise an order the departments sent back (a new revision)."""
     order = await _locked(conn, order_id, if_match=if_match, permits=permits)
+    # under review, the departments may have sent it back without intake having heard yet
+    domain.check_decided(Status(order["status"]), current_revision=order["current_revision"])
     revision = await _write(conn, order=order, document=document, channel=channel, actor=actor)
     return Outcome(order_id=order_id, revision=revision, status=Status(order["status"]))
 
@@ -541,6 +553,16 @@ async def withdraw_order(
 
 
 _COMMAND_ID: TypeAdapter[UUID | None] = TypeAdapter(UUID | None)
+#: The fields of `order.submit` that are not the order document's.
+_COMMAND_FIELDS = ("order_id", "revises")
+
+
+def command_order_id(body: Any) -> UUID | None:
+    """The order an `order.submit` body names, when it names one well; None otherwise."""
+    try:
+        return _COMMAND_ID.validate_python(body.get("order_id") if isinstance(body, dict) else None)
+    except ValidationError:
+        return None
 
 
 async def submit_command(conn: Connection, *, body: Any, today: date) -> SubmitOrder:
@@ -549,25 +571,132 @@ async def submit_command(conn: Connection, *, body: Any, today: date) -> SubmitO
     revision, with the files of the order's current revision)."""
     try:
         return SubmitOrder.model_validate(body)
-    except ValidationError:
-        pass
+    except ValidationError as exc:
+        errors = exc.errors()
     if not isinstance(body, dict):
         domain.check_document(body, today=today, attachments=None).refuse()
         raise AssertionError("unreachable: a body that is not an object is refused")
-    document = {k: v for k, v in body.items() if k != "order_id"}
-    invalid: list[Problem] = []
+    invalid = [
+        Problem(pointer=domain.pointer_of(e["loc"]), detail=str(e["msg"]))
+        for e in errors
+        if not e["loc"] or e["loc"][0] in _COMMAND_FIELDS
+    ]
+    document = {k: v for k, v in body.items() if k not in _COMMAND_FIELDS}
     files: list[AttachmentRef] = []
-    try:
-        order_id = _COMMAND_ID.validate_python(body.get("order_id"))
-    except ValidationError as exc:
-        invalid = [Problem(pointer="/order_id", detail=str(e["msg"])) for e in exc.errors()]
-        order_id = None
+    order_id = command_order_id(body)
     if order_id is not None:
         order = await repository.get_order(conn, order_id=order_id)
         if order is not None:
             files = await _files(conn, order_id, order["current_revision"])
     checked = domain.check_document(document, today=today, attachments=files)
     raise domain.SelfCheckFailed(invalid + checked.problems, invalid=len(invalid) + checked.invalid)
+
+
+def _check_revisable(order: dict[str, Any], *, revises: int | None) -> None:
+    """Whether a revision sent over the bus can follow the order's current revision: never
+    after the decision (permanent); a conflict when another revision came first (the
+    sender's `revises` is older) or while the departments are deciding (it waits)."""
+    status = Status(order["status"])
+    if status not in domain.EDITABLE and status not in domain.DECIDING:
+        raise domain.NotEditable(status)
+    domain.check_revises(revises, status=status, current_revision=order["current_revision"])
+    domain.check_decided(status, current_revision=order["current_revision"])
+
+
+#: How often a waiting revision looks at the order's status: quickly at first (the decision
+#: is usually a moment behind), then at most every half second.
+_FIRST_LOOK = 0.02
+_LONGEST_LOOK = 0.5
+
+
+async def wait_for_decision(
+    pool: Pool, *, order_id: UUID, pending: domain.DecisionPending, seconds: float
+) -> bool:
+    """Until the order leaves the state the revision found it in (the departments' decision
+    reached intake, or another revision came): True, or False after `seconds`. Looks at the
+    status in short steps; no connection is held in between."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    step = _FIRST_LOOK
+    while True:
+        state = await repository.order_state(pool, order_id=order_id)
+        if domain.decision_arrived(state, status=pending.status, revision=pending.revision):
+            return True
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(step, left))
+        step = min(step * 1.5, _LONGEST_LOOK)
+
+
+async def when_decided(
+    pool: Pool,
+    *,
+    order_id: UUID,
+    seconds: float,
+    attempt: Callable[[], Awaitable[T]],
+) -> T:
+    """Run `attempt` (which owns its transaction); while it finds the order under review,
+    wait for the decision and run it again, up to `seconds` in all. Then the last
+    `DecisionPending` is raised with how long was waited: a conflict, retryable."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        try:
+            return await attempt()
+        except domain.DecisionPending as exc:
+            left = deadline - loop.time()
+            if left > 0 and await wait_for_decision(
+                pool, order_id=order_id, pending=exc, seconds=left
+            ):
+                log.info("decision arrived, revising", order_id=str(order_id))
+                continue
+            log.info(
+                "no decision in time, revision refused as a conflict",
+                order_id=str(order_id),
+                status=exc.status.value,
+                waited=seconds,
+            )
+            raise domain.DecisionPending(
+                status=exc.status, revision=exc.revision, waited=seconds
+            ) from exc
+
+
+async def reply_conflict(
+    conn: Connection,
+    *,
+    conflict: domain.Conflict,
+    order_id: UUID | None,
+    reply_to: str | None,
+    correlation_id: str | None,
+) -> None:
+    """Tell the sender of a revision that met a conflict, through the outbox: not accepted,
+    retryable, with the order's current revision and status."""
+    log.info(
+        "revision not accepted: conflict",
+        order_id=str(order_id),
+        reason=str(conflict),
+        replied=bool(reply_to),
+    )
+    if not reply_to:
+        return
+    pointer = "/revises" if isinstance(conflict, domain.StaleRevision) else "/order_id"
+    await outbox.enqueue(
+        conn,
+        SubmitOrderReply(
+            accepted=False,
+            retryable=True,
+            reason=f"conflict: {conflict}",
+            order_id=order_id,
+            revision=conflict.revision,
+            status=conflict.status.value,
+            problems=[Problem(pointer=pointer, detail=str(conflict))],
+        ),
+        exchange="",
+        routing_key=reply_to,
+        mandatory=False,
+        correlation_id=correlation_id,
+    )
 
 
 async def on_submit_command(
@@ -582,14 +711,14 @@ async def on_submit_command(
     """`order.submit` from another system: a new order, or a new revision of one sent back;
     the broker user that published it is its actor."""
     actor = bus_actor(user_id)
-    document = OrderDocument.model_validate(command.model_dump(exclude={"order_id"}))
+    document = OrderDocument.model_validate(command.model_dump(exclude={"order_id", "revises"}))
     if command.order_id is None:
         outcome = await create_order(
             conn, document=document, channel=BUS, submit=True, today=today, actor=actor
         )
     else:
         order = await _locked(conn, command.order_id)
-        domain.check_editable(Status(order["status"]))
+        _check_revisable(order, revises=command.revises)
         # the new revision keeps the files of the one it replaces or follows
         files = await _files(conn, command.order_id, order["current_revision"])
         _check(document, today=today, attachments=files)
@@ -640,8 +769,11 @@ class NewFile:
 
 def check_attachable(order: dict[str, Any]) -> None:
     """Before an upload is read: the order takes files (checked again, under its lock, when
-    the file is stored)."""
-    domain.check_editable(Status(order["status"]))
+    the file is stored). Under review, the decision may be on its way: it is waited for
+    once the file is read."""
+    status = Status(order["status"])
+    if status not in domain.DECIDING:
+        domain.check_editable(status)
 
 
 async def add_attachment(
@@ -661,6 +793,9 @@ async def add_attachment(
         try:
             async with transaction(pool) as conn:
                 order = await _locked(conn, order_id, if_match=if_match, permits=permits)
+                domain.check_decided(
+                    Status(order["status"]), current_revision=order["current_revision"]
+                )
                 revision = await _open_draft(conn, order=order, channel=channel)
                 await store.put(conn, sha256=file.sha256, size=file.size, chunks=file.chunks())
                 row = await repository.insert_attachment(
@@ -723,6 +858,7 @@ async def remove_attachment(
     go when no revision of any order holds them any more. Returns the open revision."""
     async with transaction(pool) as conn:
         order = await _locked(conn, order_id, if_match=if_match, permits=permits)
+        domain.check_decided(Status(order["status"]), current_revision=order["current_revision"])
         domain.check_editable(Status(order["status"]))
         files = {f.id: f for f in await _files(conn, order_id, order["current_revision"])}
         ref = files.get(attachment_id)
@@ -884,41 +1020,160 @@ async def on_event(
     if not isinstance(order_id, UUID):
         log.info("event without an order, ignored", message_type=event.message_type)
         return None
+    # taken before looking: the order's creation holds it until it commits
+    await repository.lock_order_id(conn, order_id=order_id)
     order = await repository.lock_order(conn, order_id=order_id)
-    if order is None:
-        # another system may place orders on the same bus; nothing here to update
-        log.info(
-            "event for an unknown order, ignored",
-            message_type=event.message_type,
-            order_id=str(order_id),
-        )
-        return None
     revision = getattr(event, "revision", None)
     revision = revision if isinstance(revision, int) else None
+    occurred_at = _occurred_at(event, sent_at)
+    if order is None or (revision is not None and revision > order["current_revision"]):
+        # before its order or its revision: kept, and applied when that appears
+        await _keep_pending(
+            conn,
+            order_id=order_id,
+            event=event,
+            message_id=message_id,
+            revision=revision,
+            occurred_at=occurred_at,
+            known=order is not None,
+        )
+        return "pending"
+    return await _project(
+        conn,
+        order=order,
+        message_type=event.message_type,
+        message_id=message_id,
+        revision=revision,
+        payload=event.model_dump(mode="json"),
+        details=_details(event),
+        occurred_at=occurred_at,
+    )
+
+
+async def _project(
+    conn: Connection,
+    *,
+    order: dict[str, Any],
+    message_type: str,
+    message_id: str,
+    revision: int | None,
+    payload: dict[str, Any],
+    details: dict[str, Any],
+    occurred_at: datetime,
+) -> str:
+    """Move the locked order's status for the event and put it on the timeline."""
+    order_id = order["id"]
     projection = domain.project(
         status=Status(order["status"]),
         current_revision=order["current_revision"],
-        event_type=event.message_type,
+        event_type=message_type,
         event_revision=revision,
     )
     if projection.status is not None:
         await repository.set_status(
-            conn, order_id=order_id, status=projection.status.value, **_details(event)
+            conn, order_id=order_id, status=projection.status.value, **details
         )
     await repository.append_event(
+        conn,
+        order_id=order_id,
+        message_id=message_id,
+        message_type=message_type,
+        revision=revision,
+        payload=payload,
+        occurred_at=occurred_at,
+        outcome=projection.outcome,
+    )
+    log.info(
+        "event projected",
+        order_id=str(order_id),
+        message_type=message_type,
+        outcome=projection.outcome,
+    )
+    return projection.outcome
+
+
+# ---------------------------------------------------------------------------------------
+# Events that arrive before their order or revision
+
+#: How long, and how many, events of orders that never appear here are kept: another
+#: system may place orders on the same bus, and their events are not intake's.
+PENDING_KEPT_FOR = timedelta(days=7)
+PENDING_KEPT_AT_MOST = 10_000
+
+PENDING_EVENTS = Gauge(
+    "orderflow_intake_pending_events",
+    "Events kept for an order or revision not here yet, as last counted by this replica",
+)
+PENDING_DISCARDED = Counter(
+    "orderflow_intake_pending_events_discarded_total",
+    "Kept events forgotten because their order never appeared (too old, or too many)",
+)
+
+
+async def _keep_pending(
+    conn: Connection,
+    *,
+    order_id: UUID,
+    event: Message,
+    message_id: str,
+    revision: int | None,
+    occurred_at: datetime,
+    known: bool,
+) -> None:
+    await repository.keep_pending_event(
         conn,
         order_id=order_id,
         message_id=message_id,
         message_type=event.message_type,
         revision=revision,
         payload=event.model_dump(mode="json"),
-        occurred_at=_occurred_at(event, sent_at),
-        outcome=projection.outcome,
+        occurred_at=occurred_at,
     )
+    discarded = await repository.discard_pending_events(
+        conn,
+        older_than=datetime.now(UTC) - PENDING_KEPT_FOR,
+        keep_at_most=PENDING_KEPT_AT_MOST,
+    )
+    if discarded:
+        PENDING_DISCARDED.inc(discarded)
+        log.warning("kept events of orders that never appeared, forgotten", count=discarded)
+    PENDING_EVENTS.set(await repository.count_pending_events(conn))
     log.info(
-        "event projected",
-        order_id=str(order_id),
+        "event for a revision not here yet, kept"
+        if known
+        else "event for an order not here (yet), kept",
         message_type=event.message_type,
-        outcome=projection.outcome,
+        order_id=str(order_id),
+        revision=revision,
     )
-    return projection.outcome
+
+
+async def apply_pending_events(conn: Connection, *, order_id: UUID) -> int:
+    """Project the kept events the order can take now (it was created, or its revision
+    moved), in the order they happened, in the caller's transaction (which holds the
+    order's lock); how many."""
+    order = await repository.lock_order(conn, order_id=order_id)
+    assert order is not None
+    kept = await repository.take_pending_events(
+        conn, order_id=order_id, up_to_revision=order["current_revision"]
+    )
+    for row in kept:
+        model = EVENTS.get(row["type"])
+        event = model.model_validate(row["payload"]) if model is not None else None
+        await _project(
+            conn,
+            order=order,
+            message_type=row["type"],
+            message_id=row["message_id"],
+            revision=row["revision"],
+            payload=row["payload"],
+            details=_details(event) if event is not None else {},
+            occurred_at=row["occurred_at"],
+        )
+        # the next one sees the status this one left
+        order = await repository.lock_order(conn, order_id=order_id)
+        assert order is not None
+    if kept:
+        PENDING_EVENTS.set(await repository.count_pending_events(conn))
+        log.info("kept events applied", order_id=str(order_id), count=len(kept))
+    return len(kept)

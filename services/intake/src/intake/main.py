@@ -40,7 +40,11 @@ def create_app(settings: Settings | None = None, *, blobs: BlobStore | None = No
     app.state.settings = settings
     # where attachment bytes live; PostgreSQL unless another store is given
     app.state.blobs = blobs or PostgresBlobStore()
-    bus.register(runtime, today=lambda: app.state.today())
+    bus.register(
+        runtime,
+        today=lambda: app.state.today(),
+        decision_wait=lambda: app.state.settings.revision_decision_wait,
+    )
     app.include_router(http.router)
     app.include_router(imports.router)
     app.include_router(attachments.router)

@@ -42,6 +42,16 @@ class Settings(ServiceSettings):
         description="The largest bulk import body, in bytes",
     )
 
+    revision_decision_wait: float = Field(
+        default=20.0,
+        ge=0,
+        le=300,
+        description="Seconds a revision (PUT or `order.submit` with `order_id`) that finds "
+        "the order still under review waits for the departments' decision to reach intake "
+        "(it may be on its way); then it is answered as a retryable conflict (409 with "
+        "Retry-After, or a reply with `retryable: true`)",
+    )
+
     @field_validator("submitter_users", mode="before")
     @classmethod
     def _users(cls, value: Any) -> Any:

@@ -195,9 +195,11 @@ TOKEN_LENGTH = 16
 
 
 class DepartmentConfig(_Model):
-    contacts: list[PersonId] = Field(default_factory=list, description="Told a review waits")
+    contacts: list[PersonId] = Field(
+        default_factory=list, description="Told a review was sent, and when it is overdue"
+    )
     escalation: list[PersonId] = Field(
-        default_factory=list, description="Told, with the contacts, when a review is overdue"
+        default_factory=list, description="Told when an overdue review is escalated"
     )
 
 

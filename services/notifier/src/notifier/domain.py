@@ -14,8 +14,9 @@ from orderflow.messages import (
     ContractDrafted,
     OrderApproved,
     OrderChangesRequested,
+    ReviewEscalated,
     ReviewOverdue,
-    ReviewRoundOpened,
+    ReviewSent,
 )
 
 INBOX = "inbox"
@@ -29,8 +30,9 @@ TITLES = {
     OrderChangesRequested.message_type: "Changes requested",
     OrderApproved.message_type: "Order approved",
     ContractDrafted.message_type: "Contract ready",
-    ReviewRoundOpened.message_type: "Review waiting",
+    ReviewSent.message_type: "Review waiting",
     ReviewOverdue.message_type: "Review overdue",
+    ReviewEscalated.message_type: "Review escalated",
 }
 
 DEPARTMENT_NAMES = {
@@ -305,6 +307,22 @@ def route(
     return routes
 
 
+#: what a person's id looks like (the contacts file's `PersonId`)
+_PERSON_ID = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
+
+
+def escalation_recipients(escalation: Sequence[str], escalate_to: str) -> list[str]:
+    """Who hears of an escalated review: the department's escalation contacts from the
+    contacts file, and the contact the review policy names (`escalate_to`), each once. The
+    policy's contact is told when it is a person's id; free text (a name, a mailbox) names
+    nobody the notifier can reach and is left to the escalation contacts."""
+    people = list(dict.fromkeys(escalation))
+    named = escalate_to.strip()
+    if _PERSON_ID.match(named) and named not in people:
+        people.append(named)
+    return people
+
+
 # --- what each event says: the template context, the same for every channel -------------
 
 
@@ -388,23 +406,46 @@ def contract_drafted_context(
     }
 
 
-def round_opened_context(
-    event: ReviewRoundOpened, departments: Sequence[str], *, language: str, console: str
-) -> dict[str, Any]:
-    return {
-        **_common(event.message_type, event.order_id, event.revision, console),
-        "departments": [department_name(d, language) for d in departments],
-    }
+def _local(moment: datetime, tz: tzinfo) -> str:
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
-def overdue_context(
-    event: ReviewOverdue, *, escalation: bool, language: str, tz: tzinfo, console: str
+def review_sent_context(
+    event: ReviewSent, *, language: str, tz: tzinfo, console: str
 ) -> dict[str, Any]:
     return {
         **_common(event.message_type, event.order_id, event.revision, console),
         "department": department_name(event.department, language),
-        "due_at": event.due_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-        "escalation": escalation,
+        # the same list the round's notice once had, so a template may still join it
+        "departments": [department_name(event.department, language)],
+        "review_id": str(event.review_id),
+        "stage": event.stage,
+        "due_at": _local(event.due_at, tz) if event.due_at else None,
+    }
+
+
+def overdue_context(
+    event: ReviewOverdue, *, language: str, tz: tzinfo, console: str
+) -> dict[str, Any]:
+    return {
+        **_common(event.message_type, event.order_id, event.revision, console),
+        "department": department_name(event.department, language),
+        "due_at": _local(event.due_at, tz),
+        # the escalation contacts hear of it from `review.escalated` now; kept (always
+        # false) so a template copied from an earlier release still renders
+        "escalation": False,
+    }
+
+
+def escalated_context(
+    event: ReviewEscalated, *, language: str, tz: tzinfo, console: str
+) -> dict[str, Any]:
+    return {
+        **_common(event.message_type, event.order_id, event.revision, console),
+        "department": department_name(event.department, language),
+        "review_id": str(event.review_id),
+        "due_at": _local(event.due_at, tz),
+        "escalated_at": _local(event.escalated_at, tz),
     }
 
 

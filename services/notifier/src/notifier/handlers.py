@@ -23,8 +23,9 @@ from orderflow.messages import (
     NotificationFailed,
     OrderApproved,
     OrderChangesRequested,
+    ReviewEscalated,
     ReviewOverdue,
-    ReviewRoundOpened,
+    ReviewSent,
     Salesperson,
 )
 
@@ -205,58 +206,89 @@ async def on_contract_drafted(
     )
 
 
-async def on_round_opened(
-    conn: Connection, event: ReviewRoundOpened, *, event_id: str, deps: Notifying
+async def _notify_people(
+    conn: Connection,
+    deps: Notifying,
+    event: ReviewSent | ReviewOverdue | ReviewEscalated,
+    *,
+    event_id: str,
+    people: Sequence[str],
+    context: Callable[..., dict[str, Any]],
 ) -> None:
-    # a person who is the contact of several reviewing departments hears it once
-    departments_of: dict[str, list[str]] = {}
-    for department in event.departments:
-        contacts = deps.directory.contacts(department)
-        if not contacts:
-            log.info("no contacts configured for department", department=department)
-        for pid in contacts:
-            departments_of.setdefault(pid, []).append(department)
-    recipients = [
-        domain.Recipient(deps.directory.person(pid), {"departments": depts})
-        for pid, depts in departments_of.items()
-    ]
+    """Each of `people` hears of the review event once, in their own language and time
+    zone, on their own channels."""
     await _notify(
         conn,
         deps,
         event_id=event_id,
         event_type=event.message_type,
         order_id=event.order_id,
-        recipients=recipients,
-        context=lambda r: domain.round_opened_context(
-            event, r.context["departments"], language=r.person.language, console=deps.console
+        recipients=[domain.Recipient(deps.directory.person(pid)) for pid in people],
+        context=lambda r: context(
+            event, language=r.person.language, tz=r.person.tz, console=deps.console
         ),
+    )
+
+
+async def on_review_sent(
+    conn: Connection, event: ReviewSent, *, event_id: str, deps: Notifying
+) -> None:
+    """A review was sent to the department: its contacts learn it waits for them. Only a
+    review actually sent is announced, never one the round planned and did not send."""
+    contacts = deps.directory.contacts(event.department)
+    if not contacts:
+        log.info("no contacts configured for department", department=event.department)
+    await _notify_people(
+        conn,
+        deps,
+        event,
+        event_id=event_id,
+        people=contacts,
+        context=domain.review_sent_context,
     )
 
 
 async def on_review_overdue(
     conn: Connection, event: ReviewOverdue, *, event_id: str, deps: Notifying
 ) -> None:
-    escalation = deps.directory.escalation(event.department)
-    contacts = [p for p in deps.directory.contacts(event.department) if p not in escalation]
-    if not escalation and not contacts:
-        log.warning("overdue review, but no one to tell", department=event.department)
-    recipients = [
-        domain.Recipient(deps.directory.person(pid), {"escalation": True}) for pid in escalation
-    ] + [domain.Recipient(deps.directory.person(pid), {"escalation": False}) for pid in contacts]
-    await _notify(
+    """A reminder to the department's contacts; its escalation contacts are told later, by
+    `review.escalated`, if the review is still unanswered then."""
+    contacts = deps.directory.contacts(event.department)
+    if not contacts:
+        log.warning("overdue review, but no one to remind", department=event.department)
+    await _notify_people(
         conn,
         deps,
+        event,
         event_id=event_id,
-        event_type=event.message_type,
-        order_id=event.order_id,
-        recipients=recipients,
-        context=lambda r: domain.overdue_context(
-            event,
-            escalation=r.context["escalation"],
-            language=r.person.language,
-            tz=r.person.tz,
-            console=deps.console,
-        ),
+        people=contacts,
+        context=domain.overdue_context,
+    )
+
+
+async def on_review_escalated(
+    conn: Connection, event: ReviewEscalated, *, event_id: str, deps: Notifying
+) -> None:
+    """The department's escalation contacts, and the person the policy escalates to, learn
+    the review is still unanswered. Once per escalation: a redelivered event (the same
+    message id) adds nothing."""
+    people = domain.escalation_recipients(
+        deps.directory.escalation(event.department), event.escalate_to
+    )
+    if not people:
+        log.warning(
+            "escalated review, but no one to tell: give the department escalation contacts "
+            "in the contacts file",
+            department=event.department,
+            escalate_to=event.escalate_to,
+        )
+    await _notify_people(
+        conn,
+        deps,
+        event,
+        event_id=event_id,
+        people=people,
+        context=domain.escalated_context,
     )
 
 

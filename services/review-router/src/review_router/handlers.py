@@ -29,6 +29,7 @@ from orderflow.messages import (
     ReviewReassigned,
     ReviewRequested,
     ReviewRoundOpened,
+    ReviewSent,
     VerdictGiven,
     VerdictRecorded,
 )
@@ -66,7 +67,9 @@ async def _request_reviews(
     requests: Iterable[domain.Request],
     at: datetime,
 ) -> None:
-    """Send review requests (with their due time, and a reminder timer at that moment)."""
+    """Send review requests (with their due time, and a reminder timer at that moment), and
+    announce each one sent with `review.sent`: the one event that says a department was
+    asked (the round's plan may name departments that are never asked)."""
     requests = list(requests)
     due = await repository.mark_requested(conn, review_ids=[r.review_id for r in requests], at=at)
     for request in requests:
@@ -88,6 +91,21 @@ async def _request_reviews(
             ),
             exchange=topology.REVIEWS,
             routing_key=request.department,
+            correlation_id=round_.order_id,
+        )
+        await outbox.enqueue(
+            conn,
+            ReviewSent(
+                review_id=request.review_id,
+                round_id=round_.id,
+                order_id=round_.order_id,
+                revision=round_.revision,
+                department=request.department,
+                stage=request.stage,
+                sent_at=at,
+                due_at=due.get(request.review_id),
+            ),
+            exchange=topology.EVENTS,
             correlation_id=round_.order_id,
         )
 

@@ -19,6 +19,7 @@ from .events import (
     ReviewOverdue,
     ReviewReassigned,
     ReviewRoundOpened,
+    ReviewSent,
     VerdictRecorded,
 )
 from .order import (
@@ -60,6 +61,7 @@ EVENTS: dict[str, type[Message]] = {
         OrderSubmitted,
         OrderWithdrawn,
         ReviewRoundOpened,
+        ReviewSent,
         VerdictRecorded,
         OrderApproved,
         OrderChangesRequested,
@@ -119,6 +121,7 @@ __all__ = [
     "ReviewReassigned",
     "ReviewRequested",
     "ReviewRoundOpened",
+    "ReviewSent",
     "Reviewer",
     "Salesperson",
     "ServiceTerms",

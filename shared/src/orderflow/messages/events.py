@@ -46,17 +46,43 @@ class OrderWithdrawn(Message):
 
 
 class ReviewRoundOpened(Message):
-    """The router has asked the departments of a revision's first stage to review."""
+    """The router opened a review round for a revision and asked its first stage. Which
+    departments are actually asked, and when, is `review.sent`: `departments` is the plan,
+    and a later stage is not asked when an earlier one requests changes."""
 
     message_type = "review.round_opened"
 
     round_id: UUID
     order_id: UUID
     revision: RevisionNo
-    departments: list[Department] = Field(description="Every department that will review")
+    departments: list[Department] = Field(
+        description="Every department the policy planned for the round, in every stage"
+    )
     opened_at: datetime
     policy_version: Annotated[str, Chars(limits.ID)] | None = Field(
         default=None, description="The version of the review policy that planned the round"
+    )
+
+
+class ReviewSent(Message):
+    """A review request was sent to a department's queue (`review.<department>`): at the
+    round's opening for its first stage, and when a later stage opens. A department the
+    policy planned but that is never asked (the round was decided before its stage) has no
+    `review.sent`."""
+
+    message_type = "review.sent"
+
+    review_id: UUID
+    round_id: UUID
+    order_id: UUID
+    revision: RevisionNo
+    department: Department
+    stage: Annotated[int, Field(ge=0, le=limits.MAX_STAGE)] = Field(
+        description="The stage of the round the review belongs to (the first is 1)"
+    )
+    sent_at: datetime
+    due_at: datetime | None = Field(
+        default=None, description="When the review falls due, if the policy sets a deadline"
     )
 
 

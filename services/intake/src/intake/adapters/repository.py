@@ -51,14 +51,42 @@ async def insert_order(
 
 async def lock_order(conn: Connection, *, order_id: UUID) -> dict[str, Any] | None:
     """The order row, locked for this transaction, with whether its current revision is
-    submitted."""
+    submitted.
+
+    The orders row is locked by itself and the revision read after, in a second statement:
+    a transaction that waited for the lock sees the row as the one before it left it (a
+    join to the revision it named then would find nothing once `current_revision` moved)."""
     row = await conn.fetchrow(
-        f"""SELECT {_ORDER_COLUMNS}, r.submitted_at IS NOT NULL AS current_submitted
-            FROM orders o
-            JOIN revisions r ON r.order_id = o.id AND r.revision = o.current_revision
-            WHERE o.id = $1
-            FOR UPDATE OF o""",
-        order_id,
+        f"SELECT {_ORDER_COLUMNS} FROM orders o WHERE o.id = $1 FOR UPDATE", order_id
+    )
+    if row is None:
+        return None
+    order = dict(row)
+    # a new statement, so a new snapshot: it sees the revision the other transaction made
+    order["current_submitted"] = bool(
+        await conn.fetchval(
+            """SELECT submitted_at IS NOT NULL FROM revisions
+               WHERE order_id = $1 AND revision = $2""",
+            order_id,
+            order["current_revision"],
+        )
+    )
+    return order
+
+
+async def lock_order_id(conn: Connection, *, order_id: UUID) -> None:
+    """Serialise the creation of an order with the events about it until the transaction
+    ends: an event that finds no order is kept before the order commits, or it waits and
+    finds the order (an order row cannot be locked before it exists)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 11))", order_id
+    )
+
+
+async def order_state(db: Executor, *, order_id: UUID) -> dict[str, Any] | None:
+    """Status, current revision and version, unlocked: for waiting on a change."""
+    row = await db.fetchrow(
+        "SELECT status, current_revision, version FROM orders WHERE id = $1", order_id
     )
     return dict(row) if row is not None else None
 
@@ -548,3 +576,73 @@ async def delete_attachment_if_unused(conn: Connection, *, attachment_id: UUID) 
         attachment_id,
     )
     return bool(deleted)
+
+
+# --- events that came before their order or revision ------------------------------------
+
+
+async def keep_pending_event(
+    conn: Connection,
+    *,
+    order_id: UUID,
+    message_id: str,
+    message_type: str,
+    revision: int | None,
+    payload: dict[str, Any],
+    occurred_at: datetime,
+) -> bool:
+    """Keep an event for later; False when it is kept already."""
+    row = await conn.fetchval(
+        """INSERT INTO pending_events (order_id, message_id, type, revision, payload,
+                                       occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (message_id) DO NOTHING RETURNING 1""",
+        order_id,
+        message_id,
+        message_type,
+        revision,
+        payload,
+        occurred_at,
+    )
+    return row is not None
+
+
+async def take_pending_events(
+    conn: Connection, *, order_id: UUID, up_to_revision: int
+) -> list[dict[str, Any]]:
+    """Remove and return the kept events of the order that can be applied now (no revision,
+    or one up to the current), oldest first; the caller applies them in its transaction."""
+    rows = await conn.fetch(
+        """DELETE FROM pending_events
+           WHERE order_id = $1 AND (revision IS NULL OR revision <= $2)
+           RETURNING id, message_id, type, revision, payload, occurred_at""",
+        order_id,
+        up_to_revision,
+    )
+    return sorted((dict(r) for r in rows), key=lambda r: (r["occurred_at"], r["id"]))
+
+
+async def discard_pending_events(
+    conn: Connection, *, older_than: datetime, keep_at_most: int
+) -> int:
+    """Forget the kept events received before `older_than`, and the oldest beyond
+    `keep_at_most`; how many went."""
+    aged = await conn.fetchval(
+        """WITH gone AS (DELETE FROM pending_events WHERE received_at < $1 RETURNING 1)
+           SELECT count(*) FROM gone""",
+        older_than,
+    )
+    over = await conn.fetchval(
+        """WITH gone AS (
+               DELETE FROM pending_events WHERE id IN (
+                   SELECT id FROM pending_events ORDER BY received_at DESC, id DESC
+                   OFFSET $1)
+               RETURNING 1)
+           SELECT count(*) FROM gone""",
+        keep_at_most,
+    )
+    return int(aged or 0) + int(over or 0)
+
+
+async def count_pending_events(db: Executor) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM pending_events") or 0)

@@ -27,7 +27,16 @@ from ..adapters import repository
 from ..adapters.blobs import CHUNK_BYTES, BlobStore
 from ..adapters.content import IncomingFile, TooLarge
 from .access import OrderId, ReadOrders, WriteOrders
-from .http import PROBLEMS, IfMatchOptional, _not_found, _pool, _rule_problem, problems_of
+from .http import (
+    PROBLEMS,
+    IfMatchOptional,
+    PreferWait,
+    _not_found,
+    _pool,
+    _rule_problem,
+    decision_wait,
+    problems_of,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -253,9 +262,11 @@ async def upload_attachment(
     orders: WriteOrders,
     order_id: OrderId,
     if_match: IfMatchOptional = None,
+    prefer: PreferWait = None,
 ) -> AttachmentAdded:
     """Attach a file to the order's open revision: `kind` and `file`, multipart. Its type
-    is read from its bytes; nothing is stored when it is refused."""
+    is read from its bytes; nothing is stored when it is refused. On an order still under
+    review here, it waits for the departments' decision like a revision (`PUT`)."""
     pool = _pool(request)
     limit = _limit(request)
     declared_length = request.headers.get("content-length", "")
@@ -287,23 +298,33 @@ async def upload_attachment(
             )
         except domain.FileRefused as exc:
             raise _rule_problem(exc) from exc
-        with problems_of(order_id):
-            ref, revision = await handlers.add_attachment(
+        new_file = handlers.NewFile(
+            kind=kind,
+            name=accepted.name,
+            content_type=accepted.content_type,
+            size=incoming.size,
+            sha256=incoming.sha256,
+            chunks=lambda: incoming.chunks(CHUNK_BYTES),
+        )
+
+        async def attempt() -> tuple[AttachmentRef, int]:
+            return await handlers.add_attachment(
                 pool,
                 _store(request),
                 order_id=order_id,
-                file=handlers.NewFile(
-                    kind=kind,
-                    name=accepted.name,
-                    content_type=accepted.content_type,
-                    size=incoming.size,
-                    sha256=incoming.sha256,
-                    chunks=lambda: incoming.chunks(CHUNK_BYTES),
-                ),
+                file=new_file,
                 channel=handlers.API,
                 actor=access.actor,
                 if_match=if_match,
                 permits=access.permits,
+            )
+
+        with problems_of(order_id):
+            ref, revision = await handlers.when_decided(
+                pool,
+                order_id=order_id,
+                seconds=decision_wait(request.app.state.settings.revision_decision_wait, prefer),
+                attempt=attempt,
             )
     finally:
         incoming.close()
@@ -422,21 +443,32 @@ async def delete_attachment(
     order_id: OrderId,
     attachment_id: AttachmentId,
     if_match: IfMatchOptional = None,
+    prefer: PreferWait = None,
 ) -> Response:
-    """Take a file off the order's open revision; submitted revisions keep theirs."""
+    """Take a file off the order's open revision; submitted revisions keep theirs. On an
+    order still under review here, it waits for the departments' decision like `PUT`."""
     access = await orders.writable(order_id)
     pool = _pool(request)
+
+    async def attempt() -> int:
+        return await handlers.remove_attachment(
+            pool,
+            _store(request),
+            order_id=order_id,
+            attachment_id=attachment_id,
+            channel=handlers.API,
+            actor=access.actor,
+            if_match=if_match,
+            permits=access.permits,
+        )
+
     try:
         with problems_of(order_id):
-            await handlers.remove_attachment(
+            await handlers.when_decided(
                 pool,
-                _store(request),
                 order_id=order_id,
-                attachment_id=attachment_id,
-                channel=handlers.API,
-                actor=access.actor,
-                if_match=if_match,
-                permits=access.permits,
+                seconds=decision_wait(request.app.state.settings.revision_decision_wait, prefer),
+                attempt=attempt,
             )
     except handlers.AttachmentNotFound as exc:
         raise _attachment_not_found(exc) from exc

@@ -55,13 +55,20 @@ class DocumentedAs:
 SubmitOrderBody = Annotated[dict[str, Any], DocumentedAs(SubmitOrder), Field(title="SubmitOrder")]
 
 
-def register(runtime: ServiceRuntime, *, today: Callable[[], date]) -> None:
+def register(
+    runtime: ServiceRuntime,
+    *,
+    today: Callable[[], date],
+    decision_wait: Callable[[], float] = lambda: 20.0,
+) -> None:
     broker = runtime.broker
 
     @runtime.subscriber(topology.INTAKE_COMMANDS)
     async def submit_order(body: SubmitOrderBody, msg: RabbitMessage) -> None:
         """Create and submit an order sent by another system, or a new revision of one."""
         raw = msg.raw_message
+        correlation_id = raw.correlation_id or raw.message_id
+        order_id = handlers.command_order_id(body)
 
         async def effect(conn: Connection) -> None:
             day = today()
@@ -74,17 +81,48 @@ def register(runtime: ServiceRuntime, *, today: Callable[[], date]) -> None:
                     command=command,
                     today=day,
                     reply_to=raw.reply_to,
-                    correlation_id=raw.correlation_id or raw.message_id,
+                    correlation_id=correlation_id,
                     user_id=raw.user_id,
                 )
             except domain.SelfCheckFailed as exc:
                 raise PermanentError(str(exc), problems=exc.problems) from exc
+            except domain.UnknownRevision as exc:
+                raise PermanentError(
+                    str(exc), problems=[Problem(pointer="/revises", detail=str(exc))]
+                ) from exc
             except (handlers.OrderNotFound, domain.RuleViolation) as exc:
                 raise PermanentError(
                     str(exc), problems=[Problem(pointer="/order_id", detail=str(exc))]
                 ) from exc
 
-        await apply_once(runtime.pool, msg, consumer="intake.commands", effect=effect)
+        async def attempt() -> None:
+            await apply_once(runtime.pool, msg, consumer="intake.commands", effect=effect)
+
+        try:
+            if order_id is None:
+                await attempt()
+            else:
+                # the lock is not held while waiting: the decision must be able to land
+                await handlers.when_decided(
+                    runtime.pool,
+                    order_id=order_id,
+                    seconds=decision_wait(),
+                    attempt=attempt,
+                )
+        except domain.Conflict as exc:
+            # answered, and the command done with: the sender reads the order and retries
+            conflict = exc
+
+            async def answer(conn: Connection) -> None:
+                await handlers.reply_conflict(
+                    conn,
+                    conflict=conflict,
+                    order_id=order_id,
+                    reply_to=raw.reply_to,
+                    correlation_id=correlation_id,
+                )
+
+            await apply_once(runtime.pool, msg, consumer="intake.commands", effect=answer)
 
     @runtime.subscriber(topology.INTAKE_PROJECTION)
     async def project_event(msg: RabbitMessage) -> None:
@@ -134,7 +172,10 @@ def register(runtime: ServiceRuntime, *, today: Callable[[], date]) -> None:
         description=(
             "The answer to an `order.submit` command with a `reply_to`, sent through the "
             "default exchange to that queue, with the command's correlation id: accepted "
-            "with the order id, revision and status, or refused with every problem."
+            "with the order id, revision and status; refused with every problem; or, for a "
+            "revision that met a conflict (another revision came first, or the departments' "
+            "decision did not reach intake in time), not accepted with `retryable: true` and "
+            "the order's current revision and status: read it again and send it again."
         ),
         include_in_schema=True,
     )

@@ -5,6 +5,7 @@ modules beside this one; who may do what is in `access`."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -267,6 +268,29 @@ def problems_of(order_id: UUID) -> Iterator[None]:
         raise not_permitted(order_id) from exc
     except domain.RuleViolation as exc:
         raise _rule_problem(exc) from exc
+    except domain.Conflict as exc:
+        raise _conflict_problem(exc) from exc
+
+
+def _conflict_problem(exc: domain.Conflict) -> Problem:
+    """A conflict that can pass: the same request may succeed later, unchanged."""
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return Problem(
+        409,
+        "The departments' decision has not reached intake yet"
+        if isinstance(exc, domain.DecisionPending)
+        else "The order changed meanwhile",
+        str(exc),
+        type_="urn:orderflow:problem:decision-pending"
+        if isinstance(exc, domain.DecisionPending)
+        else "urn:orderflow:problem:conflict",
+        headers=headers,
+        extra={
+            "current_status": exc.status.value,
+            "current_revision": exc.revision,
+            "retryable": True,
+        },
+    )
 
 
 def if_match_required(if_match: str | None) -> str:
@@ -354,7 +378,11 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     409: {
         "model": ProblemDetails,
         "description": "Not allowed in the order's current state, or the order changed since "
-        "it was read (If-Match); the current revision and ETag are in the body",
+        "it was read (If-Match); the current revision and ETag are in the body. A revision "
+        "of an order under review waits for the departments' decision to reach intake "
+        "(`INTAKE_REVISION_DECISION_WAIT`); when it does not in time, 409 "
+        "`urn:orderflow:problem:decision-pending` with Retry-After: send the same request "
+        "again",
     },
 }
 IF_MATCH_DOC = (
@@ -362,6 +390,24 @@ IF_MATCH_DOC = (
     "current revision, never overwritten"
 )
 IfMatchOptional = Annotated[str | None, Header(alias="If-Match", description=IF_MATCH_DOC)]
+
+PreferWait = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        max_length=200,
+        description="`wait=<seconds>` (RFC 7240): wait at most this long for the departments' "
+        "decision to reach intake, when shorter than the service's setting",
+    ),
+]
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
+
+
+def decision_wait(setting: float, prefer: str | None) -> float:
+    """The service's bound, or the caller's `Prefer: wait=` when shorter."""
+    found = _PREFER_WAIT.search(prefer or "")
+    return min(setting, float(found.group(1))) if found else setting
+
 
 router = APIRouter(prefix="/api/v1", tags=["orders"], responses=PROBLEMS)
 
@@ -539,15 +585,21 @@ async def update_order(
     if_match: Annotated[
         str | None, Header(alias="If-Match", description=f"Required. {IF_MATCH_DOC}")
     ] = None,
+    prefer: PreferWait = None,
 ) -> Order:
     """Replace the document of a draft, or revise an order sent back (a new revision). The
-    new document's salesperson must be one the caller may act for."""
+    new document's salesperson must be one the caller may act for. Sent while the order is
+    still under review here (the departments' decision may be on its way), the revision
+    waits for the decision, up to `INTAKE_REVISION_DECISION_WAIT` seconds (or the
+    `Prefer: wait=` given, if shorter); then 409 with Retry-After."""
     document = _document(await _json_body(request), request, submit=False)
     expected = if_match_required(if_match)
     access = await orders.writable(order_id)
     check_salesperson(access.caller, document.salesperson.id)
     pool = _pool(request)
-    with problems_of(order_id):
+    wait = decision_wait(request.app.state.settings.revision_decision_wait, prefer)
+
+    async def attempt() -> None:
         async with transaction(pool) as conn:
             await handlers.update_order(
                 conn,
@@ -558,6 +610,15 @@ async def update_order(
                 actor=access.actor,
                 permits=access.permits,
             )
+
+    with problems_of(order_id):
+        # under review, the departments' decision may be on its way: waited for, bounded
+        await handlers.when_decided(
+            pool,
+            order_id=order_id,
+            seconds=wait,
+            attempt=attempt,
+        )
     return await _load(pool, order_id, response)
 
 

@@ -38,11 +38,22 @@ def build_message(message: Outgoing, *, sender: str, sender_name: str) -> EmailM
     mail["Auto-Submitted"] = "auto-generated"
     mail["X-Orderflow-Delivery"] = str(message.id)
     mail["X-Orderflow-Event"] = message.event_type
-    mail["Content-Language"] = "zh-CN" if message.language == "zh" else message.language
     mail.set_content(message.body)
     if message.html:
         mail.add_alternative(message.html, subtype="html")
+    # after the content: set_content() clears every Content-* header set before it, and
+    # add_alternative() moves them into the first part. On the message and on each part,
+    # for clients that look at either
+    language = content_language(message.language)
+    for part in mail.walk():
+        part["Content-Language"] = language
     return mail
+
+
+def content_language(language: str) -> str:
+    """The RFC 3282 tag of a template language: Chinese is written in Simplified
+    characters, as in mainland China."""
+    return "zh-CN" if language == "zh" else language
 
 
 class Mailer:

@@ -16,8 +16,9 @@ from orderflow.messages import (
     NotificationFailed,
     OrderApproved,
     OrderChangesRequested,
+    ReviewEscalated,
     ReviewOverdue,
-    ReviewRoundOpened,
+    ReviewSent,
 )
 from orderflow.service import ServiceRuntime
 
@@ -25,15 +26,13 @@ from .. import handlers
 
 EVENTS = topology.exchange(topology.EVENTS)
 
-# reviewers learn a review waits
-NOTIFIER_ROUND_OPENED = topology.NOTIFIER_ROUND_OPENED
-
 QUEUES = (
     topology.NOTIFIER_CHANGES_REQUESTED,
     topology.NOTIFIER_APPROVED,
     topology.NOTIFIER_CONTRACT_DRAFTED,
+    topology.NOTIFIER_REVIEW_SENT,
     topology.NOTIFIER_REVIEW_OVERDUE,
-    NOTIFIER_ROUND_OPENED,
+    topology.NOTIFIER_REVIEW_ESCALATED,
 )
 
 
@@ -79,22 +78,31 @@ def register(runtime: ServiceRuntime, deps: handlers.Notifying) -> None:
             lambda conn, eid: handlers.on_contract_drafted(conn, event, event_id=eid, deps=deps),
         )
 
-    @runtime.subscriber(NOTIFIER_ROUND_OPENED)
-    async def review_round_opened(event: ReviewRoundOpened, msg: RabbitMessage) -> None:
-        """Tell each reviewing department's contacts that a review waits for them."""
+    @runtime.subscriber(topology.NOTIFIER_REVIEW_SENT)
+    async def review_sent(event: ReviewSent, msg: RabbitMessage) -> None:
+        """Tell the department's contacts that a review was sent to them."""
         await once(
             msg,
-            "notifier.round-opened",
-            lambda conn, eid: handlers.on_round_opened(conn, event, event_id=eid, deps=deps),
+            "notifier.review-sent",
+            lambda conn, eid: handlers.on_review_sent(conn, event, event_id=eid, deps=deps),
         )
 
     @runtime.subscriber(topology.NOTIFIER_REVIEW_OVERDUE)
     async def review_overdue(event: ReviewOverdue, msg: RabbitMessage) -> None:
-        """Remind the department and tell its escalation contacts a review is overdue."""
+        """Remind the department's contacts that a review is overdue."""
         await once(
             msg,
             "notifier.review-overdue",
             lambda conn, eid: handlers.on_review_overdue(conn, event, event_id=eid, deps=deps),
+        )
+
+    @runtime.subscriber(topology.NOTIFIER_REVIEW_ESCALATED)
+    async def review_escalated(event: ReviewEscalated, msg: RabbitMessage) -> None:
+        """Tell the department's escalation contacts (and the policy's) a review is late."""
+        await once(
+            msg,
+            "notifier.review-escalated",
+            lambda conn, eid: handlers.on_review_escalated(conn, event, event_id=eid, deps=deps),
         )
 
     # documentation of what the outbox publishes (AsyncAPI); publishing goes through the outbox

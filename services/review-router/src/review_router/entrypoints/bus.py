@@ -27,6 +27,7 @@ from orderflow.messages import (
     ReviewReassigned,
     ReviewRequested,
     ReviewRoundOpened,
+    ReviewSent,
     VerdictGiven,
     VerdictRecorded,
 )
@@ -202,7 +203,17 @@ def _document_publishers(runtime: ServiceRuntime, names: Iterable[str]) -> None:
             include_in_schema=True,
         )
     events = (
-        (ReviewRoundOpened, "A review round was opened for a submitted revision."),
+        (
+            ReviewRoundOpened,
+            "A review round was opened for a submitted revision; `departments` is the "
+            "policy's plan, not who was asked (see review.sent).",
+        ),
+        (
+            ReviewSent,
+            "A review request was sent to a department's queue: when the round opens (its "
+            "first stage) and when a later stage opens. A planned department that is never "
+            "asked has none.",
+        ),
         (VerdictRecorded, "A department's verdict was recorded against its round."),
         (
             ReviewAnnotationRecorded,
