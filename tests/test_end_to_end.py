@@ -26,6 +26,7 @@ from orderflow.testing import (
     publish,
     queue_depth,
     service_processes,
+    submit_with_spec,
     take_review,
     wait_status,
 )
@@ -75,10 +76,13 @@ async def test_orders_travel_from_submission_to_contract(
 async def _product_order_with_changes_then_contract(
     amqp: Any, intake: httpx.AsyncClient, contracts: httpx.AsyncClient, notifier: httpx.AsyncClient
 ) -> None:
+    # it has technical requirements: saved as a draft, the customer's requirement
+    # specification uploaded, then submitted (in one step it would be refused for want of it)
     order = example("order-product")
-    created = await intake.post("/api/v1/orders", params={"submit": "true"}, json=order)
-    assert created.status_code == 201, created.text
-    order_id = created.json()["id"]
+    refused = await intake.post("/api/v1/orders", params={"submit": "true"}, json=order)
+    assert refused.status_code == 422, refused.text
+    assert [e["pointer"] for e in refused.json()["errors"]] == ["/attachments"]
+    order_id = (await submit_with_spec(intake, order))["id"]
 
     # the business supervisor reviews first; nobody else is asked yet
     supervisor = await take_review(amqp, "supervisor")
@@ -128,14 +132,9 @@ async def _product_order_with_changes_then_contract(
     etag = (await intake.get(f"/api/v1/orders/{order_id}")).headers["etag"]
     updated = await intake.put(f"/api/v1/orders/{order_id}", json=order, headers={"If-Match": etag})
     assert updated.status_code in (200, 201), updated.text
-    # resubmitted from a draft, an order with technical requirements carries the customer's
-    # requirement specification (only a one-step submission cannot)
-    spec = await intake.post(
-        f"/api/v1/orders/{order_id}/attachments",
-        data={"kind": "requirements_spec"},
-        files={"file": ("规格书.txt", "法兰密封面粗糙度 Ra1.6".encode(), "text/plain")},
-    )
-    assert spec.status_code == 201, spec.text
+    # the new revision keeps the files of the one sent back: the specification goes along
+    files = (await intake.get(f"/api/v1/orders/{order_id}/attachments")).json()["items"]
+    assert [f["kind"] for f in files] == ["requirements_spec"]
     submitted = await intake.post(f"/api/v1/orders/{order_id}/submit")
     assert submitted.status_code in (200, 202), submitted.text
 

@@ -39,6 +39,7 @@ from orderflow.testing import (
     publish,
     queue_depth,
     service_processes,
+    submit_with_spec,
     take_review,
     wait_status,
 )
@@ -158,11 +159,9 @@ async def test_broker_restart_mid_review(
     async with system(local_infra, tmp_path) as sys_:
         clients = sys_["clients"]
         intake = clients["intake"]
-        created = await intake.post(
-            "/api/v1/orders", params={"submit": "true"}, json=example_order("order-product")
-        )
-        assert created.status_code == 201, created.text
-        order_id = created.json()["id"]
+        # technical requirements: submitted from a draft with the specification attached
+        created = await submit_with_spec(intake, example_order("order-product"))
+        order_id = created["id"]
         await wait_status(intake, order_id, "in_review")
 
         away, not_ready = await watch_outage(clients, lambda: _broker_away(rabbit))

@@ -31,8 +31,25 @@ def example(name: str) -> dict[str, Any]:
     return copy.deepcopy(json.loads((EXAMPLES / f"{name}.json").read_text(encoding="utf-8")))
 
 
+def without_technical_requirements(document: dict[str, Any]) -> dict[str, Any]:
+    """An order the technical department does not review, so it needs no requirement
+    specification: one that can be submitted in one step."""
+    document.pop("technical_requirements", None)
+    return document
+
+
 @pytest.fixture
 def product_order() -> dict[str, Any]:
+    """The product example without its technical requirements: it passes the self-check
+    with no file, so it can be submitted in one step."""
+    return without_technical_requirements(example("order-product"))
+
+
+@pytest.fixture
+def technical_order() -> dict[str, Any]:
+    """The product example as it is, with technical requirements: the technical department
+    reviews it, and it is submitted from a draft with the customer's requirement
+    specification attached (`IntakeApi.submit_with_spec`)."""
     return example("order-product")
 
 
@@ -145,6 +162,13 @@ class IntakeApi:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    async def submit_with_spec(self, document: dict[str, Any]) -> dict[str, Any]:
+        """An order with technical requirements, submitted the only way it can be: a draft,
+        the customer's requirement specification uploaded, then submitted."""
+        draft = await self.create(document)
+        await self.attached(draft["id"])
+        return await self.submit(draft["id"])
 
 
 @pytest.fixture

@@ -490,9 +490,10 @@ async def test_customer_confirmation_on_file_for_a_custom_order(
     app: tuple[FastAPI, httpx.AsyncClient],
     api: Any,
     amqp: Any,
-    product_order: dict[str, Any],
+    technical_order: dict[str, Any],
 ) -> None:
     _, client = app
+    product_order = technical_order
     product_order["order_type"] = "custom"
     product_order["customer_confirmation"]["method"] = "phone"
     order = await api.create(product_order)

@@ -225,9 +225,10 @@ async def test_invalid_command_is_dead_lettered_and_the_sender_told(
 
 
 async def test_command_for_an_existing_order(
-    app: tuple[FastAPI, httpx.AsyncClient], amqp: Any, product_order: dict[str, Any]
+    app: tuple[FastAPI, httpx.AsyncClient], amqp: Any, technical_order: dict[str, Any]
 ) -> None:
     application, client = app
+    product_order = technical_order
     # a revision that finds the order under review waits for the decision: here briefly
     settings = application.state.settings
     application.state.settings = settings.model_copy(update={"revision_decision_wait": 0.5})

@@ -464,3 +464,95 @@ def test_business_day_time_zone() -> None:
     assert isinstance(Settings(**urls).today(), date)
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
         Settings(**urls, business_timezone="Mars/Olympus")
+
+
+# ---------------------------------------------------------------------------------------
+# check_document: the type errors and the rules over the rest, at once
+
+
+def combined() -> dict[str, Any]:
+    """The product example (no technical requirements) with a type error and three rule
+    errors: a line's quantity that is no number, no contact person, a line whose amount does
+    not add up, a delivery date in the past."""
+    document = load("order-product")
+    del document["technical_requirements"]
+    document["lines"][0]["quantity"] = "two hundred"
+    del document["customer"]["contact_name"]
+    document["lines"][1]["amount"] = "1.00"
+    document["delivery"]["date"] = "2026-11-01"
+    return document
+
+
+COMBINED = [
+    "/lines/0/quantity",
+    "/customer/contact_name",
+    "/lines/1/amount",
+    "/delivery/date",
+]
+
+
+def test_a_document_gets_its_type_errors_and_its_rule_errors_at_once() -> None:
+    checked = domain.check_document(combined(), today=TODAY, attachments=[])
+    assert checked.document is None
+    assert [p.pointer for p in checked.problems] == COMBINED
+    assert checked.invalid == 1
+    details = {p.pointer: p.detail for p in checked.problems}
+    assert "decimal" in details["/lines/0/quantity"]
+    assert "contact person" in details["/customer/contact_name"]
+    assert "1.00" in details["/lines/1/amount"] and "1280.00" in details["/lines/1/amount"]
+    assert "past" in details["/delivery/date"]
+    with pytest.raises(domain.SelfCheckFailed) as refused:
+        checked.refuse()
+    assert refused.value.invalid == 1 and refused.value.problems == checked.problems
+
+
+def test_a_field_with_a_type_error_gets_no_rule_problem_as_well() -> None:
+    document = load("order-service")
+    document["lines"][0]["service"] = "every quarter"
+    document["customer_confirmation"]["method"] = "carrier pigeon"
+    document["lines"].append("another line")
+    checked = domain.check_document(document, today=TODAY, attachments=[])
+    # no "the service content is required", no "record how the customer confirmed", and
+    # the line after the broken one keeps its number
+    assert [p.pointer for p in checked.problems] == [
+        "/lines/0/service",
+        "/lines/1",
+        "/customer_confirmation/method",
+    ]
+
+
+def test_rules_still_run_when_the_salesperson_or_unknown_fields_are_broken() -> None:
+    document = combined()
+    document["salesperson"] = {"id": "no spaces allowed"}
+    document["colour"] = "blue"
+    pointers_found = [
+        p.pointer for p in domain.check_document(document, today=TODAY, attachments=[]).problems
+    ]
+    assert pointers_found == ["/salesperson/id", *COMBINED[:1], "/colour", *COMBINED[1:]]
+
+
+def test_without_an_order_type_only_the_type_errors_can_be_told() -> None:
+    document = combined()
+    document["order_type"] = "gadget"
+    checked = domain.check_document(document, today=TODAY, attachments=[])
+    assert [p.pointer for p in checked.problems] == ["/order_type", "/lines/0/quantity"]
+
+
+def test_a_draft_is_refused_for_its_type_errors_only() -> None:
+    checked = domain.check_document(combined(), today=TODAY, attachments=None)
+    assert [p.pointer for p in checked.problems] == ["/lines/0/quantity"]
+    whole = domain.check_document(load("order-product"), today=TODAY, attachments=None)
+    assert whole.document is not None and whole.problems == []
+
+
+def test_a_well_typed_document_gets_the_self_check_with_its_files() -> None:
+    document = load("order-product")  # technical requirements
+    assert [
+        p.pointer for p in domain.check_document(document, today=TODAY, attachments=[]).problems
+    ] == ["/attachments"]
+    assert domain.check_document(document, today=TODAY, attachments=[SPEC]).problems == []
+
+
+def test_a_body_that_is_no_object_is_one_type_error() -> None:
+    checked = domain.check_document(["an", "order"], today=TODAY, attachments=[])
+    assert [p.pointer for p in checked.problems] == ["/"]

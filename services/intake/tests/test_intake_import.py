@@ -91,12 +91,19 @@ async def test_a_thousand_json_lines_with_a_handful_of_bad_ones(
         250: [(250, "/lines/1/quantity"), (250, "/colour")],
         251: [(251, "/customer/name"), (251, "/delivery/date")],
         601: [(601, "/")],
-        1000: [(1000, "/customer_confirmation/method")],
+        # submitted in one step, by the same rules as from a draft: it has no files
+        1000: [
+            (1000, "/technical_requirements"),
+            (1000, "/customer_confirmation/attachment_id"),
+            (1000, "/attachments"),
+        ],
     }
     details = {r["row"]: r["problems"][0]["detail"] for r in report["rejections"]}
     assert details[7].startswith("not valid JSON")
     assert "not list" in details[601]
-    assert "by phone is not enough for a custom order" in details[1000]
+    unconfirmed = report["rejections"][-1]["problems"][1]["detail"]
+    assert "a custom order needs the customer's written confirmation on file" in unconfirmed
+    assert "by phone is not enough" in unconfirmed
     assert [r["rows"] for r in report["rejections"]] == [[7], [250], [251], [601], [1000]]
 
     accepted = report["orders"]

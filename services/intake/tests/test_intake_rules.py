@@ -47,7 +47,7 @@ def problems_of(
     document: dict[str, Any], attachments: list[AttachmentRef] | None
 ) -> list[tuple[str, str]]:
     found = domain.self_check(
-        OrderDocument.model_validate(document), today=TODAY, attachments=attachments
+        OrderDocument.model_validate(document), today=TODAY, attachments=attachments or []
     )
     return [(p.pointer, p.detail) for p in found]
 
@@ -102,7 +102,7 @@ def same(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-# (name, example, mutation, files (None: submitted in one step), expected pointers)
+# (name, example, mutation, files (None: submitted in one step, so none), expected pointers)
 FILE_CASES: list[tuple[str, str, Any, list[AttachmentRef] | None, list[str]]] = [
     ("technical requirements without a specification", "order-product", same, [], ["/attachments"]),
     ("a drawing is not the specification", "order-product", same, [DRAWING], ["/attachments"]),
@@ -196,33 +196,39 @@ FILE_CASES: list[tuple[str, str, Any, list[AttachmentRef] | None, list[str]]] = 
         [],
         ["/customer_confirmation/confirmed_at", "/customer_confirmation/confirmed_by"],
     ),
-    # submitted in one step: no draft, so no file could have been attached
-    ("one step: the file rules cannot apply", "order-product", same, None, []),
+    # submitted in one step: no file, and the same rules as from a draft
     (
-        "one step: a custom order confirmed in writing",
+        "one step: technical requirements need the specification all the same",
         "order-product",
-        chain(custom, confirmed("signed_reply")),
+        same,
+        None,
+        ["/attachments"],
+    ),
+    (
+        "one step: without technical requirements no file is needed",
+        "order-product",
+        without_technical_requirements,
         None,
         [],
     ),
     (
-        "one step: a custom order confirmed by phone is not enough",
+        "one step: a custom order confirmed in writing still needs its files",
         "order-product",
-        chain(custom, confirmed("phone")),
+        chain(custom, confirmed("signed_reply")),
         None,
-        ["/customer_confirmation/method"],
+        ["/customer_confirmation/attachment_id", "/attachments", "/attachments"],
     ),
     (
-        "one step: a large order confirmed in person is not enough",
+        "one step: a large order needs its written confirmation on file",
         "order-product",
-        chain(big, confirmed("in_person")),
+        chain(without_technical_requirements, big, confirmed("email")),
         None,
-        ["/customer_confirmation/method"],
+        ["/customer_confirmation/attachment_id"],
     ),
     (
         "one step: a named confirmation cannot exist",
         "order-product",
-        confirmed("email", CONFIRMATION),
+        chain(without_technical_requirements, confirmed("email", CONFIRMATION)),
         None,
         ["/customer_confirmation/attachment_id"],
     ),
@@ -709,3 +715,38 @@ def test_jsonl_lines() -> None:
     assert document is None and error is not None and "JSON object, not list" in error
     document, error = bulk.jsonl_document('{"order_type": ')
     assert document is None and error is not None and error.startswith("not valid JSON")
+
+
+# ---------------------------------------------------------------------------------------
+# the CSV columns, documented where users look
+
+
+GUIDE = EXAMPLES.parent / "integration.md"
+
+
+def test_every_csv_column_is_documented_in_the_guide_and_the_openapi_description() -> None:
+    from intake.entrypoints.imports import IMPORT_BODY
+
+    assert set(bulk.COLUMN_HELP) == bulk.COLUMNS
+    # the guide shows the table as the code has it
+    assert bulk.columns_table() in GUIDE.read_text(encoding="utf-8")
+    described = IMPORT_BODY["requestBody"]["description"]
+    for column in bulk.COLUMNS:
+        assert f"| `{column}` |" in described
+
+
+def test_the_guides_csv_example_is_an_order_that_passes_the_self_check() -> None:
+    text = GUIDE.read_text(encoding="utf-8")
+    sample = text.split("```csv\n", 1)[1].split("```", 1)[0].splitlines()
+    dialect = bulk.dialect_of(sample[0])
+    header = bulk.normalise_header(bulk.parse_record([sample[0]], dialect))
+    assert bulk.header_problems(header) == []
+    rows = [
+        bulk.CsvRow(n, dict(zip(header, bulk.parse_record([line], dialect), strict=True)))
+        for n, line in enumerate(sample[1:], start=2)
+    ]
+    built = bulk.csv_document(bulk.CsvOrder(rows[0].values["order_ref"], rows))
+    assert built.problems == []
+    checked = domain.check_document(built.document, today=TODAY, attachments=[])
+    assert checked.problems == []
+    assert checked.document is not None and len(checked.document.lines) == 2

@@ -136,10 +136,28 @@ def body_problems(exc: pydantic.ValidationError, handlers: Collection[str] = ())
     ]
 
 
+#: A dead letter's reason lists at most this many field problems, each cut to
+#: `PROBLEM_CHARS`; the reply to the sender has them all, whole.
+REASON_PROBLEMS = 20
+PROBLEM_CHARS = 160
+
+
+def listed(problems: Sequence[Problem]) -> str:
+    """Field problems in one line, `pointer: detail; ...`, bounded in length."""
+    parts = []
+    for p in problems[:REASON_PROBLEMS]:
+        detail = p.detail if len(p.detail) <= PROBLEM_CHARS else p.detail[: PROBLEM_CHARS - 1] + "…"
+        parts.append(f"{p.pointer[:PROBLEM_CHARS]}: {detail}")
+    more = len(problems) - REASON_PROBLEMS
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
 def describe(exc: BaseException, handlers: Collection[str] = ()) -> str:
     if isinstance(exc, pydantic.ValidationError):
-        parts = [f"{p.pointer}: {p.detail}" for p in body_problems(exc, handlers)[:20]]
-        return "invalid message: " + "; ".join(parts)
+        return "invalid message: " + listed(body_problems(exc, handlers))
+    if isinstance(exc, PermanentError) and [p.detail for p in exc.problems] not in ([], [str(exc)]):
+        # the reason names the fields at fault, so the dead letter alone says what to fix
+        return f"{type(exc).__name__}: {exc}: {listed(exc.problems)}"
     if isinstance(exc, DependsValidationError):
         return f"invalid message: {exc}"
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):

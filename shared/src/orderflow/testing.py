@@ -607,6 +607,29 @@ async def service_processes(
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "docs" / "examples"
 
 
+#: A requirement specification as a salesperson uploads it (a text file will do).
+SPEC_FILE = ("规格书.txt", "法兰密封面按客户图纸加工，粗糙度 Ra1.6".encode(), "text/plain")
+
+
+async def submit_with_spec(client: httpx.AsyncClient, document: dict[str, Any]) -> dict[str, Any]:
+    """Submit an order with technical requirements the only way it passes the self-check:
+    saved as a draft, the customer's requirement specification uploaded (kind
+    `requirements_spec`), then submitted. The order as submitted."""
+    created = await client.post("/api/v1/orders", json=document)
+    assert created.status_code == 201, created.text
+    order_id = created.json()["id"]
+    spec = await client.post(
+        f"/api/v1/orders/{order_id}/attachments",
+        data={"kind": "requirements_spec"},
+        files={"file": SPEC_FILE},
+    )
+    assert spec.status_code == 201, spec.text
+    submitted = await client.post(f"/api/v1/orders/{order_id}/submit")
+    assert submitted.status_code == 200, submitted.text
+    body: dict[str, Any] = submitted.json()
+    return body
+
+
 def example_order(name: str, *, days_ahead: int = 60) -> dict[str, Any]:
     """An example order (docs/examples) with its dates moved into the future, so the
     self-check passes on whatever day the test runs."""

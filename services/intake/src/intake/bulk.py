@@ -9,22 +9,8 @@ CSV (`text/csv`, UTF-8, comma, semicolon or tab separated, a header row first): 
 order line. The rows of one order share its `order_ref` (any text of the file's own; it
 only groups rows) and follow each other. The order's columns may be filled on its first
 row only, or repeated on every row, but must not disagree. Row 1 is the header, as in a
-spreadsheet. Columns (every one optional except `order_ref`):
-
-- the order: `order_type` (product, service, custom), `external_ref` (the customer's
-  purchase-order reference), `salesperson_id`, `salesperson_name`, `salesperson_email`,
-  `customer_name`, `customer_contact_name`, `customer_phone`, `customer_email`,
-  `customer_address`, `customer_language` (zh, en), `company_kind`,
-  `company_business_scope`, `company_credit_standing` (good, fair, poor, unknown),
-  `currency`, `tax_rate` (0.13), `quality_requirements`, `usage_scenario`,
-  `technical_requirements`, `delivery_date` (2027-03-15), `delivery_method`,
-  `delivery_address`, `payment_method`, `payment_terms`, `payment_settlement_days`,
-  `confirmation_method` (email, phone, in_person, signed_reply), `confirmation_at`
-  (RFC 3339), `confirmation_by`, `notes`;
-- its line: `line_item`, `line_specification`, `line_model`, `line_quantity`, `line_unit`,
-  `line_unit_price`, `line_amount`, `line_attributes` (`material=304; size=DN50`, or a
-  JSON object), `service_content`, `service_standard`, `service_period_start`,
-  `service_period_end`.
+spreadsheet. The columns, with what each holds, are `COLUMN_HELP` below: the import
+route's OpenAPI description and docs/integration.md ("Bulk import") show the same table.
 """
 
 from __future__ import annotations
@@ -34,8 +20,6 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from pydantic import ValidationError
 
 from orderflow.messages import Problem
 
@@ -87,6 +71,65 @@ LINE_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "service_period_end": ("service", "period_end"),
 }
 COLUMNS = frozenset({REF_COLUMN, *ORDER_COLUMNS, *LINE_COLUMNS})
+
+#: What each CSV column holds, for the people who fill them in: the OpenAPI description
+#: of the import route and the integration guide are written from it.
+COLUMN_HELP: Mapping[str, str] = {
+    REF_COLUMN: "required; groups the rows of one order (any text of the file's own)",
+    "order_type": "product, service or custom",
+    "external_ref": "the customer's purchase-order reference, e.g. PO-SJPM-2026-0042",
+    "salesperson_id": "the salesperson's user id, e.g. zhang.wei",
+    "salesperson_name": "the salesperson's name",
+    "salesperson_email": "the salesperson's email",
+    "customer_name": "the customer (company or person)",
+    "customer_contact_name": "the customer's contact person",
+    "customer_phone": "the contact's phone (a phone or an email is required)",
+    "customer_email": "the contact's email",
+    "customer_address": "the customer's full address",
+    "customer_language": "zh or en: the language the customer is written to in",
+    "company_kind": "for a company customer: the kind of enterprise",
+    "company_business_scope": "for a company customer: its business scope",
+    "company_credit_standing": "for a company customer: good, fair, poor or unknown",
+    "currency": "ISO 4217 code, e.g. CNY (the default)",
+    "tax_rate": "e.g. 0.13; 0 when exempt",
+    "quality_requirements": "free text",
+    "usage_scenario": "free text",
+    "technical_requirements": "free text; an order with them needs the customer's "
+    "requirement specification as a file, so it cannot come in by import (import it "
+    "without, or create a draft, upload the file, submit)",
+    "delivery_date": "YYYY-MM-DD, not in the past, e.g. 2027-03-15",
+    "delivery_method": "e.g. 物流配送",
+    "delivery_address": "where to deliver",
+    "payment_method": "e.g. bank_transfer",
+    "payment_terms": "the settlement terms, e.g. 30% 预付，70% 货到后 30 天内付清",
+    "payment_settlement_days": "whole days, e.g. 30",
+    "confirmation_method": "how the customer confirmed: email, phone, in_person or signed_reply",
+    "confirmation_at": "when, RFC 3339, e.g. 2026-11-20T10:00:00+08:00",
+    "confirmation_by": "who confirmed for the customer",
+    "notes": "free text",
+    "line_item": "the line's product or service",
+    "line_specification": "the product's specification (a product line needs it or a model)",
+    "line_model": "the product's model",
+    "line_quantity": "a decimal, greater than 0, e.g. 200",
+    "line_unit": "e.g. 件, kg, year",
+    "line_unit_price": "a decimal, e.g. 85.50",
+    "line_amount": "optional; when given it must equal quantity x unit price",
+    "line_attributes": "product parameters: material=304; size=DN50, or a JSON object",
+    "service_content": "a service line's content",
+    "service_standard": "a service line's standard",
+    "service_period_start": "YYYY-MM-DD",
+    "service_period_end": "YYYY-MM-DD, not before the start nor in the past",
+}
+
+
+def columns_table() -> str:
+    """The CSV columns as a Markdown table: the order's columns, then its line's."""
+    rows = ["| column | what it holds |", "| --- | --- |"]
+    for column in (REF_COLUMN, *ORDER_COLUMNS, *LINE_COLUMNS):
+        rows.append(f"| `{column}` | {COLUMN_HELP[column]} |")
+    return "\n".join(rows)
+
+
 _ORDER_BY_PATH = {path: column for column, path in ORDER_COLUMNS.items()}
 _LINE_BY_PATH = {path: column for column, path in LINE_COLUMNS.items()}
 
@@ -102,11 +145,6 @@ class RowProblem:
 def pointer(loc: Sequence[str | int]) -> str:
     parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
     return "/" + "/".join(parts) if parts else "/"
-
-
-def validation_problems(exc: ValidationError) -> list[Problem]:
-    """A document's structural errors, each at its JSON pointer."""
-    return [Problem(pointer=pointer(err["loc"]), detail=str(err["msg"])) for err in exc.errors()]
 
 
 # --- CSV ----------------------------------------------------------------------------------

@@ -17,16 +17,19 @@ Files and the customer's confirmation in the self-check (process sections 2.1 an
   reply, the customer's email); a phone call or a meeting alone is not enough.
 - A confirmation file named by an order must be one of that revision's files and of kind
   `customer_confirmation`, whatever the order.
-- An order created and submitted in one step (another system's `order.submit` without an
-  order id, `POST /api/v1/orders?submit=true`, a row of a bulk import) has no draft that
-  files could have been attached to. For such a submission the rules that need a file are
-  not applied, except that the confirmation of an important order must at least have been
-  given in writing (`email` or `signed_reply`). The departments see that revision arrive
-  without files; any later revision, made from a draft, meets every rule.
+- One rule set for every submission: an order created and submitted in one step (another
+  system's `order.submit`, `POST /api/v1/orders?submit=true`, a row of a bulk import) is
+  checked exactly as a draft submitted with `POST /api/v1/orders/{id}/submit`; it has no
+  files, so an order that needs one is refused naming `/attachments` (or
+  `/customer_confirmation/attachment_id`): save it as a draft, upload, submit.
+
+`check_document` takes the document as it arrived (JSON) and reports every problem at once:
+the type errors of its fields, and the self-check's rules over the parts that did parse.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +40,8 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
 from uuid import UUID
+
+from pydantic import ValidationError
 
 from orderflow import limits
 from orderflow.messages import (
@@ -90,9 +95,15 @@ class AlreadySubmitted(RuleViolation):
 
 
 class SelfCheckFailed(RuleViolation):
-    def __init__(self, problems: list[Problem]) -> None:
+    """The document is refused: every problem, each with its field. `invalid` counts those
+    that are type errors (a field that is not what it must be), listed first."""
+
+    def __init__(self, problems: list[Problem], *, invalid: int = 0) -> None:
         self.problems = problems
-        super().__init__(f"self-check failed: {len(problems)} problem(s)")
+        self.invalid = invalid
+        typed = f" ({invalid} a field of the wrong type)" if invalid == 1 else ""
+        typed = typed or (f" ({invalid} fields of the wrong type)" if invalid else "")
+        super().__init__(f"self-check failed: {len(problems)} problem(s){typed}")
 
 
 def check_editable(status: Status) -> None:
@@ -305,7 +316,7 @@ def important_because(order: OrderDocument) -> str | None:
 
 
 def _confirmation(
-    order: OrderDocument, attachments: Sequence[AttachmentRef] | None, today: date
+    order: OrderDocument, attachments: Sequence[AttachmentRef], today: date
 ) -> Iterator[Problem]:
     # process 2.1: the customer confirms the collected information, in writing for the
     # important items, before the order is placed
@@ -327,7 +338,7 @@ def _confirmation(
         )
     if _blank(confirmation.confirmed_by):
         yield _problem(f"{at}/confirmed_by", "who confirmed for the customer is required")
-    files = {a.id: a for a in attachments or ()}
+    files = {a.id: a for a in attachments}
     if confirmation.attachment_id is not None:
         named = files.get(confirmation.attachment_id)
         if named is None:
@@ -346,16 +357,6 @@ def _confirmation(
     if reason is None:
         return
     how = _METHOD_WORDS[confirmation.method]
-    if attachments is None:
-        # a one-step submission cannot bring the file; the record must at least be written
-        if confirmation.method not in _WRITTEN:
-            yield _problem(
-                f"{at}/method",
-                f"a confirmation {how} is not enough for {reason}: the customer confirms the "
-                "important items in writing (email or signed reply); save the order as a "
-                "draft, upload the written confirmation and name it in attachment_id",
-            )
-        return
     yield _problem(
         f"{at}/attachment_id",
         f"{reason} needs the customer's written confirmation on file (confirmed {how} is "
@@ -382,12 +383,12 @@ def _files(order: OrderDocument, attachments: Sequence[AttachmentRef]) -> Iterat
 
 
 def self_check(
-    order: OrderDocument, *, today: date, attachments: Sequence[AttachmentRef] | None
+    order: OrderDocument, *, today: date, attachments: Sequence[AttachmentRef]
 ) -> list[Problem]:
     """Every problem that keeps the order from review, each with its JSON pointer.
 
-    `attachments` are the files of the revision being submitted; None for an order created
-    and submitted in one step, which cannot have any (see the module's docstring)."""
+    `attachments` are the files of the revision being submitted (none for an order created
+    and submitted in one step: the same rules apply to it)."""
     # the salesperson is required by the document itself, so a parsed order always has one
     problems = list(_customer(order))
     if not order.lines:
@@ -405,9 +406,142 @@ def self_check(
         )
     problems.extend(_order_terms(order, today))
     problems.extend(_confirmation(order, attachments, today))
-    if attachments is not None:
-        problems.extend(_files(order, attachments))
+    problems.extend(_files(order, attachments))
     return problems
+
+
+# ---------------------------------------------------------------------------------------
+# The document as it arrived: its type errors and the rules over what did parse, together.
+
+
+def pointer_of(loc: Sequence[int | str]) -> str:
+    """The JSON pointer (RFC 6901) of a location in the document; `/` for the whole."""
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
+    return "/" + "/".join(parts) if parts else "/"
+
+
+def _under(pointer: str, base: str) -> bool:
+    return base == "/" or pointer == base or pointer.startswith(base + "/")
+
+
+#: Stand-ins for required parts the rules never look at, so a broken salesperson does not
+#: keep the rest of the document from being checked.
+_STAND_INS: Mapping[str, Any] = {"salesperson": {"id": "unknown"}}
+
+
+def _without(document: dict[str, Any], loc: Sequence[int | str]) -> str | None:
+    """Take out the deepest part of `document` along `loc` that exists (an object's key
+    goes, a list's item becomes an empty object, so the items after it keep their place);
+    its pointer, or None when nothing below the top could go."""
+    node: Any = document
+    parent: Any = None
+    path: list[int | str] = []
+    for part in loc:
+        here = isinstance(node, dict) and part in node
+        here = here or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))
+        if not here:
+            break
+        path.append(part)
+        parent, node = node, node[part]
+    if not path:
+        return None
+    last = path[-1]
+    if isinstance(parent, list):
+        if parent[int(last)] == {}:
+            return None
+        parent[int(last)] = {}
+    elif len(path) == 1 and isinstance(last, str) and last in _STAND_INS:
+        if parent[last] == _STAND_INS[last]:
+            return None
+        parent[last] = copy.deepcopy(_STAND_INS[last])
+    else:
+        del parent[last]
+    return pointer_of(path)
+
+
+def _missing_at_top(document: dict[str, Any], loc: Sequence[int | str]) -> str | None:
+    # a required part the rules do not need, missing altogether: put its stand-in
+    if len(loc) == 1 and loc[0] in _STAND_INS and loc[0] not in document:
+        document[str(loc[0])] = copy.deepcopy(_STAND_INS[str(loc[0])])
+        return pointer_of(loc)
+    return None
+
+
+#: Each pass takes out at least one part, a parent when its child could not go alone; a
+#: document is never nested deeper than this.
+_PASSES = 8
+
+
+def _what_parses(raw: dict[str, Any], errors: list[Any]) -> tuple[OrderDocument | None, set[str]]:
+    """The document without its broken parts, and where they were; None when a part the
+    rules cannot do without (the order type) is broken."""
+    partial = copy.deepcopy(raw)
+    removed: set[str] = set()
+    for _ in range(_PASSES):
+        taken = False
+        for err in errors:
+            loc = tuple(err["loc"])
+            at = _without(partial, loc) or _missing_at_top(partial, loc)
+            if at is not None:
+                removed.add(at)
+                taken = True
+        try:
+            return OrderDocument.model_validate(partial), removed
+        except ValidationError as exc:
+            errors = exc.errors()
+        if not taken:
+            break
+    return None, removed
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A document as it arrived, checked: the order when every field has its type (None
+    otherwise), and every problem, type errors first."""
+
+    document: OrderDocument | None
+    problems: list[Problem]
+    invalid: int = 0
+
+    def refuse(self) -> None:
+        """Raise SelfCheckFailed when there is any problem."""
+        if self.problems:
+            raise SelfCheckFailed(self.problems, invalid=self.invalid)
+
+
+def check_document(
+    raw: Any, *, today: date, attachments: Sequence[AttachmentRef] | None
+) -> Checked:
+    """Every problem of a document as it arrived (parsed JSON), at once: each field that is
+    not of its type, and then, unless `attachments` is None (a draft being saved, which
+    need not be complete), the self-check's rules over the parts of the document that did
+    parse, with the files of the revision being submitted (none for a one-step submission).
+    Each problem has the JSON pointer of its field; a rule is not reported for a field that
+    already has a type error."""
+    try:
+        document = OrderDocument.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+    else:
+        rules = (
+            []
+            if attachments is None
+            else self_check(document, today=today, attachments=attachments)
+        )
+        return Checked(document, rules)
+    invalid = [_problem(pointer_of(err["loc"]), str(err["msg"])) for err in errors]
+    if attachments is None or not isinstance(raw, dict):
+        return Checked(None, invalid, len(invalid))
+    partial, removed = _what_parses(raw, errors)
+    if partial is None:
+        return Checked(None, invalid, len(invalid))
+    broken = removed | {p.pointer for p in invalid}
+    rules = [
+        p
+        for p in self_check(partial, today=today, attachments=attachments)
+        if not any(_under(p.pointer, at) for at in broken)
+    ]
+    return Checked(None, invalid + rules, len(invalid))
 
 
 # ---------------------------------------------------------------------------------------

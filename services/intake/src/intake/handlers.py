@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 from prometheus_client import Counter, Gauge
+from pydantic import TypeAdapter, ValidationError
 
 from orderflow import outbox, topology
 from orderflow.db import Connection, Pool, transaction
@@ -157,12 +158,22 @@ async def _files(conn: Connection | Pool, order_id: UUID, revision: int) -> list
     return [attachment_ref(r) for r in rows]
 
 
-def _check(
-    document: OrderDocument, *, today: date, attachments: Sequence[AttachmentRef] | None
-) -> None:
+def _check(document: OrderDocument, *, today: date, attachments: Sequence[AttachmentRef]) -> None:
     problems = domain.self_check(document, today=today, attachments=attachments)
     if problems:
         raise domain.SelfCheckFailed(problems)
+
+
+def parsed_document(raw: Any, *, today: date, submit: bool) -> OrderDocument:
+    """A document as it arrived over HTTP or in an import: the order when every field has
+    its type, or SelfCheckFailed with every problem at once (to be submitted at once, the
+    self-check's rules over the rest too). A well-typed order's rules are checked where it
+    is submitted, after the caller was found to be allowed to."""
+    checked = domain.check_document(raw, today=today, attachments=[] if submit else None)
+    if checked.document is None:
+        checked.refuse()
+    assert checked.document is not None
+    return checked.document
 
 
 async def _submit(
@@ -277,8 +288,9 @@ async def create_order(
             )
     if submit:
         # checked before anything is written, so a refused order leaves nothing behind;
-        # created and submitted in one step, it cannot have files yet
-        _check(document, today=today, attachments=None)
+        # created and submitted in one step, it has no files: the rules that need one
+        # refuse it as they would refuse a draft without them
+        _check(document, today=today, attachments=[])
     now = datetime.now(UTC)
     key, duplicates = await _duplicates_of(conn, order_id=order_id, document=document)
     await repository.lock_order_id(conn, order_id=order_id)
@@ -492,9 +504,11 @@ async def submit_order(
     revision = order["current_revision"]
     stored = await repository.get_revision(conn, order_id=order_id, revision=revision)
     assert stored is not None
-    document = OrderDocument.model_validate(stored["document"])
     files = await _files(conn, order_id, revision)
-    _check(document, today=today, attachments=files)
+    checked = domain.check_document(stored["document"], today=today, attachments=files)
+    checked.refuse()
+    document = checked.document
+    assert document is not None
     await _submit(
         conn,
         order_id=order_id,
@@ -536,6 +550,46 @@ async def withdraw_order(
     await repository.record_publisher(conn, message_id=message_id, actor=actor)
     log.info("order withdrawn", order_id=str(order_id), status=order["status"])
     return Outcome(order_id=order_id, revision=order["current_revision"], status=Status.WITHDRAWN)
+
+
+_COMMAND_ID: TypeAdapter[UUID | None] = TypeAdapter(UUID | None)
+#: The fields of `order.submit` that are not the order document's.
+_COMMAND_FIELDS = ("order_id", "revises")
+
+
+def command_order_id(body: Any) -> UUID | None:
+    """The order an `order.submit` body names, when it names one well; None otherwise."""
+    try:
+        return _COMMAND_ID.validate_python(body.get("order_id") if isinstance(body, dict) else None)
+    except ValidationError:
+        return None
+
+
+async def submit_command(conn: Connection, *, body: Any, today: date) -> SubmitOrder:
+    """An `order.submit` body as it arrived: the command, or SelfCheckFailed with every
+    problem at once, the type errors and the rules over the parts that did parse (for a
+    revision, with the files of the order's current revision)."""
+    try:
+        return SubmitOrder.model_validate(body)
+    except ValidationError as exc:
+        errors = exc.errors()
+    if not isinstance(body, dict):
+        domain.check_document(body, today=today, attachments=None).refuse()
+        raise AssertionError("unreachable: a body that is not an object is refused")
+    invalid = [
+        Problem(pointer=domain.pointer_of(e["loc"]), detail=str(e["msg"]))
+        for e in errors
+        if not e["loc"] or e["loc"][0] in _COMMAND_FIELDS
+    ]
+    document = {k: v for k, v in body.items() if k not in _COMMAND_FIELDS}
+    files: list[AttachmentRef] = []
+    order_id = command_order_id(body)
+    if order_id is not None:
+        order = await repository.get_order(conn, order_id=order_id)
+        if order is not None:
+            files = await _files(conn, order_id, order["current_revision"])
+    checked = domain.check_document(document, today=today, attachments=files)
+    raise domain.SelfCheckFailed(invalid + checked.problems, invalid=len(invalid) + checked.invalid)
 
 
 def _check_revisable(order: dict[str, Any], *, revises: int | None) -> None:

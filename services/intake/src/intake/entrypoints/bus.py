@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
+from typing import Annotated, Any
 
 import structlog
 from faststream.rabbit.annotations import RabbitMessage
+from pydantic import BaseModel, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from orderflow import busaccess, topology
 from orderflow.consumer import PermanentError, apply_once
@@ -33,6 +38,23 @@ EVENTS_EXCHANGE = topology.exchange(topology.EVENTS)
 QUEUES = busaccess.OWN_QUEUES["intake"]
 
 
+@dataclass(frozen=True)
+class DocumentedAs:
+    """Pydantic metadata: the JSON schema of `model`, whatever the field accepts."""
+
+    model: type[BaseModel]
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return handler(self.model.__pydantic_core_schema__)
+
+
+#: The body of `order.submit`: any JSON object (the handler checks it), documented as the
+#: command it must be.
+SubmitOrderBody = Annotated[dict[str, Any], DocumentedAs(SubmitOrder), Field(title="SubmitOrder")]
+
+
 def register(
     runtime: ServiceRuntime,
     *,
@@ -42,17 +64,22 @@ def register(
     broker = runtime.broker
 
     @runtime.subscriber(topology.INTAKE_COMMANDS)
-    async def submit_order(command: SubmitOrder, msg: RabbitMessage) -> None:
+    async def submit_order(body: SubmitOrderBody, msg: RabbitMessage) -> None:
         """Create and submit an order sent by another system, or a new revision of one."""
         raw = msg.raw_message
         correlation_id = raw.correlation_id or raw.message_id
+        order_id = handlers.command_order_id(body)
 
         async def effect(conn: Connection) -> None:
+            day = today()
             try:
+                # parsed here, not by the subscriber: a type error and the rules the rest
+                # of the document breaks are refused together
+                command = await handlers.submit_command(conn, body=body, today=day)
                 await handlers.on_submit_command(
                     conn,
                     command=command,
-                    today=today(),
+                    today=day,
                     reply_to=raw.reply_to,
                     correlation_id=correlation_id,
                     user_id=raw.user_id,
@@ -72,13 +99,13 @@ def register(
             await apply_once(runtime.pool, msg, consumer="intake.commands", effect=effect)
 
         try:
-            if command.order_id is None:
+            if order_id is None:
                 await attempt()
             else:
                 # the lock is not held while waiting: the decision must be able to land
                 await handlers.when_decided(
                     runtime.pool,
-                    order_id=command.order_id,
+                    order_id=order_id,
                     seconds=decision_wait(),
                     attempt=attempt,
                 )
@@ -90,7 +117,7 @@ def register(
                 await handlers.reply_conflict(
                     conn,
                     conflict=conflict,
-                    order_id=command.order_id,
+                    order_id=order_id,
                     reply_to=raw.reply_to,
                     correlation_id=correlation_id,
                 )

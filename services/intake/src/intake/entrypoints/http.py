@@ -4,6 +4,7 @@ modules beside this one; who may do what is in `access`."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -322,6 +323,15 @@ def _not_found(order_id: UUID) -> Problem:
 
 
 def _rule_problem(exc: domain.RuleViolation) -> Problem:
+    if isinstance(exc, domain.SelfCheckFailed) and exc.invalid:
+        return Problem(
+            422,
+            "Invalid request",
+            f"{len(exc.problems)} problem(s) in the request: {exc.invalid} field(s) of the "
+            "wrong type, and the self-check's findings in the rest",
+            type_="urn:orderflow:problem:invalid-request",
+            errors=exc.problems,
+        )
     if isinstance(exc, domain.SelfCheckFailed):
         return Problem(
             422,
@@ -401,11 +411,51 @@ def decision_wait(setting: float, prefer: str | None) -> float:
 
 router = APIRouter(prefix="/api/v1", tags=["orders"], responses=PROBLEMS)
 
+#: The order document, read by the route itself (not by the framework), so that a type
+#: error and the rules the rest of the document breaks are answered together.
+ORDER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrderDocument"}}},
+    }
+}
+
+
+def _invalid_body(detail: str) -> Problem:
+    return Problem(
+        422,
+        "Invalid request",
+        detail,
+        type_="urn:orderflow:problem:invalid-request",
+        errors=[FieldProblem(pointer="/", detail=detail)],
+    )
+
+
+async def _json_body(request: Request) -> Any:
+    """The JSON body as it arrived, not yet checked against the order document."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise _invalid_body(f"the body must be JSON (application/json), not {media}")
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _invalid_body(f"the body is not JSON: {exc}") from exc
+
+
+def _document(raw: Any, request: Request, *, submit: bool) -> OrderDocument:
+    """The order document, or 422 with every problem: the type errors and, to be submitted
+    at once, the self-check's rules over the rest."""
+    try:
+        return handlers.parsed_document(raw, today=_today(request), submit=submit)
+    except domain.RuleViolation as exc:
+        raise _rule_problem(exc) from exc
+
 
 @router.post(
     "/orders",
     status_code=201,
     response_model=Order,
+    openapi_extra=ORDER_BODY,
     responses={
         403: {"model": ProblemDetails, "description": "Not the caller's salesperson"},
         429: {"model": ProblemDetails, "description": "Too many orders created by this caller"},
@@ -415,9 +465,13 @@ async def create_order(
     request: Request,
     response: Response,
     caller: Writer,
-    document: OrderDocument,
     submit: Annotated[
-        bool, Query(description="Self-check and submit at once; nothing is stored on problems")
+        bool,
+        Query(
+            description="Self-check and submit at once, by the same rules as "
+            "POST /orders/{id}/submit (an order that needs a file is refused: save it as a "
+            "draft, upload, submit); nothing is stored on problems"
+        ),
     ] = False,
     idempotency_key: Annotated[
         str | None,
@@ -432,7 +486,9 @@ async def create_order(
     """Create an order as a draft, or submit it at once with `submit=true`. A salesperson
     places their own orders, a sales manager their own and their team's (403 naming
     /salesperson/id otherwise); `orders:write` anyone's. Each caller may create
-    `ORDERFLOW_AUTH_ORDER_CREATE_RATE` orders (429 beyond)."""
+    `ORDERFLOW_AUTH_ORDER_CREATE_RATE` orders (429 beyond). A refusal (422) lists every
+    problem at once: fields of the wrong type and, with `submit=true`, the self-check's."""
+    document = _document(await _json_body(request), request, submit=submit)
     check_salesperson(caller, document.salesperson.id)
     limit = request.app.state.auth_settings.order_create_rate
     enforce("order creation", limit, caller.id, limiter=request.app.state.rate_limiter)
@@ -518,6 +574,7 @@ async def get_order(response: Response, orders: ReadOrders, order_id: OrderId) -
 @router.put(
     "/orders/{order_id}",
     response_model=Order,
+    openapi_extra=ORDER_BODY,
     responses={428: {"model": ProblemDetails, "description": "If-Match missing"}},
 )
 async def update_order(
@@ -525,7 +582,6 @@ async def update_order(
     response: Response,
     orders: WriteOrders,
     order_id: OrderId,
-    document: OrderDocument,
     if_match: Annotated[
         str | None, Header(alias="If-Match", description=f"Required. {IF_MATCH_DOC}")
     ] = None,
@@ -536,6 +592,7 @@ async def update_order(
     still under review here (the departments' decision may be on its way), the revision
     waits for the decision, up to `INTAKE_REVISION_DECISION_WAIT` seconds (or the
     `Prefer: wait=` given, if shorter); then 409 with Retry-After."""
+    document = _document(await _json_body(request), request, submit=False)
     expected = if_match_required(if_match)
     access = await orders.writable(order_id)
     check_salesperson(access.caller, document.salesperson.id)

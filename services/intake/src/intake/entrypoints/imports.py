@@ -15,7 +15,7 @@ from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from orderflow.auth import Caller
 from orderflow.db import Pool
@@ -23,7 +23,7 @@ from orderflow.http import Problem, ProblemDetails
 from orderflow.messages import OrderDocument
 from orderflow.messages import Problem as FieldProblem
 
-from .. import bulk, handlers
+from .. import bulk, domain, handlers
 from .access import Writer, salesperson_refusal
 from .http import PROBLEMS, _pool, _today
 
@@ -87,11 +87,22 @@ class ImportTooLarge(Exception):
     pass
 
 
+CSV_COLUMNS = (
+    "**CSV**: UTF-8, separated by commas, semicolons or tabs, a header row first (row 1). "
+    "One row per order line; the rows of one order share its `order_ref` and follow each "
+    "other. The order's columns may be filled on its first row only, or repeated on every "
+    "row, but must not disagree. Every column but `order_ref` is optional in the file; "
+    "what the self-check needs must be there for the order to go in. Columns:\n\n"
+    + bulk.columns_table()
+)
+
+
 IMPORT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "CSV (text/csv, one row per order line, rows of an order grouped by "
-        "order_ref) or JSON Lines (application/x-ndjson, one order document per line)",
+        "order_ref) or JSON Lines (application/x-ndjson, one order document per line)\n\n"
+        + CSV_COLUMNS,
         "content": {
             "text/csv": {"schema": {"type": "string"}},
             "application/x-ndjson": {"schema": {"type": "string"}},
@@ -173,9 +184,10 @@ class _Importer:
         parsed = None
         if document is not None:
             try:
-                parsed = OrderDocument.model_validate(document)
-            except ValidationError as exc:
-                problems = problems + [locate(p) for p in bulk.validation_problems(exc)]
+                parsed = handlers.parsed_document(document, today=self.today, submit=True)
+            except domain.SelfCheckFailed as exc:
+                # the type errors and the rules over the rest, as one submission lists them
+                problems = problems + [locate(p) for p in exc.problems]
         if parsed is not None:
             refused = salesperson_refusal(self.caller, parsed.salesperson.id)
             problems = problems + ([locate(refused)] if refused else [])
@@ -406,8 +418,13 @@ async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Import
 async def import_orders(request: Request, caller: Writer) -> ImportReport:
     """Import many orders at once (CSV or JSON Lines): each valid one is created and
     submitted (channel `import`), each invalid one reported with its rows and every
-    problem; one bad row never holds back the others. An order for a salesperson the caller
-    may not act for is refused in the report (/salesperson/id), the others go in."""
+    problem, type errors and the self-check's together; one bad row never holds back the
+    others. An order is submitted in one step, so it meets the same rules as any
+    submission with no files: one that needs a file (technical requirements, a custom
+    order, the written confirmation of an important order) is refused naming the field.
+    An order for a salesperson the caller may not act for is refused in the report
+    (/salesperson/id), the others go in. The CSV columns are listed with the request
+    body; the guide is docs/integration.md, "Bulk import"."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in CSV_TYPES:
         kind: Literal["csv", "jsonl"] = "csv"
