@@ -29,7 +29,7 @@ SERVICES: tuple[str, ...] = ("intake", "review-router", "contracts", "notifier")
 
 #: The event types each service publishes on `orderflow.events` (its outbox's enqueues).
 PUBLISHES: dict[str, tuple[str, ...]] = {
-    "intake": ("order.submitted", "order.withdrawn"),
+    "intake": ("order.submitted", "order.withdrawal_requested"),
     "review-router": (
         "review.round_opened",
         "review.verdict_recorded",
@@ -39,6 +39,9 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "review.reassigned",
         "order.approved",
         "order.changes_requested",
+        # the router decides withdrawals against the round's decision, under one lock
+        "order.withdrawn",
+        "order.withdrawal_refused",
     ),
     "contracts": ("contract.drafted", "contract.sent", "contract.signed", "contract.voided"),
     "notifier": ("notification.delivered", "notification.failed"),
@@ -60,7 +63,7 @@ OWN_QUEUES: dict[str, tuple[topology.QueueSpec, ...]] = {
     "intake": (topology.INTAKE_COMMANDS, topology.INTAKE_PROJECTION),
     "review-router": (
         topology.ROUTER_SUBMITTED,
-        topology.ROUTER_WITHDRAWN,
+        topology.ROUTER_WITHDRAWAL_REQUESTS,
         topology.verdict_queue(topology.DEFAULT_DEPARTMENTS),
     ),
     "contracts": (topology.CONTRACTS_APPROVED,),
@@ -70,6 +73,7 @@ OWN_QUEUES: dict[str, tuple[topology.QueueSpec, ...]] = {
         topology.NOTIFIER_CONTRACT_DRAFTED,
         topology.NOTIFIER_REVIEW_OVERDUE,
         topology.NOTIFIER_ROUND_OPENED,
+        topology.NOTIFIER_WITHDRAWAL_REFUSED,
     ),
 }
 

@@ -96,7 +96,10 @@ def verdict_queue(departments: Iterable[str]) -> QueueSpec:
 INTAKE_COMMANDS = QueueSpec("intake.commands", COMMANDS, ("order.submit",))
 INTAKE_PROJECTION = QueueSpec("intake.projection", EVENTS, ("#",))
 ROUTER_SUBMITTED = QueueSpec("review-router.order-submitted", EVENTS, ("order.submitted",))
-ROUTER_WITHDRAWN = QueueSpec("review-router.order-withdrawn", EVENTS, ("order.withdrawn",))
+# withdrawals are asked of the router, which decides them against the round's decision
+ROUTER_WITHDRAWAL_REQUESTS = QueueSpec(
+    "review-router.withdrawal-requests", EVENTS, ("order.withdrawal_requested",)
+)
 CONTRACTS_APPROVED = QueueSpec("contracts.order-approved", EVENTS, ("order.approved",))
 # One queue per event type, so each subscriber is typed with its message model (and
 # documented as such in AsyncAPI).
@@ -107,6 +110,9 @@ NOTIFIER_APPROVED = QueueSpec("notifier.order-approved", EVENTS, ("order.approve
 NOTIFIER_CONTRACT_DRAFTED = QueueSpec("notifier.contract-drafted", EVENTS, ("contract.drafted",))
 NOTIFIER_REVIEW_OVERDUE = QueueSpec("notifier.review-overdue", EVENTS, ("review.overdue",))
 NOTIFIER_ROUND_OPENED = QueueSpec("notifier.review-round-opened", EVENTS, ("review.round_opened",))
+NOTIFIER_WITHDRAWAL_REFUSED = QueueSpec(
+    "notifier.order-withdrawal-refused", EVENTS, ("order.withdrawal_refused",)
+)
 
 
 #: Every queue of the system; the provisioning step declares all of them, so an event is
@@ -116,7 +122,7 @@ SERVICE_QUEUES: tuple[QueueSpec, ...] = (
     INTAKE_COMMANDS,
     INTAKE_PROJECTION,
     ROUTER_SUBMITTED,
-    ROUTER_WITHDRAWN,
+    ROUTER_WITHDRAWAL_REQUESTS,
     verdict_queue(DEFAULT_DEPARTMENTS),
     CONTRACTS_APPROVED,
     NOTIFIER_CHANGES_REQUESTED,
@@ -124,6 +130,7 @@ SERVICE_QUEUES: tuple[QueueSpec, ...] = (
     NOTIFIER_CONTRACT_DRAFTED,
     NOTIFIER_REVIEW_OVERDUE,
     NOTIFIER_ROUND_OPENED,
+    NOTIFIER_WITHDRAWAL_REFUSED,
     *(department_queue(d) for d in DEFAULT_DEPARTMENTS),
 )
 

@@ -29,8 +29,11 @@ from orderflow.messages import (
     OrderChangesRequested,
     OrderDocument,
     OrderSubmitted,
+    OrderWithdrawalRefused,
+    OrderWithdrawalRequested,
     OrderWithdrawn,
     Problem,
+    Salesperson,
     SubmitOrder,
     SubmitOrderReply,
     Totals,
@@ -504,26 +507,48 @@ async def withdraw_order(
     if_match: str | None = None,
     permits: Permits | None = None,
 ) -> Outcome:
-    """The salesperson takes the order back before approval; the departments still
-    reviewing it are told to stop (the router answers `order.withdrawn`)."""
+    """Ask for the order to be withdrawn before approval. The review-router decides it
+    against the round's decision, under one lock, and answers `order.withdrawn` or
+    `order.withdrawal_refused`; until then the order is `withdrawal_requested`. Asking
+    again meanwhile changes nothing."""
     order = await _locked(conn, order_id, if_match=if_match, permits=permits)
-    domain.check_withdrawable(Status(order["status"]))
+    status = Status(order["status"])
+    revision = order["current_revision"]
+    if domain.withdrawal_pending(status):
+        log.info("withdrawal already requested", order_id=str(order_id))
+        return Outcome(order_id=order_id, revision=revision, status=status)
+    domain.check_withdrawable(status)
     now = datetime.now(UTC)
-    await repository.withdraw(conn, order_id=order_id, withdrawn_at=now, by=actor)
+    stored = await repository.get_revision(conn, order_id=order_id, revision=revision)
+    assert stored is not None
+    await repository.request_withdrawal(
+        conn,
+        order_id=order_id,
+        held_status=status.value,
+        withdrawal={
+            "requested_at": now.isoformat(),
+            "requested_by": actor,
+            "reason": reason,
+            "outcome": "pending",
+        },
+        at=now,
+    )
     message_id = await outbox.enqueue(
         conn,
-        OrderWithdrawn(
+        OrderWithdrawalRequested(
             order_id=order_id,
-            revision=order["current_revision"],
+            revision=revision,
             reason=reason,
-            withdrawn_at=now,
+            requested_by=actor["id"],
+            requested_at=now,
+            salesperson=Salesperson.model_validate(stored["document"]["salesperson"]),
         ),
         exchange=topology.EVENTS,
         correlation_id=order_id,
     )
     await repository.record_publisher(conn, message_id=message_id, actor=actor)
-    log.info("order withdrawn", order_id=str(order_id), status=order["status"])
-    return Outcome(order_id=order_id, revision=order["current_revision"], status=Status.WITHDRAWN)
+    log.info("withdrawal requested", order_id=str(order_id), status=status.value)
+    return Outcome(order_id=order_id, revision=revision, status=Status.WITHDRAWAL_REQUESTED)
 
 
 async def on_submit_command(
@@ -831,6 +856,19 @@ def _details(event: Message) -> dict[str, Any]:
     return {}
 
 
+def _answer(event: Message) -> dict[str, Any] | None:
+    """The router's answer to a withdrawal, as the order's `withdrawal` keeps it."""
+    if isinstance(event, OrderWithdrawn):
+        return {"outcome": "withdrawn", "answered_at": event.withdrawn_at.isoformat()}
+    if isinstance(event, OrderWithdrawalRefused):
+        return {
+            "outcome": "refused",
+            "refusal": event.reason,
+            "answered_at": event.refused_at.isoformat(),
+        }
+    return None
+
+
 async def on_event(
     conn: Connection, *, event: Message, message_id: str, sent_at: datetime | None
 ) -> str | None:
@@ -851,15 +889,31 @@ async def on_event(
         return None
     revision = getattr(event, "revision", None)
     revision = revision if isinstance(revision, int) else None
+    status = Status(order["status"])
     projection = domain.project(
-        status=Status(order["status"]),
+        status=status,
         current_revision=order["current_revision"],
         event_type=event.message_type,
         event_revision=revision,
+        held=Status(order["held_status"]) if order["held_status"] else None,
     )
+    answer = _answer(event)
+    if projection.status is not None and status is Status.WITHDRAWAL_REQUESTED and answer:
+        await repository.answer_withdrawal(
+            conn, order_id=order_id, status=projection.status.value, answer=answer
+        )
     if projection.status is not None:
         await repository.set_status(
             conn, order_id=order_id, status=projection.status.value, **_details(event)
+        )
+    elif projection.details:
+        # held while a withdrawal waits, or the status is the event's already
+        await repository.set_status(
+            conn,
+            order_id=order_id,
+            status=status.value,
+            held_status=projection.held.value if projection.held else None,
+            **_details(event),
         )
     await repository.append_event(
         conn,

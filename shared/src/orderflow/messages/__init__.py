@@ -13,6 +13,8 @@ from .events import (
     OrderApproved,
     OrderChangesRequested,
     OrderSubmitted,
+    OrderWithdrawalRefused,
+    OrderWithdrawalRequested,
     OrderWithdrawn,
     ReviewAnnotationRecorded,
     ReviewEscalated,
@@ -58,7 +60,9 @@ EVENTS: dict[str, type[Message]] = {
     m.message_type: m
     for m in (
         OrderSubmitted,
+        OrderWithdrawalRequested,
         OrderWithdrawn,
+        OrderWithdrawalRefused,
         ReviewRoundOpened,
         VerdictRecorded,
         OrderApproved,
@@ -107,6 +111,8 @@ __all__ = [
     "OrderLine",
     "OrderSubmitted",
     "OrderType",
+    "OrderWithdrawalRefused",
+    "OrderWithdrawalRequested",
     "OrderWithdrawn",
     "Payment",
     "Problem",
