@@ -190,14 +190,20 @@ async def withdraw_against_last_approval(s: System, trial: int) -> str:
     await answer_review(s.amqp, delivery)
     assert await verdict_outcome(s, order_id, "service_delivery") == "accepted"
 
+    # spread the starts a little, one side or the other, so both orders of arrival occur
+    head_start = (trial % 5) * 0.03
+
     async def withdraw() -> httpx.Response:
-        # spread the start a little, so both orders of arrival are tried
-        await asyncio.sleep((trial % 4) * 0.02)
+        await asyncio.sleep(head_start if trial % 2 else 0)
         return await s.intake.post(
             f"/api/v1/orders/{order_id}/withdraw", json={"reason": "客户取消"}
         )
 
-    _, answer = await asyncio.gather(answer_review(s.amqp, finance), withdraw())
+    async def approve() -> None:
+        await asyncio.sleep(0 if trial % 2 else head_start)
+        await answer_review(s.amqp, finance)
+
+    _, answer = await asyncio.gather(approve(), withdraw())
     # 202: asked; 409 only when intake already knew of the approval, which is then true
     assert answer.status_code in (202, 409), answer.text
     if answer.status_code == 202:
