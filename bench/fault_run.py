@@ -440,7 +440,7 @@ QUEUE_TYPES = {
     topology.INTAKE_COMMANDS.name: "order.submit",
     topology.INTAKE_PROJECTION.name: "order.approved",
     topology.ROUTER_SUBMITTED.name: "order.submitted",
-    topology.ROUTER_WITHDRAWN.name: "order.withdrawn",
+    topology.ROUTER_WITHDRAWAL_REQUESTS.name: "order.withdrawal_requested",
     "review-router.verdicts": "review.verdict",
     topology.CONTRACTS_APPROVED.name: "order.approved",
     topology.NOTIFIER_CHANGES_REQUESTED.name: "order.changes_requested",

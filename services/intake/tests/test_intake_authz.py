@@ -129,7 +129,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "download":      (401, 403, 403, 200, 404, 200, 404, 200, 404, 200, 200, 200),
     "put":           (401, 403, 403, 200, 404, 200, 404, 403, 403, 403, 403, 200),
     "submit":        (401, 403, 403, 200, 404, 200, 404, 403, 403, 403, 403, 200),
-    "withdraw":      (401, 403, 403, 200, 404, 200, 404, 403, 403, 403, 403, 200),
+    "withdraw":      (401, 403, 403, 202, 404, 202, 404, 403, 403, 403, 403, 202),
     "upload":        (401, 403, 403, 201, 404, 201, 404, 403, 403, 403, 403, 201),
     "remove file":   (401, 403, 403, 204, 404, 204, 404, 403, 403, 403, 403, 204),
     "import":        (401, 403, 403, 200, 200, 200, 200, 403, 403, 200, 403, 200),
@@ -440,8 +440,9 @@ async def test_timeline_and_order_record_the_caller(w: World) -> None:
     withdrawn = await w.http.post(
         f"/api/v1/orders/{order_id}/withdraw", json={"reason": "客户取消"}, headers=owner
     )
-    assert withdrawn.status_code == 200, withdrawn.text
-    assert withdrawn.json()["withdrawn_by"] == PERSON
+    assert withdrawn.status_code == 202, withdrawn.text
+    # asked by the person; the router's answer is its own
+    assert withdrawn.json()["withdrawal"]["requested_by"] == PERSON
 
     async def entries() -> list[dict[str, Any]] | None:
         got = await w.http.get(f"/api/v1/orders/{order_id}/timeline", headers=owner)
@@ -452,7 +453,7 @@ async def test_timeline_and_order_record_the_caller(w: World) -> None:
     actors = {i["type"]: i["actor"] for i in items}
     assert actors["order.created"] == PERSON
     assert actors["attachment.added"] == PERSON
-    assert actors["order.withdrawn"] == PERSON
+    assert actors["order.withdrawal_requested"] == PERSON
     key = actors["order.submitted"]
     assert key["kind"] == "system" and key["via"] == "api_key"
     assert key["id"].startswith("key:") and key["source"] == "127.0.0.1"

@@ -453,6 +453,61 @@ def test_projection(
         assert "older" in projection.outcome
 
 
+WR = S.WITHDRAWAL_REQUESTED
+
+#: While a withdrawal waits for the router's answer: (held status, event, new status, held)
+PENDING_WITHDRAWAL = [
+    # the answer moves the order
+    (S.IN_REVIEW, "order.withdrawn", S.WITHDRAWN, None),
+    (S.SUBMITTED, "order.withdrawn", S.WITHDRAWN, None),
+    (S.CHANGES_REQUESTED, "order.withdrawn", S.WITHDRAWN, None),
+    # refused: the round was approved; a contract known meanwhile is kept
+    (S.IN_REVIEW, "order.withdrawal_refused", S.APPROVED, None),
+    (S.APPROVED, "order.withdrawal_refused", S.APPROVED, None),
+    (S.CONTRACT_DRAFTED, "order.withdrawal_refused", S.CONTRACT_DRAFTED, None),
+    # the review's events are held, never shown before the answer
+    (S.SUBMITTED, "review.round_opened", None, S.IN_REVIEW),
+    (S.IN_REVIEW, "order.approved", None, S.APPROVED),
+    (S.APPROVED, "contract.drafted", None, S.CONTRACT_DRAFTED),
+    (S.IN_REVIEW, "order.changes_requested", None, S.CHANGES_REQUESTED),
+    (S.APPROVED, "review.round_opened", None, None),
+    (S.IN_REVIEW, "review.verdict_recorded", None, None),
+    (S.IN_REVIEW, "order.withdrawal_requested", None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("held", "event_type", "expected", "now_held"),
+    [pytest.param(*case, id=f"{case[0].value}+{case[1]}") for case in PENDING_WITHDRAWAL],
+)
+def test_projection_while_a_withdrawal_waits(
+    held: Status, event_type: str, expected: Status | None, now_held: Status | None
+) -> None:
+    projection = domain.project(
+        status=WR, current_revision=1, event_type=event_type, event_revision=1, held=held
+    )
+    assert projection.status == expected
+    assert projection.held == now_held
+
+
+def test_a_refusal_without_a_pending_withdrawal_changes_nothing() -> None:
+    for status in (S.APPROVED, S.CONTRACT_DRAFTED, S.WITHDRAWN):
+        projection = domain.project(
+            status=status,
+            current_revision=1,
+            event_type="order.withdrawal_refused",
+            event_revision=1,
+        )
+        assert projection.status is None
+
+
+def test_a_pending_withdrawal_is_asked_once() -> None:
+    assert domain.withdrawal_pending(WR)
+    assert not any(domain.withdrawal_pending(s) for s in S if s is not WR)
+    with pytest.raises(domain.NotWithdrawable):
+        domain.check_withdrawable(WR)
+
+
 def test_every_projected_event_is_a_known_event() -> None:
     from orderflow.messages import EVENTS
 

@@ -577,9 +577,23 @@ def test_timeline_lines_say_who_did_what() -> None:
     assert verdict.summary == "finance asked for changes (1 annotation(s))"
     assert verdict.details["annotations"][0]["field"] == "/payment/terms"
 
+    asked = domain.describe(
+        "order.withdrawal_requested", {"reason": "客户取消"}, salesperson=seller
+    )
+    assert asked.actor == {"kind": "salesperson", "id": "zhang.wei", "name": "张伟"}
+    assert asked.summary == "Withdrawal requested: 客户取消"
+    # the review-router decides withdrawals: its answer is its own
     withdrawn = domain.describe("order.withdrawn", {"reason": "客户取消"}, salesperson=seller)
-    assert withdrawn.actor == {"kind": "salesperson", "id": "zhang.wei", "name": "张伟"}
+    assert withdrawn.actor == {"kind": "system", "id": "review-router", "name": None}
     assert withdrawn.summary == "Order withdrawn: 客户取消"
+    refused = domain.describe(
+        "order.withdrawal_refused",
+        {"reason": "the order was approved before the withdrawal arrived", "decision": "approved"},
+        salesperson=seller,
+    )
+    assert refused.summary == (
+        "Withdrawal refused: the order was approved before the withdrawal arrived"
+    )
 
     opened = domain.describe(
         "review.round_opened", {"departments": ["supervisor"]}, salesperson=seller

@@ -1,5 +1,6 @@
-"""Withdrawal against the real broker and database, with the review-router running beside
-intake: the departments still reviewing a withdrawn order are told to stop."""
+"""Withdrawal against the real broker and database: intake asks (202,
+`withdrawal_requested`), the review-router decides against the round's decision, and the
+order follows its answer, never showing anything the answer could contradict."""
 
 from __future__ import annotations
 
@@ -12,25 +13,53 @@ from fastapi import FastAPI
 
 from orderflow import topology
 from orderflow.messages import (
+    ContractDrafted,
+    Message,
     OrderApproved,
     OrderDocument,
+    OrderWithdrawalRefused,
+    OrderWithdrawalRequested,
     OrderWithdrawn,
     ReviewCancelled,
+    Salesperson,
     Totals,
 )
-from orderflow.testing import Infra, eventually, get_messages, publish, queue_depth, running
+from orderflow.testing import (
+    Infra,
+    eventually,
+    get_messages,
+    publish,
+    queue_depth,
+    running,
+    wait_status,
+)
 from review_router.main import create_app as create_router
 from review_router.settings import Settings as RouterSettings
 
 PROBLEM_JSON = "application/problem+json"
 
 
-async def wait_status(client: httpx.AsyncClient, order_id: str, status: str) -> Any:
-    async def reached() -> Any:
-        order = (await client.get(f"/api/v1/orders/{order_id}")).json()
-        return order if order["status"] == status else None
+async def announce(amqp: Any, event: Message) -> None:
+    """Publish an event as the service the contract names as its producer."""
+    await publish(
+        amqp,
+        exchange=topology.EVENTS,
+        routing_key=event.message_type,
+        body=event.model_dump_json().encode(),
+        message_type=event.message_type,
+        correlation_id=str(getattr(event, "order_id", "")),
+    )
 
-    return await eventually(reached, timeout=30)
+
+async def timeline_entry(client: httpx.AsyncClient, order_id: str, kind: str) -> dict[str, Any]:
+    """The order's timeline entry of an event type, once it is there."""
+
+    async def found() -> dict[str, Any] | None:
+        items = (await client.get(f"/api/v1/orders/{order_id}/timeline")).json()["items"]
+        return next((i for i in items if i["type"] == kind), None)
+
+    entry: dict[str, Any] = await eventually(found, timeout=30)
+    return entry
 
 
 async def test_withdrawn_order_reviews_are_cancelled(
@@ -44,6 +73,7 @@ async def test_withdrawn_order_reviews_are_cancelled(
     probe = f"probe.{uuid.uuid4().hex[:8]}"
     async with amqp.channel() as channel:
         queue = await channel.declare_queue(probe, durable=True)
+        await queue.bind(topology.EVENTS, routing_key="order.withdrawal_requested")
         await queue.bind(topology.EVENTS, routing_key="order.withdrawn")
 
     router = create_router(
@@ -57,14 +87,17 @@ async def test_withdrawn_order_reviews_are_cancelled(
         assert requested.type == "review.requested"
         await wait_status(client, order_id, "in_review")
 
-        withdrawn = await client.post(
+        asked = await client.post(
             f"/api/v1/orders/{order_id}/withdraw", json={"reason": "客户取消采购"}
         )
-        assert withdrawn.status_code == 200, withdrawn.text
-        body = withdrawn.json()
-        assert body["status"] == "withdrawn"
-        assert body["withdrawn_at"] is not None
-        assert withdrawn.headers["etag"] == body["etag"]
+        # asked, not yet decided: the router decides against the round's decision
+        assert asked.status_code == 202, asked.text
+        body = asked.json()
+        assert body["status"] == "withdrawal_requested"
+        assert body["withdrawal"]["outcome"] == "pending"
+        assert body["withdrawal"]["reason"] == "客户取消采购"
+        assert body["withdrawn_at"] is None
+        assert asked.headers["etag"] == body["etag"]
 
         # the supervisor's queue is told to stop reviewing
         [cancelled] = await get_messages(amqp, "review.supervisor", 1, timeout=30)
@@ -73,15 +106,23 @@ async def test_withdrawn_order_reviews_are_cancelled(
         assert str(cancellation.order_id) == order_id
         assert cancellation.revision == 1 and cancellation.department == "supervisor"
         assert "客户取消采购" in cancellation.reason
+        withdrawn = await wait_status(client, order_id, "withdrawn")
+        assert withdrawn["withdrawn_at"] is not None
+        assert withdrawn["withdrawal"]["outcome"] == "withdrawn"
+        assert withdrawn["withdrawn_by"]["id"] == withdrawn["withdrawal"]["requested_by"]["id"]
         # nobody else had been asked yet, and nobody is now
         for department in ("production", "finance", "technical", "service_delivery"):
             assert await queue_depth(amqp, f"review.{department}") == 0
 
-    [event] = await get_messages(amqp, probe, 1)
-    announced = OrderWithdrawn.model_validate_json(event.body)
+    first, second = await get_messages(amqp, probe, 2)
+    request = OrderWithdrawalRequested.model_validate_json(first.body)
+    assert str(request.order_id) == order_id and request.revision == 1
+    assert request.salesperson is not None and request.salesperson.id == "zhang.wei"
+    announced = OrderWithdrawn.model_validate_json(second.body)
     assert str(announced.order_id) == order_id and announced.revision == 1
     assert announced.reason == "客户取消采购"
-    assert event.correlation_id == order_id
+    assert second.correlation_id == order_id
+    assert second.user_id == infra.user("review-router")  # the router decided it
 
     # withdrawn for good: not again, not edited, not submitted
     again = await client.post(f"/api/v1/orders/{order_id}/withdraw")
@@ -90,11 +131,90 @@ async def test_withdrawn_order_reviews_are_cancelled(
     edit = await api.put(order_id, product_order)
     assert edit.status_code == 409 and edit.json()["current_status"] == "withdrawn"
 
-    async def on_timeline() -> bool:
-        items = (await client.get(f"/api/v1/orders/{order_id}/timeline")).json()["items"]
-        return items[-1]["summary"] == "Order withdrawn: 客户取消采购"
+    entry = await timeline_entry(client, order_id, "order.withdrawn")
+    assert entry["summary"] == "Order withdrawn: 客户取消采购"
+    asked_entry = await timeline_entry(client, order_id, "order.withdrawal_requested")
+    assert asked_entry["summary"] == "Withdrawal requested: 客户取消采购"
 
-    await eventually(on_timeline)
+
+def _approved(order_id: str, document: OrderDocument) -> OrderApproved:
+    return OrderApproved(
+        order_id=order_id,
+        revision=1,
+        order=document,
+        totals=Totals.of(document),
+        approvals=[],
+        approved_at=datetime.now(UTC),
+    )
+
+
+async def test_an_approval_that_came_first_is_held_until_the_refusal(
+    app: tuple[FastAPI, httpx.AsyncClient], api: Any, amqp: Any, product_order: dict[str, Any]
+) -> None:
+    """The router approved before the withdrawal reached it: intake holds the approval and
+    its contract (the caller was told `withdrawal_requested`) until the refusal comes."""
+    _, client = app
+    order = await api.create(product_order, submit="true")
+    order_id = order["id"]
+    asked = await client.post(f"/api/v1/orders/{order_id}/withdraw", json={"reason": "late"})
+    assert asked.status_code == 202, asked.text
+    # a retry while the answer is pending changes nothing
+    retried = await client.post(f"/api/v1/orders/{order_id}/withdraw", json={"reason": "x"})
+    assert retried.status_code == 202
+    assert retried.json()["status"] == "withdrawal_requested"
+    assert retried.json()["withdrawal"] == asked.json()["withdrawal"]
+
+    document = OrderDocument.model_validate(product_order)
+    await announce(amqp, _approved(order_id, document))
+    held = await timeline_entry(client, order_id, "order.approved")
+    assert held["summary"].startswith("Approved")
+    contract_id = uuid.uuid4()
+    await announce(
+        amqp,
+        ContractDrafted(
+            contract_id=contract_id,
+            contract_number="HT-2026-000042",
+            order_id=order_id,
+            revision=1,
+            salesperson=document.salesperson,
+            customer_name=document.customer.name,
+            currency=document.currency,
+            total=Totals.of(document).total,
+            drafted_at=datetime.now(UTC),
+        ),
+    )
+    await timeline_entry(client, order_id, "contract.drafted")
+    pending = (await client.get(f"/api/v1/orders/{order_id}")).json()
+    assert pending["status"] == "withdrawal_requested"
+    assert pending["approved_at"] is not None  # kept, not shown as the status yet
+
+    await announce(
+        amqp,
+        OrderWithdrawalRefused(
+            order_id=order_id,
+            revision=1,
+            decided_revision=1,
+            decision="approved",
+            reason="the order was approved before the withdrawal arrived",
+            withdrawal_reason="late",
+            requested_by="key:test",
+            requested_at=datetime.now(UTC),
+            refused_at=datetime.now(UTC),
+            salesperson=Salesperson(id="zhang.wei"),
+        ),
+    )
+    final = await wait_status(client, order_id, "contract_drafted")
+    assert final["contract"]["contract_number"] == "HT-2026-000042"
+    assert final["withdrawal"]["outcome"] == "refused"
+    assert final["withdrawal"]["refusal"] == "the order was approved before the withdrawal arrived"
+    assert final["withdrawn_at"] is None and final["withdrawn_by"] is None
+    refused = await timeline_entry(client, order_id, "order.withdrawal_refused")
+    assert refused["summary"] == (
+        "Withdrawal refused: the order was approved before the withdrawal arrived"
+    )
+    # approved now: too late to ask again
+    again = await client.post(f"/api/v1/orders/{order_id}/withdraw")
+    assert again.status_code == 409
 
 
 async def test_no_withdrawal_after_approval(
@@ -102,26 +222,14 @@ async def test_no_withdrawal_after_approval(
 ) -> None:
     _, client = app
     draft = await api.create(product_order)
-    # a draft may be withdrawn too, without a reason
-    assert (await client.post(f"/api/v1/orders/{draft['id']}/withdraw")).status_code == 200
+    # a draft may be withdrawn too, without a reason: asked like any other
+    asked = await client.post(f"/api/v1/orders/{draft['id']}/withdraw")
+    assert asked.status_code == 202
+    assert asked.json()["status"] == "withdrawal_requested"
 
     order = await api.create(product_order, submit="true")
     document = OrderDocument.model_validate(product_order)
-    approved = OrderApproved(
-        order_id=order["id"],
-        revision=1,
-        order=document,
-        totals=Totals.of(document),
-        approvals=[],
-        approved_at=datetime.now(UTC),
-    )
-    await publish(
-        amqp,
-        exchange=topology.EVENTS,
-        routing_key=approved.message_type,
-        body=approved.model_dump_json().encode(),
-        message_type=approved.message_type,
-    )
+    await announce(amqp, _approved(order["id"], document))
     await wait_status(client, order["id"], "approved")
     refused = await client.post(
         f"/api/v1/orders/{order['id']}/withdraw", json={"reason": "too late"}

@@ -15,6 +15,7 @@ from orderflow.messages import (
     Decision,
     DepartmentFeedback,
     OrderChangesRequested,
+    OrderWithdrawalRefused,
     Reviewer,
     Salesperson,
 )
@@ -117,6 +118,36 @@ async def test_contract_drafted_reaches_the_salesperson(infra: Infra, amqp: Any)
             lambda: _first(client, "/api/v1/inbox/chen.jing"),
         )
         assert "HT-2026-000001" in page["items"][0]["body"]
+
+
+async def test_a_refused_withdrawal_is_told_to_the_salesperson(infra: Infra, amqp: Any) -> None:
+    async with running(create_app(settings(infra))) as client:
+        event = OrderWithdrawalRefused(
+            order_id=uuid.uuid4(),
+            revision=1,
+            decided_revision=1,
+            decision="approved",
+            reason="the order was approved before the withdrawal arrived",
+            withdrawal_reason="客户取消",
+            requested_by="zhang.wei",
+            requested_at=datetime.now(UTC),
+            refused_at=datetime.now(UTC),
+            salesperson=Salesperson(id="zhang.wei", name="张伟"),
+        )
+        await publish(
+            amqp,
+            exchange=topology.EVENTS,
+            routing_key=event.message_type,
+            body=event.model_dump_json().encode(),
+            message_type=event.message_type,
+        )
+        page = await eventually(lambda: _first(client, "/api/v1/inbox/zhang.wei"))
+        [note] = page["items"]
+        assert note["event_type"] == "order.withdrawal_refused"
+        assert note["title"] == "Withdrawal refused"
+        # the contacts file gives no language: Chinese, the company's
+        assert "撤回请求未被接受" in note["body"] or "withdrawal" in note["body"]
+        assert note["data"]["decision"] == "approved"
 
 
 async def _first(client: Any, url: str) -> Any:

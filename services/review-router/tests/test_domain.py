@@ -390,10 +390,46 @@ def test_submission(
     assert (result.ignored_because is None) is opens
 
 
-def test_withdrawal_closes_only_the_open_round() -> None:
-    rounds = [_round(1, RoundStatus.CHANGES_REQUESTED), _round(2, RoundStatus.OPEN)]
-    assert [r.revision for r in domain.withdrawal(rounds, 2)] == [2]
-    assert domain.withdrawal([_round(1, RoundStatus.APPROVED)], 1) == []
+W = domain.WithdrawalOutcome
+
+
+@pytest.mark.parametrize(
+    ("existing", "outcome", "closed"),
+    [
+        # not yet reviewed: the submission may still be on its way; the withdrawal wins
+        ([], W.WITHDRAWN, []),
+        ([(1, RoundStatus.OPEN)], W.WITHDRAWN, [1]),
+        # sent back for changes: the order is with the salesperson, who may withdraw it
+        ([(1, RoundStatus.CHANGES_REQUESTED)], W.WITHDRAWN, []),
+        ([(1, RoundStatus.CHANGES_REQUESTED), (2, RoundStatus.OPEN)], W.WITHDRAWN, [2]),
+        # asked again after it won: the same answer
+        ([(1, RoundStatus.WITHDRAWN)], W.WITHDRAWN, []),
+        # the approval came first and stands
+        ([(1, RoundStatus.APPROVED)], W.REFUSED, []),
+        ([(1, RoundStatus.CHANGES_REQUESTED), (2, RoundStatus.APPROVED)], W.REFUSED, []),
+    ],
+)
+def test_withdrawal_wins_unless_the_latest_round_is_approved(
+    existing: list[tuple[int, RoundStatus]], outcome: domain.WithdrawalOutcome, closed: list[int]
+) -> None:
+    decided = domain.decide_withdrawal([_round(n, s) for n, s in existing])
+    assert decided.outcome is outcome
+    assert [r.revision for r in decided.close] == closed
+    if outcome is W.REFUSED:
+        assert decided.reason == "the order was approved before the withdrawal arrived"
+        assert decided.decided is not None and decided.decided.status == RoundStatus.APPROVED
+    else:
+        assert decided.reason is None
+
+
+@pytest.mark.parametrize(
+    ("revision", "withdrawn_at", "late"),
+    [(1, None, False), (1, 1, True), (2, 1, False), (1, 2, True), (2, 2, True)],
+)
+def test_a_submission_of_a_withdrawn_revision_comes_too_late(
+    revision: int, withdrawn_at: int | None, late: bool
+) -> None:
+    assert domain.withdrawn_before(revision, withdrawn_at) is late
 
 
 def test_all_mode_leaves_the_stage_reviewing_and_a_new_revision_stops_it() -> None:

@@ -30,7 +30,7 @@ from orderflow.messages import (
     OrderDocument,
     OrderLine,
     OrderSubmitted,
-    OrderWithdrawn,
+    OrderWithdrawalRequested,
     Payment,
     ReviewCancelled,
     Reviewer,
@@ -625,16 +625,11 @@ async def test_withdrawal_cancels_pending_reviews(
     await give(amqp, second["finance"])
     await events.wait("review.verdict_recorded", oid, count=2)
 
-    withdrawn = OrderWithdrawn(
-        order_id=oid, revision=1, reason="客户取消", withdrawn_at=datetime.now(UTC)
-    )
-    await publish(
-        amqp,
-        exchange=topology.EVENTS,
-        routing_key=withdrawn.message_type,
-        body=withdrawn.model_dump_json().encode(),
-        message_type=withdrawn.message_type,
-    )
+    await request_withdrawal(amqp, oid, reason="客户取消")
+    [answer] = await events.wait("order.withdrawn", oid)
+    assert answer["revision"] == 1 and answer["reason"] == "客户取消"
+    assert answer["requested_by"] == "zhang.wei"
+    assert answer["salesperson"]["id"] == "zhang.wei"
     for department in ("production", "technical"):
         [message] = await get_messages(amqp, f"review.{department}", 1)
         assert message.type == "review.cancelled"
@@ -658,7 +653,74 @@ async def test_withdrawal_cancels_pending_reviews(
     assert review["verdicts"][0]["outcome"] == "round_closed"
     await settle(events, oid)
     assert events.of("order.approved", oid) == []
+    assert events.of("order.withdrawal_refused", oid) == []
     assert await depths(amqp, ("finance", "supervisor")) == {"finance": 0, "supervisor": 0}
+
+
+async def request_withdrawal(
+    amqp: Any, order_id: uuid.UUID, *, revision: int = 1, reason: str | None = None
+) -> OrderWithdrawalRequested:
+    asked = OrderWithdrawalRequested(
+        order_id=order_id,
+        revision=revision,
+        reason=reason,
+        requested_by="zhang.wei",
+        requested_at=datetime.now(UTC),
+        salesperson=Salesperson(id="zhang.wei", name="张伟"),
+    )
+    await publish(
+        amqp,
+        exchange=topology.EVENTS,
+        routing_key=asked.message_type,
+        body=asked.model_dump_json().encode(),
+        message_type=asked.message_type,
+        correlation_id=str(order_id),
+    )
+    return asked
+
+
+async def test_withdrawal_after_the_approval_is_refused(
+    amqp: Any, events: Events, router: httpx.AsyncClient
+) -> None:
+    oid = (await submit(amqp, product_order(technical=False))).order_id
+    [supervisor] = await take(amqp, "supervisor")
+    await give(amqp, supervisor)
+    for department in ("production", "finance"):
+        [review] = await take(amqp, department)
+        await give(amqp, review)
+    await events.wait("order.approved", oid)
+
+    await request_withdrawal(amqp, oid, reason="客户取消")
+    [refused] = await events.wait("order.withdrawal_refused", oid)
+    assert refused["decision"] == "approved" and refused["decided_revision"] == 1
+    assert refused["reason"] == "the order was approved before the withdrawal arrived"
+    assert refused["withdrawal_reason"] == "客户取消"
+    assert refused["salesperson"]["id"] == "zhang.wei"
+    [round_] = await rounds(router, oid)
+    assert round_["status"] == "approved"
+    assert events.of("order.withdrawn", oid) == []
+
+
+async def test_a_submission_after_its_withdrawal_opens_no_review(
+    amqp: Any, events: Events, router: httpx.AsyncClient
+) -> None:
+    # the withdrawal overtakes the submission (they travel in separate queues)
+    oid = uuid.uuid4()
+    await request_withdrawal(amqp, oid)
+    [answer] = await events.wait("order.withdrawn", oid)
+    assert answer["revision"] == 1
+    await submit(amqp, product_order(), order_id=oid)
+
+    async def recorded() -> list[dict[str, Any]] | None:
+        response = await router.get("/api/v1/rounds", params={"order_id": str(oid)})
+        return response.json()["items"] if response.status_code == 200 else None
+
+    [round_] = await eventually(recorded)
+    assert round_["status"] == "withdrawn"
+    assert round_["decision"]["reason"] == "the order was withdrawn before its submission arrived"
+    assert set(statuses(round_).values()) == {"not_sent"}
+    assert await queue_depth(amqp, "review.supervisor") == 0
+    assert events.of("review.round_opened", oid) == []
 
 
 # --- HTTP ------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ SERVICES: tuple[str, ...] = ("intake", "review-router", "contracts", "notifier")
 
 #: The event types each service publishes on `orderflow.events` (its outbox's enqueues).
 PUBLISHES: dict[str, tuple[str, ...]] = {
-    "intake": ("order.submitted", "order.withdrawn"),
+    "intake": ("order.submitted", "order.withdrawal_requested"),
     "review-router": (
         "review.round_opened",
         "review.sent",
@@ -40,6 +40,9 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "review.reassigned",
         "order.approved",
         "order.changes_requested",
+        # the router decides withdrawals against the round's decision, under one lock
+        "order.withdrawn",
+        "order.withdrawal_refused",
     ),
     "contracts": ("contract.drafted", "contract.sent", "contract.signed", "contract.voided"),
     "notifier": ("notification.delivered", "notification.failed"),
@@ -61,7 +64,7 @@ OWN_QUEUES: dict[str, tuple[topology.QueueSpec, ...]] = {
     "intake": (topology.INTAKE_COMMANDS, topology.INTAKE_PROJECTION),
     "review-router": (
         topology.ROUTER_SUBMITTED,
-        topology.ROUTER_WITHDRAWN,
+        topology.ROUTER_WITHDRAWAL_REQUESTS,
         topology.verdict_queue(topology.DEFAULT_DEPARTMENTS),
     ),
     "contracts": (topology.CONTRACTS_APPROVED,),
@@ -72,6 +75,7 @@ OWN_QUEUES: dict[str, tuple[topology.QueueSpec, ...]] = {
         topology.NOTIFIER_REVIEW_OVERDUE,
         topology.NOTIFIER_REVIEW_SENT,
         topology.NOTIFIER_REVIEW_ESCALATED,
+        topology.NOTIFIER_WITHDRAWAL_REFUSED,
     ),
 }
 

@@ -96,7 +96,10 @@ def verdict_queue(departments: Iterable[str]) -> QueueSpec:
 INTAKE_COMMANDS = QueueSpec("intake.commands", COMMANDS, ("order.submit",))
 INTAKE_PROJECTION = QueueSpec("intake.projection", EVENTS, ("#",))
 ROUTER_SUBMITTED = QueueSpec("review-router.order-submitted", EVENTS, ("order.submitted",))
-ROUTER_WITHDRAWN = QueueSpec("review-router.order-withdrawn", EVENTS, ("order.withdrawn",))
+# withdrawals are asked of the router, which decides them against the round's decision
+ROUTER_WITHDRAWAL_REQUESTS = QueueSpec(
+    "review-router.withdrawal-requests", EVENTS, ("order.withdrawal_requested",)
+)
 CONTRACTS_APPROVED = QueueSpec("contracts.order-approved", EVENTS, ("order.approved",))
 # One queue per event type, so each subscriber is typed with its message model (and
 # documented as such in AsyncAPI).
@@ -108,6 +111,9 @@ NOTIFIER_CONTRACT_DRAFTED = QueueSpec("notifier.contract-drafted", EVENTS, ("con
 NOTIFIER_REVIEW_OVERDUE = QueueSpec("notifier.review-overdue", EVENTS, ("review.overdue",))
 NOTIFIER_REVIEW_SENT = QueueSpec("notifier.review-sent", EVENTS, ("review.sent",))
 NOTIFIER_REVIEW_ESCALATED = QueueSpec("notifier.review-escalated", EVENTS, ("review.escalated",))
+NOTIFIER_WITHDRAWAL_REFUSED = QueueSpec(
+    "notifier.order-withdrawal-refused", EVENTS, ("order.withdrawal_refused",)
+)
 
 
 #: Every queue of the system; the provisioning step declares all of them, so an event is
@@ -117,7 +123,7 @@ SERVICE_QUEUES: tuple[QueueSpec, ...] = (
     INTAKE_COMMANDS,
     INTAKE_PROJECTION,
     ROUTER_SUBMITTED,
-    ROUTER_WITHDRAWN,
+    ROUTER_WITHDRAWAL_REQUESTS,
     verdict_queue(DEFAULT_DEPARTMENTS),
     CONTRACTS_APPROVED,
     NOTIFIER_CHANGES_REQUESTED,
@@ -126,6 +132,7 @@ SERVICE_QUEUES: tuple[QueueSpec, ...] = (
     NOTIFIER_REVIEW_OVERDUE,
     NOTIFIER_REVIEW_SENT,
     NOTIFIER_REVIEW_ESCALATED,
+    NOTIFIER_WITHDRAWAL_REFUSED,
     *(department_queue(d) for d in DEFAULT_DEPARTMENTS),
 )
 

@@ -64,6 +64,8 @@ class Status(StrEnum):
     APPROVED = "approved"
     CONTRACT_DRAFTED = "contract_drafted"
     CONTRACT_SIGNED = "contract_signed"
+    # asked of the review-router, which decides it against the round's decision
+    WITHDRAWAL_REQUESTED = "withdrawal_requested"
     WITHDRAWN = "withdrawn"
 
 
@@ -570,25 +572,33 @@ _REACHABLE_FROM: dict[Status, frozenset[Status]] = {
     Status.APPROVED: _BEFORE_DECISION,
     Status.CONTRACT_DRAFTED: _BEFORE_DECISION | {Status.APPROVED},
     Status.CONTRACT_SIGNED: _BEFORE_DECISION | {Status.APPROVED, Status.CONTRACT_DRAFTED},
-    # withdrawn from any state before approval (architecture, order states)
-    Status.WITHDRAWN: _BEFORE_DECISION | {Status.CHANGES_REQUESTED},
+    # withdrawn from any state before approval (architecture, order states), when the
+    # review-router decided the withdrawal came first
+    Status.WITHDRAWN: _BEFORE_DECISION | {Status.CHANGES_REQUESTED, Status.WITHDRAWAL_REQUESTED},
 }
 
 
 @dataclass(frozen=True)
 class Projection:
-    """What an event does to the order: its new status (None: unchanged) and why."""
+    """What an event does to the order: its new status (None: unchanged) and why; while a
+    withdrawal waits for its answer, the status the review's events reach meanwhile
+    (`held`), which the order takes if the withdrawal is refused."""
 
     status: Status | None
     outcome: str
+    held: Status | None = None
+    #: whether the event's details (approved_at, the contract) are kept though the status
+    #: does not move: it is held, or the status is the event's already
+    details: bool = False
 
 
-def project(
-    *, status: Status, current_revision: int, event_type: str, event_revision: int | None
-) -> Projection:
-    target = EVENT_STATUS.get(event_type)
-    if target is None or event_revision is None:
-        return Projection(None, "recorded")
+#: The router's answers to a withdrawal.
+WITHDRAWN_EVENT = "order.withdrawn"
+REFUSED_EVENT = "order.withdrawal_refused"
+_DECIDED = frozenset({Status.APPROVED, Status.CONTRACT_DRAFTED, Status.CONTRACT_SIGNED})
+
+
+def _revision_problem(current_revision: int, event_revision: int) -> Projection | None:
     if event_revision < current_revision:
         return Projection(
             None,
@@ -600,13 +610,63 @@ def project(
         return Projection(
             None, f"ignored: revision {event_revision} is unknown (current {current_revision})"
         )
+    return None
+
+
+def _move(status: Status, target: Status) -> Projection:
     if status == target:
-        return Projection(None, f"unchanged: already {status.value}")
+        return Projection(None, f"unchanged: already {status.value}", details=True)
     if status not in _REACHABLE_FROM[target]:
         return Projection(
             None, f"unchanged: {status.value} does not go back or over to {target.value}"
         )
     return Projection(target, f"{status.value} -> {target.value}")
+
+
+def _while_withdrawal_requested(event_type: str, held: Status | None) -> Projection:
+    """The order told its caller `withdrawal_requested` and must not contradict that before
+    the router's answer: the answer moves it; the review's other events (an approval that
+    was decided before the withdrawal arrived, its contract) are recorded and held."""
+    base = held or Status.SUBMITTED
+    if event_type == WITHDRAWN_EVENT:
+        return Projection(Status.WITHDRAWN, "withdrawal_requested -> withdrawn")
+    if event_type == REFUSED_EVENT:
+        # the refusal says the round was approved; a contract may be known already
+        target = base if base in _DECIDED else Status.APPROVED
+        return Projection(target, f"withdrawal refused: withdrawal_requested -> {target.value}")
+    target = EVENT_STATUS[event_type]
+    moved = _move(base, target)
+    if moved.status is None:
+        return Projection(None, f"{moved.outcome} (withdrawal requested)")
+    return Projection(
+        None,
+        f"held while the withdrawal waits for its answer: {base.value} -> {target.value}",
+        held=moved.status,
+        details=True,
+    )
+
+
+def project(
+    *,
+    status: Status,
+    current_revision: int,
+    event_type: str,
+    event_revision: int | None,
+    held: Status | None = None,
+) -> Projection:
+    target = EVENT_STATUS.get(event_type)
+    if event_type == REFUSED_EVENT:
+        target = Status.APPROVED
+    if target is None or event_revision is None:
+        return Projection(None, "recorded")
+    problem = _revision_problem(current_revision, event_revision)
+    if problem is not None:
+        return problem
+    if status is Status.WITHDRAWAL_REQUESTED:
+        return _while_withdrawal_requested(event_type, held)
+    if event_type == REFUSED_EVENT:
+        return Projection(None, f"unchanged: no withdrawal waits (the order is {status.value})")
+    return _move(status, target)
 
 
 # ---------------------------------------------------------------------------------------
@@ -630,6 +690,12 @@ class NotWithdrawable(RuleViolation):
 def check_withdrawable(status: Status) -> None:
     if status not in WITHDRAWABLE:
         raise NotWithdrawable(status)
+
+
+def withdrawal_pending(status: Status) -> bool:
+    """Asked already, the answer not yet in: asking again changes nothing (and answers the
+    same 202), so a retried request is safe."""
+    return status is Status.WITHDRAWAL_REQUESTED
 
 
 # ---------------------------------------------------------------------------------------
@@ -1219,9 +1285,30 @@ def describe(
                 "escalate_to": p.get("escalate_to"),
             },
         )
+    if event_type == "order.withdrawal_requested":
+        reason = p.get("reason")
+        return Described(
+            seller,
+            "Withdrawal requested" + (f": {reason}" if reason else ""),
+            {"reason": reason, "requested_by": p.get("requested_by")},
+        )
     if event_type == "order.withdrawn":
         reason = p.get("reason")
         return Described(
-            seller, "Order withdrawn" + (f": {reason}" if reason else ""), {"reason": reason}
+            _system("review-router"),
+            "Order withdrawn" + (f": {reason}" if reason else ""),
+            {"reason": reason, "requested_by": p.get("requested_by")},
+        )
+    if event_type == "order.withdrawal_refused":
+        return Described(
+            _system("review-router"),
+            f"Withdrawal refused: {p.get('reason')}",
+            {
+                "reason": p.get("reason"),
+                "decision": p.get("decision"),
+                "decided_revision": p.get("decided_revision"),
+                "withdrawal_reason": p.get("withdrawal_reason"),
+                "requested_by": p.get("requested_by"),
+            },
         )
     return Described(None, event_type, dict(p))

@@ -33,8 +33,11 @@ from orderflow.messages import (
     OrderChangesRequested,
     OrderDocument,
     OrderSubmitted,
+    OrderWithdrawalRefused,
+    OrderWithdrawalRequested,
     OrderWithdrawn,
     Problem,
+    Salesperson,
     SubmitOrder,
     SubmitOrderReply,
     Totals,
@@ -530,26 +533,48 @@ async def withdraw_order(
     if_match: str | None = None,
     permits: Permits | None = None,
 ) -> Outcome:
-    """The salesperson takes the order back before approval; the departments still
-    reviewing it are told to stop (the router answers `order.withdrawn`)."""
+    """Ask for the order to be withdrawn before approval. The review-router decides it
+    against the round's decision, under one lock, and answers `order.withdrawn` or
+    `order.withdrawal_refused`; until then the order is `withdrawal_requested`. Asking
+    again meanwhile changes nothing."""
     order = await _locked(conn, order_id, if_match=if_match, permits=permits)
-    domain.check_withdrawable(Status(order["status"]))
+    status = Status(order["status"])
+    revision = order["current_revision"]
+    if domain.withdrawal_pending(status):
+        log.info("withdrawal already requested", order_id=str(order_id))
+        return Outcome(order_id=order_id, revision=revision, status=status)
+    domain.check_withdrawable(status)
     now = datetime.now(UTC)
-    await repository.withdraw(conn, order_id=order_id, withdrawn_at=now, by=actor)
+    stored = await repository.get_revision(conn, order_id=order_id, revision=revision)
+    assert stored is not None
+    await repository.request_withdrawal(
+        conn,
+        order_id=order_id,
+        held_status=status.value,
+        withdrawal={
+            "requested_at": now.isoformat(),
+            "requested_by": actor,
+            "reason": reason,
+            "outcome": "pending",
+        },
+        at=now,
+    )
     message_id = await outbox.enqueue(
         conn,
-        OrderWithdrawn(
+        OrderWithdrawalRequested(
             order_id=order_id,
-            revision=order["current_revision"],
+            revision=revision,
             reason=reason,
-            withdrawn_at=now,
+            requested_by=actor["id"],
+            requested_at=now,
+            salesperson=Salesperson.model_validate(stored["document"]["salesperson"]),
         ),
         exchange=topology.EVENTS,
         correlation_id=order_id,
     )
     await repository.record_publisher(conn, message_id=message_id, actor=actor)
-    log.info("order withdrawn", order_id=str(order_id), status=order["status"])
-    return Outcome(order_id=order_id, revision=order["current_revision"], status=Status.WITHDRAWN)
+    log.info("withdrawal requested", order_id=str(order_id), status=status.value)
+    return Outcome(order_id=order_id, revision=revision, status=Status.WITHDRAWAL_REQUESTED)
 
 
 _COMMAND_ID: TypeAdapter[UUID | None] = TypeAdapter(UUID | None)
@@ -1011,6 +1036,19 @@ def _details(event: Message) -> dict[str, Any]:
     return {}
 
 
+def _answer(event: Message) -> dict[str, Any] | None:
+    """The router's answer to a withdrawal, as the order's `withdrawal` keeps it."""
+    if isinstance(event, OrderWithdrawn):
+        return {"outcome": "withdrawn", "answered_at": event.withdrawn_at.isoformat()}
+    if isinstance(event, OrderWithdrawalRefused):
+        return {
+            "outcome": "refused",
+            "refusal": event.reason,
+            "answered_at": event.refused_at.isoformat(),
+        }
+    return None
+
+
 async def on_event(
     conn: Connection, *, event: Message, message_id: str, sent_at: datetime | None
 ) -> str | None:
@@ -1045,7 +1083,7 @@ async def on_event(
         message_id=message_id,
         revision=revision,
         payload=event.model_dump(mode="json"),
-        details=_details(event),
+        event=event,
         occurred_at=occurred_at,
     )
 
@@ -1058,20 +1096,37 @@ async def _project(
     message_id: str,
     revision: int | None,
     payload: dict[str, Any],
-    details: dict[str, Any],
+    event: Message | None,
     occurred_at: datetime,
 ) -> str:
     """Move the locked order's status for the event and put it on the timeline."""
     order_id = order["id"]
+    status = Status(order["status"])
+    details = _details(event) if event is not None else {}
     projection = domain.project(
-        status=Status(order["status"]),
+        status=status,
         current_revision=order["current_revision"],
         event_type=message_type,
         event_revision=revision,
+        held=Status(order["held_status"]) if order["held_status"] else None,
     )
+    answer = _answer(event) if event is not None else None
+    if projection.status is not None and status is Status.WITHDRAWAL_REQUESTED and answer:
+        await repository.answer_withdrawal(
+            conn, order_id=order_id, status=projection.status.value, answer=answer
+        )
     if projection.status is not None:
         await repository.set_status(
             conn, order_id=order_id, status=projection.status.value, **details
+        )
+    elif projection.details:
+        # held while a withdrawal waits, or the status is the event's already
+        await repository.set_status(
+            conn,
+            order_id=order_id,
+            status=status.value,
+            held_status=projection.held.value if projection.held else None,
+            **details,
         )
     await repository.append_event(
         conn,
@@ -1167,7 +1222,7 @@ async def apply_pending_events(conn: Connection, *, order_id: UUID) -> int:
             message_id=row["message_id"],
             revision=row["revision"],
             payload=row["payload"],
-            details=_details(event) if event is not None else {},
+            event=event,
             occurred_at=row["occurred_at"],
         )
         # the next one sees the status this one left

@@ -14,6 +14,7 @@ from orderflow.messages import (
     ContractDrafted,
     OrderApproved,
     OrderChangesRequested,
+    OrderWithdrawalRefused,
     ReviewEscalated,
     ReviewOverdue,
     ReviewSent,
@@ -33,6 +34,7 @@ TITLES = {
     ReviewSent.message_type: "Review waiting",
     ReviewOverdue.message_type: "Review overdue",
     ReviewEscalated.message_type: "Review escalated",
+    OrderWithdrawalRefused.message_type: "Withdrawal refused",
 }
 
 DEPARTMENT_NAMES = {
@@ -391,6 +393,25 @@ def approved_context(event: OrderApproved, *, language: str, console: str) -> di
         "total": str(event.totals.total),
         "currency": event.totals.currency,
         "departments": [department_name(f.department, language) for f in event.approvals],
+    }
+
+
+#: Why a withdrawal was refused, as the salesperson reads it.
+REFUSALS = {
+    "zh": {"approved": "撤回请求到达之前，订单已通过全部部门评审"},
+    "en": {"approved": "the order was approved by every department before the withdrawal arrived"},
+}
+
+
+def withdrawal_refused_context(
+    event: OrderWithdrawalRefused, *, language: str, console: str
+) -> dict[str, Any]:
+    words = REFUSALS.get(language, REFUSALS["en"])
+    return {
+        **_common(event.message_type, event.order_id, event.decided_revision, console),
+        "decision": event.decision,
+        "refusal": words.get(event.decision, event.reason),
+        "withdrawal_reason": event.withdrawal_reason,
     }
 
 

@@ -23,6 +23,7 @@ from orderflow.messages import (
     NotificationFailed,
     OrderApproved,
     OrderChangesRequested,
+    OrderWithdrawalRefused,
     ReviewEscalated,
     ReviewOverdue,
     ReviewSent,
@@ -133,7 +134,7 @@ async def _notify(
 async def _notify_salesperson(
     conn: Connection,
     deps: Notifying,
-    event: OrderChangesRequested | OrderApproved | ContractDrafted,
+    event: OrderChangesRequested | OrderApproved | ContractDrafted | OrderWithdrawalRefused,
     *,
     event_id: str,
     salesperson: Salesperson,
@@ -203,6 +204,24 @@ async def on_contract_drafted(
         event_id=event_id,
         salesperson=event.salesperson,
         context=domain.contract_drafted_context,
+    )
+
+
+async def on_withdrawal_refused(
+    conn: Connection, event: OrderWithdrawalRefused, *, event_id: str, deps: Notifying
+) -> None:
+    """The salesperson asked to withdraw an order that was approved first: they hear that
+    the approval stands (they were told of the approval too, which stays true)."""
+    if event.salesperson is None:
+        log.info("withdrawal refused, but no salesperson named", order_id=str(event.order_id))
+        return
+    await _notify_salesperson(
+        conn,
+        deps,
+        event,
+        event_id=event_id,
+        salesperson=event.salesperson,
+        context=domain.withdrawal_refused_context,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -18,6 +18,8 @@ from orderflow.messages import (
     OrderApproved,
     OrderChangesRequested,
     OrderSubmitted,
+    OrderWithdrawalRefused,
+    OrderWithdrawalRequested,
     OrderWithdrawn,
     Problem,
     ReassignReview,
@@ -216,6 +218,10 @@ async def on_order_submitted(
             reason=submission.ignored_because,
         )
         return
+    withdrawn_at = await repository.withdrawn_revision(conn, order_id=event.order_id)
+    if domain.withdrawn_before(event.revision, withdrawn_at):
+        await _record_withdrawn_submission(conn, event, now=now, rules=rules)
+        return
     reason = f"superseded by revision {event.revision}"
     for old in submission.supersede:
         await _close(conn, old, status=domain.RoundStatus.SUPERSEDED, reason=reason, at=now)
@@ -298,15 +304,144 @@ async def on_order_submitted(
     await _request_reviews(conn, loaded=loaded, round_=round_, requests=round_.pending(), at=now)
 
 
-async def on_order_withdrawn(conn: Connection, event: OrderWithdrawn, *, now: datetime) -> None:
-    """Close the order's open round; the departments still reviewing are told to stop."""
+async def _record_withdrawn_submission(
+    conn: Connection, event: OrderSubmitted, *, now: datetime, rules: Rules
+) -> None:
+    """A submission that arrives after its order was withdrawn (the two travel in separate
+    queues): its round is recorded, closed as withdrawn from the start; nobody is asked."""
+    planned = domain.review_plan(
+        rules.policy,
+        policies.OrderFacts(order=event.order, totals=event.totals, new_customer=False),
+    )
+    opened = domain.open_round(
+        round_id=uuid.uuid4(),
+        order_id=event.order_id,
+        revision=event.revision,
+        review_plan=planned.plan,
+        new_review_id=uuid.uuid4,
+        deadlines=planned.deadlines,
+    )
+    # its requests are stored unsent; none is ever sent
+    closed = replace(opened, status=domain.RoundStatus.WITHDRAWN)
+    await repository.insert_round(
+        conn,
+        round_=closed,
+        plan=planned.plan,
+        order=event.order,
+        totals=event.totals,
+        opened_at=now,
+        policy_version=planned.policy_version,
+        attachments=event.attachments,
+        previous_revision=event.previous_revision,
+        changes=event.changes,
+    )
+    await repository.update_round(
+        conn,
+        round_=closed,
+        decision={"reason": "the order was withdrawn before its submission arrived"},
+    )
+    log.info(
+        "submission after the withdrawal: round recorded closed, nobody asked",
+        order_id=str(event.order_id),
+        revision=event.revision,
+    )
+
+
+async def on_withdrawal_requested(
+    conn: Connection, event: OrderWithdrawalRequested, *, now: datetime
+) -> domain.WithdrawalOutcome:
+    """Decide a withdrawal against the round's decision, under the order's lock and the
+    round rows' locks (the ones a verdict takes): either the withdrawal wins (the round is
+    closed, the departments still reviewing are told to stop, `order.withdrawn`) or the
+    approval came first (`order.withdrawal_refused`). No approval follows a withdrawal."""
     await repository.lock_order(conn, order_id=event.order_id)
     existing = await repository.rounds_of_order(conn, order_id=event.order_id)
+    decided = domain.decide_withdrawal(existing)
+    if decided.outcome is domain.WithdrawalOutcome.REFUSED:
+        await _refuse_withdrawal(conn, event, decided, now=now)
+        return decided.outcome
     reason = "order withdrawn" + (f": {event.reason}" if event.reason else "")
-    for round_ in domain.withdrawal(existing, event.revision):
+    for round_ in decided.close:
         await _close(conn, round_, status=domain.RoundStatus.WITHDRAWN, reason=reason, at=now)
-    await _stop_lingering(
-        conn, [r for r in existing if r.revision <= event.revision], reason=reason, at=now
+    await _stop_lingering(conn, existing, reason=reason, at=now)
+    await repository.record_withdrawal(
+        conn,
+        order_id=event.order_id,
+        revision=event.revision,
+        outcome=decided.outcome,
+        reason=event.reason,
+        requested_by=event.requested_by,
+        requested_at=event.requested_at,
+        decided_at=now,
+        round_id=decided.decided.id if decided.decided else None,
+        refusal=None,
+    )
+    await outbox.enqueue(
+        conn,
+        OrderWithdrawn(
+            order_id=event.order_id,
+            revision=event.revision,
+            reason=event.reason,
+            withdrawn_at=now,
+            requested_by=event.requested_by,
+            salesperson=event.salesperson,
+        ),
+        exchange=topology.EVENTS,
+        correlation_id=event.order_id,
+    )
+    log.info(
+        "withdrawal won",
+        order_id=str(event.order_id),
+        revision=event.revision,
+        closed=[r.revision for r in decided.close],
+    )
+    return decided.outcome
+
+
+async def _refuse_withdrawal(
+    conn: Connection,
+    event: OrderWithdrawalRequested,
+    decided: domain.WithdrawalDecision,
+    *,
+    now: datetime,
+) -> None:
+    assert decided.decided is not None
+    assert decided.reason is not None
+    round_ = decided.decided
+    await repository.record_withdrawal(
+        conn,
+        order_id=event.order_id,
+        revision=event.revision,
+        outcome=decided.outcome,
+        reason=event.reason,
+        requested_by=event.requested_by,
+        requested_at=event.requested_at,
+        decided_at=now,
+        round_id=round_.id,
+        refusal=decided.reason,
+    )
+    await outbox.enqueue(
+        conn,
+        OrderWithdrawalRefused(
+            order_id=event.order_id,
+            revision=event.revision,
+            decided_revision=round_.revision,
+            decision=round_.status.value,
+            reason=decided.reason,
+            withdrawal_reason=event.reason,
+            requested_by=event.requested_by,
+            requested_at=event.requested_at,
+            refused_at=now,
+            salesperson=event.salesperson,
+        ),
+        exchange=topology.EVENTS,
+        correlation_id=event.order_id,
+    )
+    log.info(
+        "withdrawal refused: the approval came first",
+        order_id=str(event.order_id),
+        revision=event.revision,
+        approved_revision=round_.revision,
     )
 
 

@@ -13,6 +13,8 @@ from .events import (
     OrderApproved,
     OrderChangesRequested,
     OrderSubmitted,
+    OrderWithdrawalRefused,
+    OrderWithdrawalRequested,
     OrderWithdrawn,
     ReviewAnnotationRecorded,
     ReviewEscalated,
@@ -59,7 +61,9 @@ EVENTS: dict[str, type[Message]] = {
     m.message_type: m
     for m in (
         OrderSubmitted,
+        OrderWithdrawalRequested,
         OrderWithdrawn,
+        OrderWithdrawalRefused,
         ReviewRoundOpened,
         ReviewSent,
         VerdictRecorded,
@@ -109,6 +113,8 @@ __all__ = [
     "OrderLine",
     "OrderSubmitted",
     "OrderType",
+    "OrderWithdrawalRefused",
+    "OrderWithdrawalRequested",
     "OrderWithdrawn",
     "Payment",
     "Problem",

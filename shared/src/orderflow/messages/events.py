@@ -36,13 +36,55 @@ class OrderSubmitted(Message):
     )
 
 
+class OrderWithdrawalRequested(Message):
+    """Someone asked to withdraw the order. Intake only asks: the review-router, which
+    decides the round under the same lock, answers with `order.withdrawn` (the withdrawal
+    came first) or `order.withdrawal_refused` (the round was approved first)."""
+
+    message_type = "order.withdrawal_requested"
+
+    order_id: UUID
+    revision: RevisionNo = Field(description="The order's current revision at intake")
+    reason: Text | None = None
+    requested_by: Id = Field(description="Who asked: a username, `key:<name>` or a bus user")
+    requested_at: datetime
+    salesperson: Salesperson | None = Field(
+        default=None, description="The order's salesperson, who is told of the answer"
+    )
+
+
 class OrderWithdrawn(Message):
+    """The withdrawal won: the order's review is closed and no approval will follow.
+    Published by the review-router, the one that decides withdrawals."""
+
     message_type = "order.withdrawn"
 
     order_id: UUID
     revision: RevisionNo
     reason: Text | None = None
     withdrawn_at: datetime
+    requested_by: Id | None = Field(default=None, description="Who asked for the withdrawal")
+    salesperson: Salesperson | None = None
+
+
+class OrderWithdrawalRefused(Message):
+    """The round was approved before the withdrawal reached the review-router: the approval
+    stands (the order goes on to its contract) and the withdrawal is refused."""
+
+    message_type = "order.withdrawal_refused"
+
+    order_id: UUID
+    revision: RevisionNo = Field(description="The revision the withdrawal named")
+    decided_revision: RevisionNo = Field(description="The revision whose round was decided")
+    decision: Annotated[str, Chars(limits.ID)] = Field(
+        description="What the round decided before the withdrawal arrived: approved"
+    )
+    reason: Text = Field(description="Why the withdrawal was refused, for the salesperson")
+    withdrawal_reason: Text | None = Field(default=None, description="The reason given")
+    requested_by: Id | None = None
+    requested_at: datetime
+    refused_at: datetime
+    salesperson: Salesperson | None = None
 
 
 class ReviewRoundOpened(Message):

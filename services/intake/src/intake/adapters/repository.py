@@ -16,7 +16,8 @@ Executor: TypeAlias = "Connection | Pool"
 _ORDER_COLUMNS = """o.id, o.status, o.salesperson_id, o.external_ref, o.customer_name, o.channel,
     o.current_revision, o.submitted_revision, o.created_at, o.updated_at, o.change_request,
     o.approved_at, o.contract_id, o.contract_number, o.contract_signed_at, o.withdrawn_at,
-    o.version, o.duplicate_key, o.possible_duplicate_of, o.created_by, o.withdrawn_by"""
+    o.version, o.duplicate_key, o.possible_duplicate_of, o.created_by, o.withdrawn_by,
+    o.withdrawal, o.held_status"""
 
 
 async def insert_order(
@@ -275,6 +276,7 @@ async def set_status(
     contract_number: str | None = None,
     contract_signed_at: datetime | None = None,
     withdrawn_at: datetime | None = None,
+    held_status: str | None = None,
 ) -> None:
     """Move the read model to `status`; details not given keep their value."""
     await conn.execute(
@@ -284,7 +286,8 @@ async def set_status(
                   contract_id = coalesce($5, contract_id),
                   contract_number = coalesce($6, contract_number),
                   contract_signed_at = coalesce($7, contract_signed_at),
-                  withdrawn_at = coalesce($8, withdrawn_at)
+                  withdrawn_at = coalesce($8, withdrawn_at),
+                  held_status = coalesce($9, held_status)
            WHERE id = $1""",
         order_id,
         status,
@@ -294,6 +297,7 @@ async def set_status(
         contract_number,
         contract_signed_at,
         withdrawn_at,
+        held_status,
     )
 
 
@@ -398,16 +402,41 @@ async def bump_version(conn: Connection, *, order_id: UUID) -> None:
     )
 
 
-async def withdraw(
-    conn: Connection, *, order_id: UUID, withdrawn_at: datetime, by: dict[str, Any]
+async def request_withdrawal(
+    conn: Connection,
+    *,
+    order_id: UUID,
+    held_status: str,
+    withdrawal: dict[str, Any],
+    at: datetime,
 ) -> None:
+    """The order waits for the router's answer; the review's events meanwhile move
+    `held_status`, not its status."""
     await conn.execute(
-        """UPDATE orders SET status = 'withdrawn', withdrawn_at = $2, withdrawn_by = $3,
-                             updated_at = $2, version = version + 1
+        """UPDATE orders SET status = 'withdrawal_requested', held_status = $2,
+                             withdrawal = $3, updated_at = $4, version = version + 1
            WHERE id = $1""",
         order_id,
-        withdrawn_at,
-        by,
+        held_status,
+        withdrawal,
+        at,
+    )
+
+
+async def answer_withdrawal(
+    conn: Connection, *, order_id: UUID, status: str, answer: dict[str, Any]
+) -> None:
+    """The router's answer: withdrawn (by whoever asked) or refused; nothing is held now."""
+    await conn.execute(
+        """UPDATE orders SET withdrawal = coalesce(withdrawal, '{}'::jsonb) || $3::jsonb,
+                             held_status = NULL,
+                             withdrawn_by = CASE WHEN $2 = 'withdrawn'
+                                                 THEN withdrawal -> 'requested_by'
+                                                 ELSE withdrawn_by END
+           WHERE id = $1""",
+        order_id,
+        status,
+        answer,
     )
 
 

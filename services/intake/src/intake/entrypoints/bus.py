@@ -19,7 +19,7 @@ from orderflow.db import Connection
 from orderflow.messages import (
     EVENTS,
     OrderSubmitted,
-    OrderWithdrawn,
+    OrderWithdrawalRequested,
     Problem,
     SubmitOrder,
     SubmitOrderReply,
@@ -158,10 +158,14 @@ def register(
     broker.publisher(
         "",
         EVENTS_EXCHANGE,
-        routing_key=OrderWithdrawn.message_type,
-        schema=OrderWithdrawn,
-        title="order.withdrawn",
-        description="The salesperson withdrew the order before approval.",
+        routing_key=OrderWithdrawalRequested.message_type,
+        schema=OrderWithdrawalRequested,
+        title="order.withdrawal_requested",
+        description=(
+            "Someone asked to withdraw the order before approval. The review-router decides "
+            "it against the round's decision and answers order.withdrawn or "
+            "order.withdrawal_refused."
+        ),
         include_in_schema=True,
     )
     broker.publisher(

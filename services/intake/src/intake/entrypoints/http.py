@@ -94,6 +94,9 @@ class Order(BaseModel):
     contract: ContractReference | None = None
     withdrawn_at: datetime | None = None
     withdrawn_by: Actor | None = None
+    withdrawal: WithdrawalState | None = Field(
+        default=None, description="The latest withdrawal asked for, and its answer"
+    )
     created_by: Actor | None = Field(
         default=None, description="Who created the order (unknown for orders from before sign-in)"
     )
@@ -194,6 +197,20 @@ class Withdrawal(BaseModel):
     reason: str | None = Field(default=None, max_length=1000, description="Why, for the record")
 
 
+class WithdrawalState(BaseModel):
+    """The latest withdrawal asked for and the review-router's answer to it."""
+
+    requested_at: datetime
+    requested_by: Actor | None = None
+    reason: str | None = None
+    outcome: str = Field(
+        description="pending (the order is withdrawal_requested), withdrawn, or refused (the "
+        "order was approved before the withdrawal arrived; it stays approved)"
+    )
+    refusal: str | None = Field(default=None, description="Why it was refused")
+    answered_at: datetime | None = None
+
+
 def _pool(request: Request) -> Pool:
     return pool(request)
 
@@ -233,6 +250,7 @@ def _order(row: dict[str, Any]) -> Order:
         contract=contract,
         withdrawn_at=row["withdrawn_at"],
         withdrawn_by=row["withdrawn_by"],
+        withdrawal=WithdrawalState.model_validate(row["withdrawal"]) if row["withdrawal"] else None,
         created_by=row["created_by"],
         possible_duplicate_of=list(row["possible_duplicate_of"]),
         etag=_etag(row),
@@ -648,7 +666,17 @@ async def submit_order(
     return await _load(pool, order_id, response)
 
 
-@router.post("/orders/{order_id}/withdraw", response_model=Order)
+@router.post(
+    "/orders/{order_id}/withdraw",
+    response_model=Order,
+    status_code=202,
+    responses={
+        409: {
+            "model": ProblemDetails,
+            "description": "The order is approved (or further), or withdrawn already",
+        }
+    },
+)
 async def withdraw_order(
     request: Request,
     response: Response,
@@ -657,8 +685,12 @@ async def withdraw_order(
     withdrawal: Annotated[Withdrawal | None, Body()] = None,
     if_match: IfMatchOptional = None,
 ) -> Order:
-    """Withdraw the order before it is approved; departments still reviewing it are told to
-    stop. 409 once it is approved."""
+    """Ask to withdraw the order before it is approved: 202 with status
+    `withdrawal_requested`. The review-router decides it against the review's decision:
+    the order becomes `withdrawn` (the departments still reviewing are told to stop), or,
+    when the approval came first, goes back to `approved` with `withdrawal.outcome`
+    `refused` and the reason; the timeline shows which. Asking again while the answer is
+    pending answers 202 again and changes nothing. 409 once it is approved or withdrawn."""
     access = await orders.writable(order_id)
     pool = _pool(request)
     with problems_of(order_id):

@@ -16,6 +16,7 @@ from orderflow.messages import (
     NotificationFailed,
     OrderApproved,
     OrderChangesRequested,
+    OrderWithdrawalRefused,
     ReviewEscalated,
     ReviewOverdue,
     ReviewSent,
@@ -33,6 +34,7 @@ QUEUES = (
     topology.NOTIFIER_REVIEW_SENT,
     topology.NOTIFIER_REVIEW_OVERDUE,
     topology.NOTIFIER_REVIEW_ESCALATED,
+    topology.NOTIFIER_WITHDRAWAL_REFUSED,
 )
 
 
@@ -103,6 +105,15 @@ def register(runtime: ServiceRuntime, deps: handlers.Notifying) -> None:
             msg,
             "notifier.review-escalated",
             lambda conn, eid: handlers.on_review_escalated(conn, event, event_id=eid, deps=deps),
+        )
+
+    @runtime.subscriber(topology.NOTIFIER_WITHDRAWAL_REFUSED)
+    async def order_withdrawal_refused(event: OrderWithdrawalRefused, msg: RabbitMessage) -> None:
+        """Tell the salesperson their withdrawal was refused: the order was approved first."""
+        await once(
+            msg,
+            "notifier.withdrawal-refused",
+            lambda conn, eid: handlers.on_withdrawal_refused(conn, event, event_id=eid, deps=deps),
         )
 
     # documentation of what the outbox publishes (AsyncAPI); publishing goes through the outbox

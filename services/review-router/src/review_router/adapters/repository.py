@@ -447,6 +447,47 @@ async def record_assignment(
         )
 
 
+# --- withdrawals -------------------------------------------------------------------------
+
+
+async def record_withdrawal(
+    conn: Connection,
+    *,
+    order_id: UUID,
+    revision: int,
+    outcome: domain.WithdrawalOutcome,
+    reason: str | None,
+    requested_by: str | None,
+    requested_at: datetime,
+    decided_at: datetime,
+    round_id: UUID | None,
+    refusal: str | None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO withdrawals (order_id, revision, outcome, reason, requested_by,
+                                    requested_at, decided_at, round_id, refusal)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        order_id,
+        revision,
+        outcome.value,
+        reason,
+        requested_by,
+        requested_at,
+        decided_at,
+        round_id,
+        refusal,
+    )
+
+
+async def withdrawn_revision(conn: Connection, *, order_id: UUID) -> int | None:
+    """The revision the order was withdrawn at, if it was (its tombstone)."""
+    found: int | None = await conn.fetchval(
+        "SELECT max(revision) FROM withdrawals WHERE order_id = $1 AND outcome = 'withdrawn'",
+        order_id,
+    )
+    return found
+
+
 # --- customers ---------------------------------------------------------------------------
 
 

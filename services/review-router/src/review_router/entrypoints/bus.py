@@ -16,6 +16,8 @@ from orderflow.messages import (
     OrderApproved,
     OrderChangesRequested,
     OrderSubmitted,
+    OrderWithdrawalRefused,
+    OrderWithdrawalRequested,
     OrderWithdrawn,
     Problem,
     ReassignReview,
@@ -54,7 +56,7 @@ def queues(all_departments: Iterable[str]) -> tuple[topology.QueueSpec, ...]:
     names = list(all_departments)
     return (
         topology.ROUTER_SUBMITTED,
-        topology.ROUTER_WITHDRAWN,
+        topology.ROUTER_WITHDRAWAL_REQUESTS,
         topology.verdict_queue(names),
         *(topology.department_queue(d) for d in names),
     )
@@ -100,14 +102,18 @@ def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
 
         await apply_once(runtime.pool, msg, consumer="review-router.order-submitted", effect=effect)
 
-    @runtime.subscriber(topology.ROUTER_WITHDRAWN)
-    async def order_withdrawn(event: OrderWithdrawn, msg: RabbitMessage) -> None:
-        """Close the order's open round and cancel its pending reviews."""
+    @runtime.subscriber(topology.ROUTER_WITHDRAWAL_REQUESTS)
+    async def withdrawal_requested(event: OrderWithdrawalRequested, msg: RabbitMessage) -> None:
+        """Decide a withdrawal against the round's decision: `order.withdrawn` (the
+        withdrawal wins, pending reviews are cancelled) or `order.withdrawal_refused` (the
+        round was approved first)."""
 
         async def effect(conn: Connection) -> None:
-            await handlers.on_order_withdrawn(conn, event, now=now())
+            await handlers.on_withdrawal_requested(conn, event, now=now())
 
-        await apply_once(runtime.pool, msg, consumer="review-router.order-withdrawn", effect=effect)
+        await apply_once(
+            runtime.pool, msg, consumer="review-router.withdrawal-requests", effect=effect
+        )
 
     # every department's messages arrive on one queue (bound once per department at start),
     # told apart by their AMQP type
@@ -228,6 +234,15 @@ def _document_publishers(runtime: ServiceRuntime, names: Iterable[str]) -> None:
             "supervisor contact is told.",
         ),
         (OrderApproved, "Every department of every stage approved the revision."),
+        (
+            OrderWithdrawn,
+            "The withdrawal won: the round was not yet decided (or was sent back for "
+            "changes); it is closed, pending reviews are cancelled, no approval follows.",
+        ),
+        (
+            OrderWithdrawalRefused,
+            "The round was approved before the withdrawal arrived: the approval stands.",
+        ),
         (
             OrderChangesRequested,
             "A department asked for changes: every department's feedback and every "
