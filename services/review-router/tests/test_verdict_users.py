@@ -189,7 +189,8 @@ async def test_only_the_department_user_speaks_for_its_department(
             reasons = sorted(str(m.headers["x-orderflow-reason"]) for m in dead)
             assert reasons[0] == (
                 f"PermanentError: verdict refused: RabbitMQ user '{finance_user.name}' speaks "
-                "for finance, not production"
+                "for finance, not production: /department: user "
+                f"'{finance_user.name}' may act for finance only"
             )
             # refused before the router looks at it: nobody vouches for the sender
             assert reasons[1].startswith(
