@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from orderflow import topology
-from orderflow.localservers import LocalPostgres, LocalRabbit
+from orderflow.localservers import LocalPostgres, LocalRabbit, wait_port
 from orderflow.publisher import Publisher, PublishError
 from orderflow.testing import (
     Infra,
@@ -331,3 +331,21 @@ def _approval(i: int) -> bytes:
         "approved_at": "2026-11-28T10:00:00+00:00",
     }
     return json.dumps(event, ensure_ascii=False).encode()
+
+
+def test_a_node_that_is_killed_leaves_nothing_running(rabbit: LocalRabbit) -> None:
+    # a node whose start or stop failed is killed by name: nobody else would reap it
+    marker = f"RABBITMQ_NODENAME={rabbit.node}".encode()
+
+    def running() -> list[str]:
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    found.append(proc.name)
+        return found
+
+    assert running(), "the node's processes carry its name in their environment"
+    rabbit.kill()
+    wait_port(rabbit.port, up=False, timeout=30)
+    assert not running()  # a killed process's environment reads empty, even unreaped

@@ -97,7 +97,23 @@ class LocalRabbit:
         subprocess.run(
             ["rabbitmq-server", "-detached"], env=self._env(), check=True, capture_output=True
         )
-        wait_port(self.port, up=True, timeout=timeout)
+        try:
+            wait_port(self.port, up=True, timeout=timeout)
+        except TimeoutError:
+            # a node that never came up is no one's child (-detached): left alone it would
+            # keep a core busy after the test that started it has failed
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """Kill this node's Erlang processes, found by the node name in their environment."""
+        marker = f"RABBITMQ_NODENAME={self.node}".encode()
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().strip() == "epmd":
+                    continue  # the port mapper the machine's own broker shares
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGKILL)
 
     def stop(self) -> None:
         """A clean broker shutdown (connections are closed by the broker)."""
@@ -133,6 +149,7 @@ class LocalRabbit:
     def destroy(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
+        self.kill()  # what a failed stop left running
         shutil.rmtree(self.base, ignore_errors=True)
 
 
