@@ -204,15 +204,16 @@ class World:
     async def submitted(self, *, approve: bool = False, change_first: bool = False) -> str:
         order = example_order("order-service")
         order["external_ref"] = f"M-{uuid.uuid4().hex[:8]}"
-        created = await self.intake.post(
-            "/api/v1/orders", params={"submit": "true"}, json=order, headers=self.crm
-        )
+        created = await self.intake.post("/api/v1/orders", json=order, headers=self.crm)
         assert created.status_code == 201, created.text
         order_id = str(created.json()["id"])
+        # the departments are told what to answer before any review can reach them
         if approve:
             self.departments.approve.add(order_id)
         if change_first:
             self.departments.change_first.add(order_id)
+        sent = await self.intake.post(f"/api/v1/orders/{order_id}/submit", headers=self.crm)
+        assert sent.status_code == 200, sent.text
         return order_id
 
     async def attachment(self, order_id: str) -> str:
