@@ -364,18 +364,7 @@ async def on_withdrawal_requested(
     for round_ in decided.close:
         await _close(conn, round_, status=domain.RoundStatus.WITHDRAWN, reason=reason, at=now)
     await _stop_lingering(conn, existing, reason=reason, at=now)
-    await repository.record_withdrawal(
-        conn,
-        order_id=event.order_id,
-        revision=event.revision,
-        outcome=decided.outcome,
-        reason=event.reason,
-        requested_by=event.requested_by,
-        requested_at=event.requested_at,
-        decided_at=now,
-        round_id=decided.decided.id if decided.decided else None,
-        refusal=None,
-    )
+    await _record_withdrawal(conn, event, decided, now=now)
     await outbox.enqueue(
         conn,
         OrderWithdrawn(
@@ -398,6 +387,28 @@ async def on_withdrawal_requested(
     return decided.outcome
 
 
+async def _record_withdrawal(
+    conn: Connection,
+    event: OrderWithdrawalRequested,
+    decided: domain.WithdrawalDecision,
+    *,
+    now: datetime,
+) -> None:
+    """Keep the decision: a withdrawn one is the tombstone a later submission meets."""
+    await repository.record_withdrawal(
+        conn,
+        order_id=event.order_id,
+        revision=event.revision,
+        outcome=decided.outcome,
+        reason=event.reason,
+        requested_by=event.requested_by,
+        requested_at=event.requested_at,
+        decided_at=now,
+        round_id=decided.decided.id if decided.decided else None,
+        refusal=decided.reason,
+    )
+
+
 async def _refuse_withdrawal(
     conn: Connection,
     event: OrderWithdrawalRequested,
@@ -408,18 +419,7 @@ async def _refuse_withdrawal(
     assert decided.decided is not None
     assert decided.reason is not None
     round_ = decided.decided
-    await repository.record_withdrawal(
-        conn,
-        order_id=event.order_id,
-        revision=event.revision,
-        outcome=decided.outcome,
-        reason=event.reason,
-        requested_by=event.requested_by,
-        requested_at=event.requested_at,
-        decided_at=now,
-        round_id=round_.id,
-        refusal=decided.reason,
-    )
+    await _record_withdrawal(conn, event, decided, now=now)
     await outbox.enqueue(
         conn,
         OrderWithdrawalRefused(
