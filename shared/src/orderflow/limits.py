@@ -61,6 +61,10 @@ ATTRIBUTE_NAME = 100
 ATTRIBUTE_VALUE = 1000
 #: Annotations of one verdict or annotation message.
 MAX_ANNOTATIONS = 200
+#: Files named by URL in one `order.submit` command, and the length of each URL (a
+#: pre-signed URL of an object store is long).
+MAX_COMMAND_ATTACHMENTS = 20
+URL = 4000
 #: Message ids named in one replay or discard request.
 MAX_MESSAGE_IDS = 1000
 #: Payment within ten years; review stages of one round.

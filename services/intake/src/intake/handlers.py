@@ -268,8 +268,11 @@ async def create_order(
     today: date,
     actor: Actor,
     idempotency_key: str | None = None,
+    files: Sequence[NewFile] = (),
+    store: BlobStore | None = None,
 ) -> Outcome:
-    """A new order (revision 1), as a draft or submitted at once."""
+    """A new order (revision 1), as a draft or submitted at once; `files` (fetched for an
+    `order.submit`, checked) are stored with revision 1 before it is submitted."""
     order_id = uuid.uuid4()
     if idempotency_key is not None:
         request = fingerprint(document, submit=submit)
@@ -292,8 +295,9 @@ async def create_order(
     if submit:
         # checked before anything is written, so a refused order leaves nothing behind;
         # created and submitted in one step, it has no files: the rules that need one
-        # refuse it as they would refuse a draft without them
-        _check(document, today=today, attachments=[])
+        # refuse it as they would refuse a draft without them (or with only the files the
+        # command named by URL)
+        _check(document, today=today, attachments=pending_refs(order_id, files))
     now = datetime.now(UTC)
     key, duplicates = await _duplicates_of(conn, order_id=order_id, document=document)
     await repository.lock_order_id(conn, order_id=order_id)
@@ -331,13 +335,19 @@ async def create_order(
         occurred_at=now,
         actor=actor,
     )
+    stored: list[AttachmentRef] = []
+    if files:
+        assert store is not None, "files are stored in a blob store"
+        stored = await store_files(
+            conn, store, order_id=order_id, revision=1, files=files, document=document, actor=actor
+        )
     if submit:
         await _submit(
             conn,
             order_id=order_id,
             revision=1,
             document=document,
-            attachments=[],
+            attachments=stored,
             channel=channel,
             actor=actor,
         )
@@ -579,7 +589,7 @@ async def withdraw_order(
 
 _COMMAND_ID: TypeAdapter[UUID | None] = TypeAdapter(UUID | None)
 #: The fields of `order.submit` that are not the order document's.
-_COMMAND_FIELDS = ("order_id", "revises")
+_COMMAND_FIELDS = ("order_id", "revises", "attachments")
 
 
 def command_order_id(body: Any) -> UUID | None:
@@ -590,14 +600,20 @@ def command_order_id(body: Any) -> UUID | None:
         return None
 
 
-async def submit_command(conn: Connection, *, body: Any, today: date) -> SubmitOrder:
+async def submit_command(
+    conn: Connection, *, body: Any, today: date, files: Sequence[NewFile] = ()
+) -> SubmitOrder:
     """An `order.submit` body as it arrived: the command, or SelfCheckFailed with every
     problem at once, the type errors and the rules over the parts that did parse (for a
-    revision, with the files of the order's current revision)."""
+    revision, with the files of the order's current revision; with the files the command
+    named by URL, when they were fetched)."""
     try:
-        return SubmitOrder.model_validate(body)
+        command = SubmitOrder.model_validate(body)
     except ValidationError as exc:
         errors = exc.errors()
+    else:
+        await check_new_ids(conn, files)
+        return command
     if not isinstance(body, dict):
         domain.check_document(body, today=today, attachments=None).refuse()
         raise AssertionError("unreachable: a body that is not an object is refused")
@@ -607,13 +623,14 @@ async def submit_command(conn: Connection, *, body: Any, today: date) -> SubmitO
         if not e["loc"] or e["loc"][0] in _COMMAND_FIELDS
     ]
     document = {k: v for k, v in body.items() if k not in _COMMAND_FIELDS}
-    files: list[AttachmentRef] = []
+    kept: list[AttachmentRef] = []
     order_id = command_order_id(body)
     if order_id is not None:
         order = await repository.get_order(conn, order_id=order_id)
         if order is not None:
-            files = await _files(conn, order_id, order["current_revision"])
-    checked = domain.check_document(document, today=today, attachments=files)
+            kept = await _files(conn, order_id, order["current_revision"])
+    kept += pending_refs(order_id or uuid.uuid4(), files)
+    checked = domain.check_document(document, today=today, attachments=kept)
     raise domain.SelfCheckFailed(invalid + checked.problems, invalid=len(invalid) + checked.invalid)
 
 
@@ -732,28 +749,56 @@ async def on_submit_command(
     reply_to: str | None,
     correlation_id: str | None,
     user_id: str | None,
+    files: Sequence[NewFile] = (),
+    store: BlobStore | None = None,
 ) -> Outcome:
     """`order.submit` from another system: a new order, or a new revision of one sent back;
-    the broker user that published it is its actor."""
+    the broker user that published it is its actor. `files` are the ones the command named
+    by URL, fetched and checked: stored with the revision, then self-checked with it."""
     actor = bus_actor(user_id)
-    document = OrderDocument.model_validate(command.model_dump(exclude={"order_id", "revises"}))
+    document = OrderDocument.model_validate(
+        command.model_dump(exclude={"order_id", "revises", "attachments"})
+    )
     if command.order_id is None:
         outcome = await create_order(
-            conn, document=document, channel=BUS, submit=True, today=today, actor=actor
+            conn,
+            document=document,
+            channel=BUS,
+            submit=True,
+            today=today,
+            actor=actor,
+            files=files,
+            store=store,
         )
     else:
         order = await _locked(conn, command.order_id)
         _check_revisable(order, revises=command.revises)
         # the new revision keeps the files of the one it replaces or follows
-        files = await _files(conn, command.order_id, order["current_revision"])
-        _check(document, today=today, attachments=files)
+        files_kept = await _files(conn, command.order_id, order["current_revision"])
+        _check(
+            document,
+            today=today,
+            attachments=files_kept + pending_refs(command.order_id, files),
+        )
         revision = await _write(conn, order=order, document=document, channel=BUS, actor=actor)
+        if files:
+            assert store is not None, "files are stored in a blob store"
+            await store_files(
+                conn,
+                store,
+                order_id=command.order_id,
+                revision=revision,
+                files=files,
+                document=document,
+                actor=actor,
+            )
+        files_now = await _files(conn, command.order_id, revision)
         await _submit(
             conn,
             order_id=command.order_id,
             revision=revision,
             document=document,
-            attachments=files,
+            attachments=files_now,
             channel=BUS,
             actor=actor,
         )
@@ -790,6 +835,114 @@ class NewFile:
     size: int
     sha256: str
     chunks: Callable[[], Iterable[bytes]]
+    #: the id it is stored under; a new one when None
+    attachment_id: UUID | None = None
+
+
+def pending_refs(order_id: UUID, files: Sequence[NewFile]) -> list[AttachmentRef]:
+    """The files as they will be once stored (each with its id), for the self-check that
+    runs before they are."""
+    return [
+        AttachmentRef(
+            id=f.attachment_id,
+            name=f.name,
+            kind=f.kind,
+            content_type=f.content_type,
+            size=f.size,
+            sha256=f.sha256,
+            download_path=domain.download_path(order_id, f.attachment_id),
+        )
+        for f in files
+        if f.attachment_id is not None
+    ]
+
+
+async def check_new_ids(conn: Connection, files: Sequence[NewFile]) -> None:
+    """The ids a command chose for its files are new: refused naming `/attachments/<n>/id`."""
+    chosen = [f.attachment_id for f in files if f.attachment_id is not None]
+    taken = await repository.attachment_ids_in_use(conn, ids=chosen) if chosen else set()
+    problems = [
+        Problem(
+            pointer=f"/attachments/{n}/id",
+            detail=f"{f.attachment_id} is the id of a file stored already; choose a new one "
+            "(a revision keeps the files of the one it follows: send only new files)",
+        )
+        for n, f in enumerate(files)
+        if f.attachment_id in taken
+    ]
+    if problems:
+        raise domain.SelfCheckFailed(problems, invalid=len(problems))
+
+
+async def _store_file(
+    conn: Connection,
+    store: BlobStore,
+    *,
+    order_id: UUID,
+    revision: int,
+    file: NewFile,
+    salesperson: dict[str, Any],
+    actor: Actor,
+) -> AttachmentRef:
+    """The bytes (once per SHA-256), the attachment on the revision, its timeline entry."""
+    await store.put(conn, sha256=file.sha256, size=file.size, chunks=file.chunks())
+    row = await repository.insert_attachment(
+        conn,
+        attachment_id=file.attachment_id or uuid.uuid4(),
+        order_id=order_id,
+        revision=revision,
+        kind=file.kind.value,
+        name=file.name,
+        content_type=file.content_type,
+        size=file.size,
+        sha256=file.sha256,
+    )
+    ref = attachment_ref(row)
+    await repository.add_activity(
+        conn,
+        order_id=order_id,
+        activity="attachment.added",
+        revision=revision,
+        payload={"attachment": ref.model_dump(mode="json"), "salesperson": salesperson},
+        occurred_at=datetime.now(UTC),
+        actor=actor,
+    )
+    return ref
+
+
+async def store_files(
+    conn: Connection,
+    store: BlobStore,
+    *,
+    order_id: UUID,
+    revision: int,
+    files: Sequence[NewFile],
+    document: OrderDocument,
+    actor: Actor,
+) -> list[AttachmentRef]:
+    """Files a command named by URL, on the revision it writes, in its transaction."""
+    stored = [
+        await _store_file(
+            conn,
+            store,
+            order_id=order_id,
+            revision=revision,
+            file=f,
+            salesperson=_salesperson(document),
+            actor=actor,
+        )
+        for f in files
+    ]
+    for ref in stored:
+        log.info(
+            "file attached from a URL",
+            order_id=str(order_id),
+            revision=revision,
+            kind=ref.kind.value,
+            size=ref.size,
+            content_type=ref.content_type,
+        )
+    return stored
 
 
 def check_attachable(order: dict[str, Any]) -> None:
@@ -822,32 +975,16 @@ async def add_attachment(
                     Status(order["status"]), current_revision=order["current_revision"]
                 )
                 revision = await _open_draft(conn, order=order, channel=channel)
-                await store.put(conn, sha256=file.sha256, size=file.size, chunks=file.chunks())
-                row = await repository.insert_attachment(
-                    conn,
-                    attachment_id=uuid.uuid4(),
-                    order_id=order_id,
-                    revision=revision,
-                    kind=file.kind.value,
-                    name=file.name,
-                    content_type=file.content_type,
-                    size=file.size,
-                    sha256=file.sha256,
-                )
-                ref = attachment_ref(row)
                 await repository.bump_version(conn, order_id=order_id)
                 current = await repository.get_revision(conn, order_id=order_id, revision=revision)
                 assert current is not None
-                await repository.add_activity(
+                ref = await _store_file(
                     conn,
+                    store,
                     order_id=order_id,
-                    activity="attachment.added",
                     revision=revision,
-                    payload={
-                        "attachment": ref.model_dump(mode="json"),
-                        "salesperson": _salesperson(current["document"]),
-                    },
-                    occurred_at=datetime.now(UTC),
+                    file=file,
+                    salesperson=_salesperson(current["document"]),
                     actor=actor,
                 )
         except asyncpg.ForeignKeyViolationError:

@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None, *, blobs: BlobStore | None = No
         runtime,
         today=lambda: app.state.today(),
         decision_wait=lambda: app.state.settings.revision_decision_wait,
+        settings=lambda: app.state.settings,
+        blobs=lambda: app.state.blobs,
     )
     app.include_router(http.router)
     app.include_router(imports.router)

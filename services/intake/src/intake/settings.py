@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -9,7 +10,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from orderflow.outbound import OutboundPolicy
 from orderflow.settings import ServiceSettings
+
+OUTBOUND_SETTING = "INTAKE_OUTBOUND_ALLOW"
 
 
 class Settings(ServiceSettings):
@@ -42,6 +46,21 @@ class Settings(ServiceSettings):
         description="The largest bulk import body, in bytes",
     )
 
+    outbound_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts, addresses and networks (CIDR) that files named by URL in "
+        "`order.submit` may be fetched from although they are not public (private, "
+        "loopback, link-local...): comma-separated or a JSON list, e.g. "
+        "10.20.0.0/16,files.internal; empty: public addresses only",
+    )
+    fetch_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds to connect to, and between two reads from, the server of a "
+        "file named by URL in `order.submit`; a fetch that times out is retried",
+    )
+
     revision_decision_wait: float = Field(
         default=20.0,
         ge=0,
@@ -58,6 +77,26 @@ class Settings(ServiceSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("outbound_allow", mode="before")
+    @classmethod
+    def _allow_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_entries(cls, value: list[str]) -> list[str]:
+        OutboundPolicy.parse(value)  # a bad entry stops the service, named
+        return value
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        return OutboundPolicy.parse(self.outbound_allow, setting=OUTBOUND_SETTING)
 
     @field_validator("business_timezone")
     @classmethod

@@ -1,7 +1,7 @@
 """Every command and event of Orderflow: one pydantic model each, used by publisher and consumer."""
 
 from .base import DecimalStr, Document, Message
-from .commands import Problem, SubmitOrder, SubmitOrderReply
+from .commands import AttachmentUrl, Problem, SubmitOrder, SubmitOrderReply
 from .events import (
     ContractDrafted,
     ContractSent,
@@ -87,6 +87,7 @@ __all__ = [
     "Annotation",
     "AttachmentKind",
     "AttachmentRef",
+    "AttachmentUrl",
     "Company",
     "ConfirmationMethod",
     "ContractDrafted",

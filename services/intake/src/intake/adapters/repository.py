@@ -3,7 +3,7 @@ in PostgreSQL (schema `intake`)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 from uuid import UUID
@@ -545,6 +545,20 @@ async def get_attachment(
         attachment_id,
     )
     return dict(row) if row is not None else None
+
+
+async def attachment_ids_in_use(db: Executor, *, ids: Sequence[UUID]) -> set[UUID]:
+    """Which of these ids an attachment of any order has already."""
+    rows = await db.fetch("SELECT id FROM attachments WHERE id = ANY($1::uuid[])", list(ids))
+    return {r["id"] for r in rows}
+
+
+async def message_applied(db: Executor, *, consumer: str, message_id: str) -> bool:
+    """Whether the consumer's inbox holds the message (its effect committed)."""
+    found = await db.fetchval(
+        "SELECT true FROM inbox WHERE consumer = $1 AND message_id = $2", consumer, message_id
+    )
+    return bool(found)
 
 
 async def insert_attachment(

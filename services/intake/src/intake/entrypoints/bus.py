@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
@@ -27,6 +28,10 @@ from orderflow.messages import (
 from orderflow.service import ServiceRuntime
 
 from .. import domain, handlers
+from ..adapters import repository
+from ..adapters.blobs import BlobStore
+from ..settings import Settings
+from . import bus_files
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +41,8 @@ EVENTS_EXCHANGE = topology.exchange(topology.EVENTS)
 # The queues consumed (and declared) here; the provisioning step declares every other, so
 # `order.submitted` waits in the router's queue even before the router is first deployed.
 QUEUES = busaccess.OWN_QUEUES["intake"]
+#: The inbox consumer of `order.submit`.
+COMMANDS_CONSUMER = "intake.commands"
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,46 @@ def register(
     *,
     today: Callable[[], date],
     decision_wait: Callable[[], float] = lambda: 20.0,
+    settings: Callable[[], Settings],
+    blobs: Callable[[], BlobStore],
 ) -> None:
     broker = runtime.broker
+
+    async def applied(message_id: str | None) -> bool:
+        return bool(message_id) and await repository.message_applied(
+            runtime.pool, consumer=COMMANDS_CONSUMER, message_id=str(message_id)
+        )
 
     @runtime.subscriber(topology.INTAKE_COMMANDS)
     async def submit_order(body: SubmitOrderBody, msg: RabbitMessage) -> None:
         """Create and submit an order sent by another system, or a new revision of one."""
+        raw = msg.raw_message
+        async with AsyncExitStack() as stack:
+            refs = bus_files.references(body)
+            if refs and await applied(raw.message_id):
+                # a redelivery of a command done with: nothing is fetched again (its URL
+                # may have expired), and the inbox finds it a duplicate
+                refs = []
+            rules = settings()
+            try:
+                files = await stack.enter_async_context(
+                    bus_files.fetched(
+                        refs,
+                        policy=rules.outbound_policy,
+                        limit=rules.max_attachment_bytes,
+                        timeout=rules.fetch_timeout,
+                    )
+                )
+            except PermanentError:
+                if await applied(raw.message_id):
+                    log.info("files not fetched for a command applied meanwhile")
+                    return
+                raise
+            await _submit_order(body, msg, files)
+
+    async def _submit_order(
+        body: dict[str, Any], msg: RabbitMessage, files: list[handlers.NewFile]
+    ) -> None:
         raw = msg.raw_message
         correlation_id = raw.correlation_id or raw.message_id
         order_id = handlers.command_order_id(body)
@@ -75,7 +116,7 @@ def register(
             try:
                 # parsed here, not by the subscriber: a type error and the rules the rest
                 # of the document breaks are refused together
-                command = await handlers.submit_command(conn, body=body, today=day)
+                command = await handlers.submit_command(conn, body=body, today=day, files=files)
                 await handlers.on_submit_command(
                     conn,
                     command=command,
@@ -83,6 +124,8 @@ def register(
                     reply_to=raw.reply_to,
                     correlation_id=correlation_id,
                     user_id=raw.user_id,
+                    files=files,
+                    store=blobs(),
                 )
             except domain.SelfCheckFailed as exc:
                 raise PermanentError(str(exc), problems=exc.problems) from exc
@@ -96,7 +139,7 @@ def register(
                 ) from exc
 
         async def attempt() -> None:
-            await apply_once(runtime.pool, msg, consumer="intake.commands", effect=effect)
+            await apply_once(runtime.pool, msg, consumer=COMMANDS_CONSUMER, effect=effect)
 
         try:
             if order_id is None:
@@ -122,7 +165,7 @@ def register(
                     correlation_id=correlation_id,
                 )
 
-            await apply_once(runtime.pool, msg, consumer="intake.commands", effect=answer)
+            await apply_once(runtime.pool, msg, consumer=COMMANDS_CONSUMER, effect=answer)
 
     @runtime.subscriber(topology.INTAKE_PROJECTION)
     async def project_event(msg: RabbitMessage) -> None:
