@@ -20,7 +20,8 @@ Files and the customer's confirmation in the self-check (process sections 2.1 an
 - One rule set for every submission: an order created and submitted in one step (another
   system's `order.submit`, `POST /api/v1/orders?submit=true`, a row of a bulk import) is
   checked exactly as a draft submitted with `POST /api/v1/orders/{id}/submit`; it has no
-  files, so an order that needs one is refused naming `/attachments` (or
+  files (but those an `order.submit` names by URL, fetched and stored first: decision
+  0024), so an order that needs one is refused naming `/attachments` (or
   `/customer_confirmation/attachment_id`): save it as a draft, upload, submit.
 
 `check_document` takes the document as it arrived (JSON) and reports every problem at once:
