@@ -1,7 +1,9 @@
 """Write the public API documents of every service, generated from the code:
 
-    docs/api/<service>.openapi.json    the HTTP API (FastAPI)
-    docs/api/<service>.asyncapi.json   what it consumes and publishes on the bus (faststream)
+    docs/api/<service>.openapi.json    the HTTP API of each service (FastAPI)
+    docs/api/<party>.asyncapi.json     the bus, as each kind of outside party sees it
+                                       (department-system, order-submitter, event-listener;
+                                       `orderflow.asyncapi`, decision 0021)
 
     uv run python scripts/export_api_docs.py          write them
     uv run python scripts/export_api_docs.py --check  exit 1 if the committed ones differ
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -22,8 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from faststream.specification import AsyncAPI
+from orderflow import asyncapi
 
 ROOT = Path(__file__).resolve().parents[1]
 API_DIR = ROOT / "docs" / "api"
@@ -32,6 +36,8 @@ API_DIR = ROOT / "docs" / "api"
 # host and vhost (never credentials), so they name what the compose deployment uses.
 PLACEHOLDER_DATABASE_URL = "postgresql://orderflow@postgres:5432/orderflow"
 PLACEHOLDER_AMQP_URL = "amqp://rabbitmq:5672/orderflow"
+#: An order-submitting system's user, as the guide's examples name it.
+EXAMPLE_SUBMITTER = "crm"
 
 
 @dataclass(frozen=True)
@@ -89,19 +95,35 @@ def dump(document: Any) -> str:
 
 
 def render(service: Service) -> dict[Path, str]:
-    """The two documents of one service, by the path they are committed at."""
+    """The OpenAPI document of one service, by the path it is committed at."""
     app = build_app(service)
-    broker = app.state.runtime.broker
-    asyncapi = AsyncAPI(
-        broker,
-        title=app.title,
-        version=app.version,
-        description=app.description,
-    ).to_specification()
-    return {
-        API_DIR / f"{service.name}.openapi.json": dump(app.openapi()),
-        API_DIR / f"{service.name}.asyncapi.json": dump(asyncapi.to_jsonable()),
-    }
+    return {API_DIR / f"{service.name}.openapi.json": dump(app.openapi())}
+
+
+def vhost_of(amqp_url: str) -> str:
+    """The vhost an AMQP URL names, as the client reads it: the path without its leading
+    slash, percent-decoded (`amqp://host/orderflow` is `orderflow`; no path is `/`)."""
+    path = urlsplit(amqp_url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def render_bus() -> dict[Path, str]:
+    """The AsyncAPI document of each outside party, for the deployment's departments (the
+    process's and those of the default review policy)."""
+    try:
+        bus = importlib.import_module("review_router.entrypoints.bus")
+        policy = importlib.import_module("review_router.policy")
+    except ImportError as exc:
+        raise ExportError(f"review-router: cannot import its policy ({exc})") from exc
+    parts = urlsplit(PLACEHOLDER_AMQP_URL)
+    documents = asyncapi.documents(
+        version=importlib.metadata.version("orderflow-shared"),
+        host=f"{parts.hostname}:{parts.port}",
+        vhost=vhost_of(PLACEHOLDER_AMQP_URL),
+        departments=bus.departments(policy.load().reviewing_departments),
+        submitter_user=EXAMPLE_SUBMITTER,
+    )
+    return {API_DIR / f"{party}.asyncapi.json": dump(doc) for party, doc in documents.items()}
 
 
 def render_all() -> dict[Path, str]:
@@ -112,6 +134,10 @@ def render_all() -> dict[Path, str]:
             documents.update(render(service))
         except ExportError as exc:
             errors.append(str(exc))
+    try:
+        documents.update(render_bus())
+    except ExportError as exc:
+        errors.append(str(exc))
     if errors:
         raise ExportError("\n".join(errors))
     return documents
@@ -126,6 +152,11 @@ def stale(documents: dict[Path, str]) -> list[Path]:
     ]
 
 
+def orphans(documents: dict[Path, str]) -> list[Path]:
+    """Committed documents the code no longer generates."""
+    return sorted(p for p in API_DIR.glob("*.json") if p not in documents)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -138,15 +169,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     changed = stale(documents)
+    gone = orphans(documents)
     if args.check:
         for path in changed:
             print(f"stale: {path.relative_to(ROOT)}", file=sys.stderr)
-        if changed:
+        for path in gone:
+            print(f"not generated any more: {path.relative_to(ROOT)}", file=sys.stderr)
+        if changed or gone:
             print("run `uv run python scripts/export_api_docs.py`", file=sys.stderr)
-        return 1 if changed else 0
+        return 1 if changed or gone else 0
     API_DIR.mkdir(parents=True, exist_ok=True)
     for path in changed:
         path.write_text(documents[path], encoding="utf-8")
+    for path in gone:
+        path.unlink()
+        print(f"removed: {path.relative_to(ROOT)}")
     for path in sorted(documents):
         print(f"{'wrote' if path in changed else 'unchanged'}: {path.relative_to(ROOT)}")
     return 0
