@@ -71,14 +71,12 @@ def _ref(kind: str, name: str) -> dict[str, str]:
 def payload_schemas(
     models: Sequence[tuple[type[BaseModel], JsonSchemaMode]],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """(model name -> its `$ref`, components.schemas): each model's JSON Schema, in the mode
-    of its direction (what Orderflow writes: serialization; what it reads: validation)."""
+    """(model name -> the `$ref` of its payload, components.schemas): each model's JSON
+    Schema, in the mode of its direction (what Orderflow writes: serialization; what it
+    reads: validation), pydantic's `$defs` turned into `components.schemas`."""
     refs, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
-    names: dict[str, dict[str, Any]] = {}
-    for (model, mode), ref in refs.items():
-        names[model.__name__] = ref
-        assert mode  # every model once, in one mode
-    return names, dict(top.get("$defs", {}))
+    payloads = {model.__name__: dict(ref) for (model, _), ref in refs.items()}
+    return payloads, dict(top.get("$defs", {}))
 
 
 def _header_value(value: object) -> dict[str, Any]:
@@ -262,14 +260,16 @@ class _Builder:
         self.messages[name] = {
             "name": message.message_type,
             "title": name,
-            "summary": summary,
-            "description": f"{text}\n\nAMQP `type` `{message.message_type}`, sent by "
+            # a model without a docstring has no summary rather than an empty one
+            **({"summary": summary} if summary else {}),
+            "description": (f"{text}\n\n" if text else "")
+            + f"AMQP `type` `{message.message_type}`, sent by "
             f"{sender} as RabbitMQ user `{user}` (its `user_id`), persistent "
             f"(`delivery_mode` 2), `content_type` `{CONTENT_TYPE}`, with a `message_id`; "
             "see `x-amqp-properties` for every property.",
             "contentType": CONTENT_TYPE,
             "headers": headers_schema(message, direction),
-            "payload": {"$ref": f"#/components/schemas/{name}"},
+            "payload": None,  # set with every model's schema, in `document`
             "bindings": {"amqp": {"messageType": message.message_type, "bindingVersion": "0.3.0"}},
             "x-amqp-properties": properties_schema(message, direction, user=user, reply=reply),
         }
@@ -330,9 +330,9 @@ class _Builder:
         self.operations[key] = operation
 
     def document(self, *, title: str, version: str, description: str, host: str) -> dict[str, Any]:
-        _, schemas = payload_schemas(list(self.models.values()))
-        for name, (model, _) in self.models.items():
-            assert name in schemas, f"{model} has no schema of its own"
+        payloads, schemas = payload_schemas(list(self.models.values()))
+        for name, message in self.messages.items():
+            message["payload"] = payloads[name]
         return {
             "asyncapi": ASYNCAPI_VERSION,
             "info": {"title": title, "version": version, "description": description},
@@ -484,7 +484,7 @@ def listener_document(b: _Builder) -> dict[str, str]:
             f"receive.{message_type}",
             action="receive",
             channel=key,
-            summary=_doc(message)[0],
+            summary=_doc(message)[0] or f"Receive `{message_type}` events",
             user=user,
             timestamp=True,
         )
