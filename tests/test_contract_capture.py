@@ -145,6 +145,7 @@ def check(
     routing_key: str | None,
     index: dict[tuple[str, str | None, str], Documented],
     expected_user: str | None,
+    payload: bool = True,
 ) -> list[str]:
     """What is wrong with one captured message, each naming the message and the field."""
     kind = msg.type or "(no type)"
@@ -157,7 +158,8 @@ def check(
         body = json.loads(msg.body)
     except ValueError as exc:
         return [f"{name}: body is not JSON ({exc})"]
-    problems += [f"{name}: payload {e}" for e in _errors(entry.payload, body)]
+    if payload:
+        problems += [f"{name}: payload {e}" for e in _errors(entry.payload, body)]
     headers = _header(dict(msg.headers or {}))
     problems += [f"{name}: header {e}" for e in _errors(entry.headers, headers)]
     properties = properties_of(msg)
@@ -238,6 +240,18 @@ async def test_every_message_of_a_run_validates_against_the_asyncapi_documents(
                     user_id=infra.user("submitter"),
                 )
                 reply = await eventually(lambda: replies.get(fail=False, no_ack=True), timeout=30)
+                # a command refused for its document is answered too, in the contract's terms
+                refused_id = await publish(
+                    crm,
+                    exchange=topology.COMMANDS,
+                    routing_key="order.submit",
+                    body=b'{"order_type": "product"}',
+                    message_type="order.submit",
+                    reply_to=replies.name,
+                    user_id=infra.user("submitter"),
+                )
+                refusal = await eventually(lambda: replies.get(fail=False, no_ack=True), timeout=30)
+                assert refusal.correlation_id == refused_id
 
             # the departments: a remark while reviewing, then every verdict an approval
             supervisor = await take_review(amqp, "supervisor")
@@ -275,13 +289,11 @@ async def test_every_message_of_a_run_validates_against_the_asyncapi_documents(
             raise
     await channel.close()
 
-    problems = check(
-        reply,
-        exchange="",
-        routing_key=None,
-        index=index,
-        expected_user=infra.user("intake"),
-    )
+    problems: list[str] = []
+    for answer in (reply, refusal):
+        problems += check(
+            answer, exchange="", routing_key=None, index=index, expected_user=infra.user("intake")
+        )
     for msg in captured:
         problems += check(
             msg,
@@ -289,6 +301,8 @@ async def test_every_message_of_a_run_validates_against_the_asyncapi_documents(
             routing_key=msg.routing_key,
             index=index,
             expected_user=producer(infra, msg),
+            # sent invalid on purpose: its payload is what is refused, the rest must hold
+            payload=msg.message_id != refused_id,
         )
-    print(f"{len(captured) + 1} messages of types {sorted({m.type for m in captured})} checked")
+    print(f"{len(captured) + 2} messages of types {sorted({m.type for m in captured})} checked")
     assert not problems, "\n".join(problems)
