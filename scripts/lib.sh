@@ -132,7 +132,7 @@ ensure_vhost() {
     rabbitmqctl -q set_permissions -p "$vhost" "$RABBIT_USER" '.*' '.*' '.*' >/dev/null
 }
 
-# uv, the environment, both servers and the management plugin.
+# uv, the environment, both servers, the management plugin and the Node.js example's packages.
 # Debian packages the services need: CJK fonts for the Chinese contracts (the contracts
 # service refuses to start without them), poppler-utils for the tests that read PDFs back,
 # curl and jq for the README's walk (and its test).
@@ -154,10 +154,37 @@ ensure_system_packages() {
         die "could not install ${missing[*]}"
 }
 
+# The Node.js department example (examples/department-node) and its test: its packages,
+# exactly as its package-lock.json pins them, from the npm registry (`npm ci`). Done again
+# only when the lock file changed since the last install.
+NODE_EXAMPLE="$ROOT/examples/department-node"
+
+install_node_example() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 || die "install Node.js (20 or later) and npm"
+        say "installing Node.js and npm"
+        export DEBIAN_FRONTEND=noninteractive
+        { timeout 900 apt-get update -qq &&
+            timeout 900 apt-get install -y -qq --no-install-recommends nodejs npm; } >/dev/null ||
+            die "could not install nodejs and npm"
+    fi
+    local stamp="$NODE_EXAMPLE/node_modules/.orderflow-lock.sha256" sum
+    sum="$(sha256sum "$NODE_EXAMPLE/package-lock.json")"
+    sum="${sum%% *}"
+    if [[ -f "$stamp" && "$(<"$stamp")" == "$sum" ]]; then
+        return
+    fi
+    say "installing the Node.js department example's packages (npm ci)"
+    (cd "$NODE_EXAMPLE" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+        die "npm ci failed in examples/department-node"
+    printf '%s\n' "$sum" >"$stamp"
+}
+
 setup_all() {
     ensure_system_packages
     ensure_uv
     sync_python
     ensure_postgres
     ensure_rabbitmq
+    install_node_example
 }

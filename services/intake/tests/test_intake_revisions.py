@@ -78,6 +78,32 @@ def changes_requested(order_id: str, revision: int, at: datetime) -> OrderChange
     )
 
 
+async def test_if_match_is_required_on_put_in_the_openapi_and_in_fact(
+    app: tuple[FastAPI, httpx.AsyncClient], api: Any, product_order: dict[str, Any]
+) -> None:
+    """What the OpenAPI document says of `PUT /orders/{id}` is what intake does: without
+    If-Match the change is refused with 428, so a generated client must send it."""
+    service, client = app
+    put = service.openapi()["paths"]["/api/v1/orders/{order_id}"]["put"]
+    [if_match] = [p for p in put["parameters"] if p["name"].lower() == "if-match"]
+    assert (if_match["in"], if_match["required"]) == ("header", True)
+    assert if_match["schema"]["type"] == "string"
+    assert "428" in put["responses"]
+
+    order = await api.create(product_order)
+    url = f"/api/v1/orders/{order['id']}"
+    product_order["notes"] = "without If-Match"
+    for headers in ({}, {"If-Match": ""}, {"If-Match": "*"}):
+        missing = await client.put(url, json=product_order, headers=headers)
+        assert missing.status_code == 428, (headers, missing.text)
+        assert missing.headers["content-type"] == PROBLEM_JSON
+        assert missing.json()["type"] == "urn:orderflow:problem:precondition-required"
+    assert (await client.get(url)).json()["document"]["notes"] != "without If-Match"
+    etag = (await client.get(url)).headers["etag"]
+    sent = await client.put(url, json=product_order, headers={"If-Match": etag})
+    assert sent.status_code == 200, sent.text
+
+
 async def test_stale_put_is_answered_409_with_the_current_revision(
     client: httpx.AsyncClient, api: Any, product_order: dict[str, Any]
 ) -> None:
