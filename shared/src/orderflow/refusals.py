@@ -27,6 +27,7 @@ SELF_CHECK_FAILED = "self_check_failed"
 UNKNOWN_ORDER = "unknown_order"
 UNKNOWN_REVISION = "unknown_revision"
 NOT_EDITABLE = "not_editable"
+FILE_REFUSED = "file_refused"
 STALE_REVISION = "stale_revision"
 DECISION_PENDING = "decision_pending"
 # --- department messages (review-router) ----------------------------------------------------
@@ -55,6 +56,7 @@ CODES: dict[str, str] = {
     UNKNOWN_ORDER: "`order_id` names no order",
     UNKNOWN_REVISION: "`revises` names a revision the order does not have",
     NOT_EDITABLE: "the order's status allows no new revision (approved, withdrawn, ...)",
+    FILE_REFUSED: "a file named by URL could not be fetched or is not accepted (`problems`)",
     STALE_REVISION: "retryable: another revision came first; read the order and resend",
     DECISION_PENDING: "retryable: the departments' decision has not reached intake yet",
     WRONG_ROUTING_KEY: "the routing key is not the department the message names",
