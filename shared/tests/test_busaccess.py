@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orderflow import busaccess, provisioning, topology
+from orderflow import busaccess, provisioning, refusals, topology
 from orderflow.messages import EVENTS
 
 
@@ -29,6 +29,10 @@ def test_a_department_may_read_its_queue_and_send_verdicts_only() -> None:
     assert allowed(p.write, topology.VERDICTS)
     assert not any(allowed(p.write, n) for n in (topology.EVENTS, "amq.default", "review.finance"))
     assert not allowed(p.configure, "review.finance")
+    # its own reply queues, where refusals are answered, and no one else's
+    assert allowed(p.configure, "dept-finance.replies") and allowed(p.read, "dept-finance.replies")
+    assert not allowed(p.configure, "dept-production.replies")
+    assert not allowed(p.configure, "review.finance.spy") and not allowed(p.write, "dept-finance.x")
 
 
 def test_a_listener_binds_only_the_event_types_it_was_given() -> None:
@@ -51,6 +55,13 @@ def trust() -> busaccess.Trust:
 def refusal(
     user: str | None, headers: dict[str, object] | None = None, kind: str = "order.approved"
 ) -> str | None:
+    refused = refused_as(user, headers, kind)
+    return None if refused is None else refused.reason
+
+
+def refused_as(
+    user: str | None, headers: dict[str, object] | None = None, kind: str = "order.approved"
+) -> refusals.Refused | None:
     return trust().refusal(
         queue="contracts.order-approved",
         accepted=("order.approved",),
@@ -70,6 +81,11 @@ def test_only_the_producer_of_a_type_is_heard() -> None:
     assert (refusal("review-router", kind="contract.drafted") or "").startswith(
         "unknown message type 'contract.drafted' on contracts.order-approved"
     )
+    codes = [
+        getattr(refused_as(*case), "code", None)
+        for case in (("intake",), (None,), ("review-router", None, "contract.drafted"))
+    ]
+    assert codes == [refusals.WRONG_PRODUCER, refusals.MISSING_USER_ID, refusals.UNEXPECTED_TYPE]
 
 
 def test_a_replay_by_the_service_is_judged_by_the_recorded_producer() -> None:
@@ -105,7 +121,9 @@ def test_provision_names_the_department_users_after_a_pattern() -> None:
     accounts, extra = bus_cli._accounts(args)
     departments = {a.name: a for a in accounts if a.kind == "department"}
     assert set(departments) == {f"w1-dept-{d}" for d in (*topology.DEFAULT_DEPARTMENTS, "legal")}
-    assert departments["w1-dept-finance"].permissions == busaccess.department_permissions("finance")
+    assert departments["w1-dept-finance"].permissions == busaccess.department_permissions(
+        "finance", "w1-dept-finance"
+    )
     assert extra == ["legal"]
     bad = bus_cli._parser().parse_args(["provision", "--department-user-pattern", "dept-x"])
     with pytest.raises(ValueError, match="department"):

@@ -12,7 +12,7 @@ import pytest
 from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
 
-from orderflow import deadletters, dlq_cli, topology
+from orderflow import deadletters, dlq_cli, refusals, topology
 from orderflow.consumer import PermanentError, apply_once
 from orderflow.http import create_service_app
 from orderflow.messages import OrderWithdrawn
@@ -44,7 +44,7 @@ def probe_app(infra: Infra, applied: list[Any], broken: dict[str, bool]) -> Any:
     )
     async def on_withdrawn(event: OrderWithdrawn, msg: RabbitMessage) -> None:
         if broken["yes"]:
-            raise PermanentError(f"order {event.order_id} unknown")
+            raise PermanentError(f"order {event.order_id} unknown", code=refusals.UNKNOWN_ORDER)
 
         async def effect(conn: Any) -> None:
             applied.append(event.order_id)
@@ -81,6 +81,11 @@ async def test_list_replay_and_discard_over_the_ops_api(infra: Infra, amqp: Any)
         assert sorted(d["message_id"] for d in listed) == sorted(ids)
         assert all(d["queue"] == QUEUE.name for d in listed)
         assert all("unknown" in d["reason"] for d in listed)
+        assert all(d["code"] == refusals.UNKNOWN_ORDER for d in listed)
+        by_code = await client.get("/ops/dead-letters", params={"code": refusals.UNKNOWN_ORDER})
+        assert len(by_code.json()) == 3
+        other = await client.get("/ops/dead-letters", params={"code": refusals.NOT_JSON})
+        assert other.json() == []
         # listing took nothing away
         assert await queue_depth(amqp, QUEUE.dlq) == 3
         only = await client.get("/ops/dead-letters", params={"reason": str(events[0].order_id)})
@@ -130,7 +135,13 @@ async def test_command_line_lists_and_replays(
         )
         out = capsys.readouterr().out
         assert mid in out
-        assert "unknown" in out
+        assert f"\t{refusals.UNKNOWN_ORDER}\t" in out
+        listing = [*args, "--json", "list", "--queue", QUEUE.dlq, "--code"]
+        assert await dlq_cli._run(dlq_cli._parser().parse_args([*listing, "not_json"])) == 0
+        assert json.loads(capsys.readouterr().out) == []
+        code = refusals.UNKNOWN_ORDER
+        assert await dlq_cli._run(dlq_cli._parser().parse_args([*listing, code])) == 0
+        assert [d["message_id"] for d in json.loads(capsys.readouterr().out)] == [mid]
 
         broken["yes"] = False
         code = await dlq_cli._run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,7 @@ import httpx
 from faststream.middlewares import AckPolicy
 from faststream.rabbit.annotations import RabbitMessage
 
-from orderflow import outbox, topology
+from orderflow import outbox, refusals, times, topology
 from orderflow.consumer import PermanentError, RetryPolicy, apply_once
 from orderflow.messages import OrderWithdrawn
 from orderflow.service import ServiceRuntime
@@ -47,7 +48,7 @@ def make_runtime(infra: Infra, seen: list[Any]) -> ServiceRuntime:
     )
     async def on_withdrawn(event: OrderWithdrawn, msg: RabbitMessage) -> None:
         if event.reason == "poison":
-            raise PermanentError("unknown order")
+            raise PermanentError("unknown order", code=refusals.UNKNOWN_ORDER)
 
         async def effect(conn: Any) -> None:
             seen.append(event.order_id)
@@ -80,7 +81,8 @@ async def test_outbox_publishes_after_commit_with_envelope(infra: Infra, amqp: A
         assert msg.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         assert msg.content_type == "application/json"
         assert msg.headers["x-schema"] == "orderflow.order.withdrawn"
-        assert msg.headers["x-schema-version"] == 1
+        # a string: a small int would travel as AMQP `b` (8-bit), a Java Byte
+        assert msg.headers["x-schema-version"] == "1"
         assert str(msg.headers["traceparent"]).startswith("00-")
         assert OrderWithdrawn.model_validate_json(msg.body) == event
         await eventually(
@@ -183,7 +185,15 @@ async def test_poison_goes_to_dlq_with_reason_and_consumer_goes_on(infra: Infra,
         reasons = [m.headers["x-orderflow-reason"] for m in dead]
         assert "not JSON" in reasons[0] or "invalid message" in reasons[0]
         assert "order_id" in reasons[1]
-        assert "unknown order" in reasons[2]
+        assert reasons[2] == "unknown order"  # the sentence alone, no class name
+        codes = [m.headers["x-orderflow-reason-code"] for m in dead]
+        assert codes[0] == (
+            refusals.NOT_JSON if "not JSON" in reasons[0] else refusals.INVALID_MESSAGE
+        )
+        assert codes[1:] == [refusals.INVALID_MESSAGE, refusals.UNKNOWN_ORDER]
+        assert not any("x-orderflow-error" in (m.headers or {}) for m in dead)
+        stamp = str(dead[0].headers["x-orderflow-dead-lettered-at"])
+        assert re.fullmatch(times.PATTERN, stamp), stamp
         assert all(m.headers["x-orderflow-queue"] == PROBE.name for m in dead)
         await eventually(lambda: seen == [good.order_id])
         assert await queue_depth(amqp, PROBE.name) == 0
@@ -214,6 +224,7 @@ async def test_message_without_id_is_dead_lettered(
             assert response.json() == {"routed": True}
         [dead] = await get_messages(amqp, PROBE.dlq, 1)
         assert "message_id" in dead.headers["x-orderflow-reason"]
+        assert dead.headers["x-orderflow-reason-code"] == refusals.MISSING_MESSAGE_ID
 
 
 def make_flaky_runtime(

@@ -336,9 +336,11 @@ async def test_no_contract_without_its_document(infra: Infra, amqp: Any, approve
         failing = approve("product", change=unlucky)
         await send(amqp, failing)
         [dead] = await get_messages(amqp, topology.CONTRACTS_APPROVED.dlq, 1, timeout=30)
-        assert "RenderError: template product.en.typ: unclosed delimiter" in str(
-            dead.headers["x-orderflow-reason"]
+        # a fault of the service, the operators' to fix: its code, and no class name
+        assert str(dead.headers["x-orderflow-reason"]) == (
+            "the service failed to handle the message: template product.en.typ: unclosed delimiter"
         )
+        assert dead.headers["x-orderflow-reason-code"] == "processing_failed"
         # the draft rolled back with its number: the next contract takes it
         good = approve("service")
         await send(amqp, good)

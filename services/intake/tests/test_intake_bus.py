@@ -194,6 +194,7 @@ async def test_invalid_command_is_dead_lettered_and_the_sender_told(
     refusal = SubmitOrderReply.model_validate_json(rejected.body)
     assert not refusal.accepted and refusal.order_id is None
     assert refusal.reason is not None and "self-check failed: 3 problem(s)" in refusal.reason
+    assert refusal.code == "self_check_failed" and "Error" not in refusal.reason
     assert [p.pointer for p in refusal.problems] == [
         "/customer/name",
         "/lines/0/unit_price",
@@ -203,6 +204,7 @@ async def test_invalid_command_is_dead_lettered_and_the_sender_told(
     [dead] = await get_messages(amqp, topology.INTAKE_COMMANDS.dlq, 1)
     assert dead.message_id == mid
     assert "self-check failed: 3 problem(s)" in dead.headers["x-orderflow-reason"]
+    assert dead.headers["x-orderflow-reason-code"] == "self_check_failed"
     assert dead.headers["x-orderflow-queue"] == topology.INTAKE_COMMANDS.name
     assert json.loads(dead.body) == bad
 
@@ -257,6 +259,7 @@ async def test_command_for_an_existing_order(
         refusal = SubmitOrderReply.model_validate_json((await next_reply(replies)).body)
     assert not refusal.accepted and refusal.retryable
     assert refusal.reason is not None and refusal.reason.startswith("conflict")
+    assert refusal.code == "decision_pending"
     assert "submitted" in refusal.reason
     assert refusal.status == "submitted" and refusal.revision == 1
     assert [p.pointer for p in refusal.problems] == ["/order_id"]
@@ -281,6 +284,7 @@ async def test_command_for_an_existing_order(
         refusal = SubmitOrderReply.model_validate_json((await next_reply(replies)).body)
     assert not refusal.accepted and not refusal.retryable
     assert refusal.reason is not None and missing in refusal.reason
+    assert refusal.code == "unknown_order"
     [dead] = await get_messages(amqp, topology.INTAKE_COMMANDS.dlq, 1)
     assert "does not exist" in dead.headers["x-orderflow-reason"]
 
@@ -292,6 +296,7 @@ async def test_command_for_an_existing_order(
         await send_command(amqp, stale, reply_to=replies.name)
         conflict = SubmitOrderReply.model_validate_json((await next_reply(replies)).body)
     assert not conflict.accepted and conflict.retryable
+    assert conflict.code == "stale_revision"
     assert conflict.revision == 2 and conflict.status == "changes_requested"
     assert [p.pointer for p in conflict.problems] == ["/revises"]
     # and one that names a revision the order does not have: refused for good
@@ -301,6 +306,7 @@ async def test_command_for_an_existing_order(
         refusal = SubmitOrderReply.model_validate_json((await next_reply(replies)).body)
     assert not refusal.accepted and not refusal.retryable
     assert [p.pointer for p in refusal.problems] == ["/revises"]
+    assert refusal.code == "unknown_revision"
     assert await queue_depth(amqp, topology.INTAKE_COMMANDS.dlq) == 1
 
 

@@ -255,6 +255,7 @@ async def test_a_file_that_cannot_be_fetched_refuses_the_command_naming_it(
     for attachment, pointer, words in cases:
         reply = await submit(amqp, {**product_order, "attachments": [attachment]})
         assert not reply.accepted and not reply.retryable
+        assert reply.code == "file_refused", reply.code
         assert [p.pointer for p in reply.problems] == [pointer], reply.problems
         assert words in reply.problems[0].detail
         # the URL (a pre-signed one carries a credential) is not repeated back

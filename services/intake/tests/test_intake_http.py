@@ -255,7 +255,7 @@ async def test_submit_publishes_one_order_submitted(
     assert msg.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert uuid.UUID(str(msg.message_id))
     assert msg.headers["x-schema"] == "orderflow.order.submitted"
-    assert msg.headers["x-schema-version"] == 1
+    assert msg.headers["x-schema-version"] == "1"
     assert str(msg.headers["traceparent"]).startswith("00-")
     event = OrderSubmitted.model_validate_json(msg.body)
     assert str(event.order_id) == order["id"]

@@ -603,6 +603,19 @@ async def test_bad_verdicts_are_dead_lettered_and_the_consumer_goes_on(
     assert "review.verdict, review.annotation, review.reassign" in reason(b"untyped")
     assert all(m.headers["x-orderflow-queue"] == "review-router.verdicts" for m in dead)
 
+    def code(body_has: bytes) -> str:
+        [found] = [m for m in dead if body_has in m.body]
+        return str(found.headers["x-orderflow-reason-code"])
+
+    assert code(b"{not json") in ("not_json", "invalid_message")
+    assert code(b'"maybe"') == "invalid_message"
+    assert code(str(unknown).encode()) == "unknown_review"
+    assert code(b'"department":"finance"') == code(b'"revision":3') == "review_mismatch"
+    assert code(b"approve-all") == code(b"untyped") == "unexpected_type"
+    # a sentence, never a Python class name
+    texts = [str(m.headers["x-orderflow-reason"]) for m in dead]
+    assert not any("VerdictGiven" in t or "Error:" in t for t in texts), texts
+
     [recorded] = await events.wait("review.verdict_recorded", oid)
     assert recorded["review_id"] == str(supervisor.review_id)
     await take(amqp, "finance")

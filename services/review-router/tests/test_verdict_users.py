@@ -186,9 +186,14 @@ async def test_only_the_department_user_speaks_for_its_department(
                 await publish_event_as(finance_system)
 
             dead = await get_messages(amqp, VERDICTS_DLQ, 2)
-            reasons = sorted(str(m.headers["x-orderflow-reason"]) for m in dead)
+            by_code = {
+                str(m.headers["x-orderflow-reason-code"]): str(m.headers["x-orderflow-reason"])
+                for m in dead
+            }
+            assert sorted(by_code) == ["missing_user_id", "wrong_department"]
+            reasons = [by_code["wrong_department"], by_code["missing_user_id"]]
             assert reasons[0] == (
-                f"PermanentError: verdict refused: RabbitMQ user '{finance_user.name}' speaks "
+                f"verdict refused: RabbitMQ user '{finance_user.name}' speaks "
                 "for finance, not production: /department: user "
                 f"'{finance_user.name}' may act for finance only"
             )

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import topology
+from . import refusals, topology
 from .messages import EVENTS as EVENT_MODELS
 from .messages import ReassignReview, ReviewAnnotated, SubmitOrder, VerdictGiven
 
@@ -158,13 +158,15 @@ def service_permissions(service: str) -> Permissions:
     )
 
 
-def department_permissions(department: str) -> Permissions:
-    """Reads its own review requests, sends verdicts; declares, binds and purges nothing
-    else (purging needs `read`, so it can purge only its own queue)."""
+def department_permissions(department: str, user: str | None = None) -> Permissions:
+    """Reads its own review requests, sends verdicts; declares and reads its own reply
+    queues, `<user>.*` (where refusals are answered); declares, binds and purges nothing
+    else (purging needs `read`, so it can purge only its own queues)."""
+    name = user or department_user(department)
     return Permissions(
-        configure=NOTHING,
+        configure=_any_of([], _own_prefix(name)),
         write=_any_of([topology.VERDICTS]),
-        read=_any_of([topology.department_queue(department).name]),
+        read=_any_of([topology.department_queue(department).name], _own_prefix(name)),
     )
 
 
@@ -239,13 +241,14 @@ class Trust:
         message_type: str | None,
         user_id: str | None,
         headers: Mapping[str, Any],
-    ) -> str | None:
+    ) -> refusals.Refused | None:
         """Why the message must be refused, or None when the right party sent it."""
         kind = message_type or ""
         if accepted is not None and kind not in accepted:
-            return (
+            return refusals.Refused(
+                refusals.UNEXPECTED_TYPE,
                 f"unknown message type {message_type!r} on {queue}: expected one of "
-                f"{', '.join(accepted) or 'none'}"
+                f"{', '.join(accepted) or 'none'}",
             )
         expected = self.expected(kind)
         if expected is None:
@@ -255,12 +258,16 @@ class Trust:
             return None
         wanted = " or ".join(sorted(expected)) or "(no user configured)"
         if not user_id:
-            return (
+            return refusals.Refused(
+                refusals.MISSING_USER_ID,
                 f"{kind} without user_id refused: it must be published by {wanted} with the "
-                "AMQP user_id property set, which RabbitMQ checks"
+                "AMQP user_id property set, which RabbitMQ checks",
             )
         seen = user_id if producer == user_id else f"{user_id} (replaying {producer!r})"
-        return f"{kind} from user {seen} refused: only {wanted} may publish it"
+        return refusals.Refused(
+            refusals.WRONG_PRODUCER,
+            f"{kind} from user {seen} refused: only {wanted} may publish it",
+        )
 
 
 def service_users(mapping: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -24,11 +24,12 @@ from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import Counter, Histogram
 
-from . import busaccess, inbox, limits
+from . import busaccess, inbox, limits, refusals
 from .db import Connection, Pool
-from .messages import Problem, SubmitOrderReply
+from .messages import Problem
 from .outbox import envelope_headers
 from .publisher import Publisher, PublishError
+from .times import format_time
 from .topology import COMMANDS, DLX
 from .tracing import set_current_trace, trace_id_of
 
@@ -50,15 +51,23 @@ HANDLING_SECONDS = Histogram(
 class UntrustedProducer(Exception):
     """The message did not come from the party the contract names as its producer."""
 
+    def __init__(self, refused: refusals.Refused) -> None:
+        super().__init__(refused.reason)
+        self.code = refused.code
+
 
 class PermanentError(Exception):
     """This message can never succeed (unknown order, broken invariant): dead-letter it.
 
-    `problems` name the fields at fault; a command with `reply_to` gets them in its reply.
+    `code` is one of `orderflow.refusals`; `problems` name the fields at fault; a message
+    with `reply_to` gets both in its refusal reply.
     """
 
-    def __init__(self, reason: str, problems: Sequence[Problem] = ()) -> None:
+    def __init__(self, reason: str, problems: Sequence[Problem] = (), *, code: str) -> None:
         super().__init__(reason)
+        if code not in refusals.CODES:
+            raise ValueError(f"unknown refusal code {code!r}")
+        self.code = code
         self.problems = list(problems)
 
 
@@ -136,6 +145,9 @@ def body_problems(exc: pydantic.ValidationError, handlers: Collection[str] = ())
     ]
 
 
+#: The dead letter's header with its refusal code (`orderflow.refusals`).
+REASON_CODE = "x-orderflow-reason-code"
+
 #: A dead letter's reason lists at most this many field problems, each cut to
 #: `PROBLEM_CHARS`; the reply to the sender has them all, whole.
 REASON_PROBLEMS = 20
@@ -153,18 +165,32 @@ def listed(problems: Sequence[Problem]) -> str:
 
 
 def describe(exc: BaseException, handlers: Collection[str] = ()) -> str:
+    """Why, in one sentence for a person: never a Python class name."""
     if isinstance(exc, pydantic.ValidationError):
         return "invalid message: " + listed(body_problems(exc, handlers))
     if isinstance(exc, PermanentError) and [p.detail for p in exc.problems] not in ([], [str(exc)]):
         # the reason names the fields at fault, so the dead letter alone says what to fix
-        return f"{type(exc).__name__}: {exc}: {listed(exc.problems)}"
+        return f"{exc}: {listed(exc.problems)}"
+    if isinstance(exc, PermanentError | UntrustedProducer):
+        return str(exc)
     if isinstance(exc, DependsValidationError):
         return f"invalid message: {exc}"
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return f"body is not JSON: {exc}"
-    if isinstance(exc, UntrustedProducer):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    # a fault of the service (its log has the traceback), not a refusal of the sender's
+    detail = str(exc).strip()
+    return "the service failed to handle the message" + (f": {detail}" if detail else "")
+
+
+def code_of(exc: BaseException) -> str:
+    """The refusal code (`orderflow.refusals`) of what made a message a dead letter."""
+    if isinstance(exc, PermanentError | UntrustedProducer):
+        return exc.code
+    if isinstance(exc, pydantic.ValidationError | DependsValidationError):
+        return refusals.INVALID_MESSAGE
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return refusals.NOT_JSON
+    return refusals.PROCESSING_FAILED
 
 
 def problems_of(exc: BaseException, handlers: Collection[str] = ()) -> list[Problem]:
@@ -173,6 +199,12 @@ def problems_of(exc: BaseException, handlers: Collection[str] = ()) -> list[Prob
     if isinstance(exc, pydantic.ValidationError):
         return body_problems(exc, handlers)
     return [Problem(pointer="", detail=describe(exc))]
+
+
+def refusal_of(exc: BaseException, handlers: Collection[str] = ()) -> refusals.Refused:
+    return refusals.Refused(
+        code_of(exc), describe(exc, handlers)[:4000], problems_of(exc, handlers)
+    )
 
 
 def handler_names(context: ContextRepo) -> set[str]:
@@ -193,7 +225,9 @@ def _oversized(msg: StreamMessage[Any]) -> PermanentError | None:
     if msg.raw_message.exchange != COMMANDS or size <= limits.MAX_COMMAND_BYTES:
         return None
     detail = f"the body has {size} bytes; a command may have at most {limits.MAX_COMMAND_BYTES}"
-    return PermanentError(detail, problems=[Problem(pointer="/", detail=detail)])
+    return PermanentError(
+        detail, problems=[Problem(pointer="/", detail=detail)], code=refusals.TOO_LARGE
+    )
 
 
 class ReliableConsumer(BaseMiddleware):
@@ -277,7 +311,7 @@ class ReliableConsumer(BaseMiddleware):
             CONSUMED.labels(queue, "ok").inc()
             return result
 
-    def _refusal(self, queue: str, msg: StreamMessage[Any]) -> str | None:
+    def _refusal(self, queue: str, msg: StreamMessage[Any]) -> refusals.Refused | None:
         raw = msg.raw_message
         if queue not in self.runtime.accepts:
             return None  # not a subscriber of the runtime's (a test's own consumer)
@@ -296,16 +330,18 @@ class ReliableConsumer(BaseMiddleware):
         exc: BaseException,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
-        reason = describe(exc, handler_names(self.context))[:4000]
+        refused = refusal_of(exc, handler_names(self.context))
+        reason = refused.reason
         raw = msg.raw_message
         headers = dict(raw.headers or {})
+        headers.pop("x-orderflow-error", None)  # written by older versions: a class name
         headers.update(
             {
+                REASON_CODE: refused.code,
                 "x-orderflow-reason": reason,
-                "x-orderflow-error": type(exc).__name__,
                 "x-orderflow-queue": queue,
                 "x-orderflow-service": self.runtime.service,
-                "x-orderflow-dead-lettered-at": datetime.now(UTC).isoformat(),
+                "x-orderflow-dead-lettered-at": format_time(datetime.now(UTC)),
                 "x-orderflow-original-exchange": raw.exchange or "",
                 "x-orderflow-original-routing-key": raw.routing_key or "",
                 # republished as this service (RabbitMQ would refuse another user_id): the
@@ -331,23 +367,23 @@ class ReliableConsumer(BaseMiddleware):
             CONSUMED.labels(queue, "requeued").inc()
             await msg.nack(requeue=True)  # type: ignore[call-arg]
             return
-        bound.warning("message dead-lettered", reason=reason)
+        bound.warning("message dead-lettered", reason=reason, code=refused.code)
         CONSUMED.labels(queue, "dead_lettered").inc()
         if raw.reply_to:
-            await self._reply_rejected(msg, exc, reason, bound)
+            await self._reply_refused(msg, refused, bound)
         await msg.ack()
 
-    async def _reply_rejected(
+    async def _reply_refused(
         self,
         msg: StreamMessage[Any],
-        exc: BaseException,
-        reason: str,
+        refused: refusals.Refused,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
-        """A command's sender waiting on `reply_to` learns at once why it was refused."""
+        """The sender waiting on `reply_to` learns at once why its message was refused: the
+        reply its message type has (`refusals.REPLIES`), else a `message.refused`."""
         raw = msg.raw_message
-        reply = SubmitOrderReply(
-            accepted=False, reason=reason, problems=problems_of(exc, handler_names(self.context))
+        reply = refusals.reply_for(
+            refused, refusals.RefusedMessage(message_id=raw.message_id, message_type=raw.type)
         )
         try:
             await self.runtime.publisher.publish(
@@ -355,13 +391,13 @@ class ReliableConsumer(BaseMiddleware):
                 routing_key=str(raw.reply_to),
                 body=reply.model_dump_json().encode(),
                 message_id=str(uuid.uuid4()),
-                message_type=f"{raw.type or 'command'}.reply",
+                message_type=reply.message_type,
                 correlation_id=raw.correlation_id or raw.message_id,
                 headers=envelope_headers(reply),
                 mandatory=False,  # the sender may have gone; the message is in the DLQ anyway
             )
         except PublishError as pub_exc:
-            bound.warning("rejection reply not sent", error=repr(pub_exc))
+            bound.warning("refusal reply not sent", error=repr(pub_exc))
 
 
 async def apply_once(
@@ -376,7 +412,10 @@ async def apply_once(
     # and a made-up id cannot catch a redelivery
     message_id = msg.raw_message.message_id
     if not message_id:
-        raise PermanentError("message has no message_id (required for de-duplication)")
+        raise PermanentError(
+            "message has no message_id (required for de-duplication)",
+            code=refusals.MISSING_MESSAGE_ID,
+        )
     async with pool.acquire() as conn, conn.transaction():
         if not await inbox.claim(
             conn,

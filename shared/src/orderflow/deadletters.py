@@ -18,10 +18,11 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from . import busaccess, topology
+from . import busaccess, refusals, topology
 
 DISCARDED = "ops.discarded"
 REASON = "x-orderflow-reason"
+REASON_CODE = "x-orderflow-reason-code"  # consumer.REASON_CODE
 
 
 @dataclass
@@ -30,6 +31,7 @@ class DeadLetter:
     message_id: str | None
     message_type: str | None
     correlation_id: str | None
+    code: str  # a code of `orderflow.refusals`
     reason: str
     dead_lettered_at: str | None
     service: str | None
@@ -68,6 +70,25 @@ def _reason(headers: dict[str, Any]) -> str:
     return "unknown"
 
 
+def _replays(headers: dict[str, Any]) -> int:
+    """How often the message was replayed before (an int from older versions)."""
+    value = _plain(headers.get("x-orderflow-replays"))
+    try:
+        return max(0, int(value)) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def _code(headers: dict[str, Any]) -> str:
+    if REASON_CODE in headers:
+        return str(_plain(headers[REASON_CODE]))
+    deaths = headers.get("x-death") or []
+    # dead-lettered by RabbitMQ itself: the delivery limit is the one our queues have
+    if REASON not in headers and deaths and _plain(deaths[0]).get("reason") == "delivery_limit":
+        return refusals.DELIVERY_LIMIT
+    return refusals.UNKNOWN
+
+
 def _origin(dlq: str, headers: dict[str, Any]) -> str:
     queue = headers.get("x-orderflow-queue")
     if queue:
@@ -94,6 +115,7 @@ def _describe(dlq: str, message: AbstractIncomingMessage) -> DeadLetter:
         message_id=message.message_id,
         message_type=message.type,
         correlation_id=message.correlation_id,
+        code=_code(headers),
         reason=_reason(headers),
         dead_lettered_at=_plain(headers.get("x-orderflow-dead-lettered-at")),
         service=_plain(headers.get("x-orderflow-service")),
@@ -150,8 +172,9 @@ async def replay(
                 original = dict(message.headers or {})
                 # the envelope (schema, traceparent) stays; what dead-lettering added goes
                 headers = {k: v for k, v in original.items() if not _dead_letter_header(k)}
-                previous = original.get("x-orderflow-replays")
-                headers["x-orderflow-replays"] = (previous if isinstance(previous, int) else 0) + 1
+                # a string, like every header the product writes (an int would travel as
+                # an 8-bit AMQP `b`)
+                headers["x-orderflow-replays"] = str(_replays(original) + 1)
                 headers["x-orderflow-replayed-at"] = datetime.now(UTC).isoformat()
                 # dead-lettered by RabbitMQ itself (delivery limit): the producer's user_id
                 # is still the message's own

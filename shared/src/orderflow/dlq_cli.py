@@ -1,6 +1,6 @@
 """`orderflow-dlq`: list, show, replay or discard dead letters from the command line.
 
-    orderflow-dlq list [--queue intake.commands.dlq] [--reason TEXT]
+    orderflow-dlq list [--queue intake.commands.dlq] [--code CODE] [--reason TEXT]
     orderflow-dlq show MESSAGE_ID [--queue Q]
     orderflow-dlq replay QUEUE.dlq (--all | --message-id ID ...)
     orderflow-dlq discard QUEUE.dlq --message-id ID ... --note "why"
@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="dead letters by queue and reason")
     listing.add_argument("--queue", action="append", help="a .dlq queue (default: all known)")
     listing.add_argument("--reason", help="only those whose reason contains this text")
+    listing.add_argument("--code", help="only those with this refusal code, e.g. missing_user_id")
     listing.add_argument("--department", action="append", default=[], help="extra departments")
     show = sub.add_parser("show", help="one dead letter, with headers and body")
     show.add_argument("message_id")
@@ -73,11 +74,13 @@ async def _run(args: argparse.Namespace) -> int:
                 return 0
             if args.reason:
                 found = [(q, d) for q, d in found if args.reason in d.reason]
+            if args.code:
+                found = [(q, d) for q, d in found if d.code == args.code]
             if args.json:
                 print(json.dumps([{"dlq": q, **d.as_dict()} for q, d in found], ensure_ascii=False))
             else:
                 for dlq, d in found:
-                    print(f"{dlq}\t{d.message_id}\t{d.message_type}\t{d.reason}")
+                    print(f"{dlq}\t{d.message_id}\t{d.message_type}\t{d.code}\t{d.reason}")
                 print(f"{len(found)} dead letter(s)", file=sys.stderr)
             return 0
         if args.command == "replay":

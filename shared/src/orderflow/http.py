@@ -40,6 +40,9 @@ class DeadLetterView(BaseModel):
     message_id: str | None
     message_type: str | None
     correlation_id: str | None
+    code: str = Field(
+        description="Why, as a refusal code (docs/integration.md, Refusals and their codes)"
+    )
     reason: str
     dead_lettered_at: str | None
     service: str | None
@@ -351,13 +354,22 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
         caller: OpsDep,
         queue: Annotated[str | None, Query(max_length=limits.SHORT_TEXT)] = None,
         reason: Annotated[str | None, Query(max_length=limits.SHORT_TEXT)] = None,
+        code: Annotated[
+            str | None,
+            Query(max_length=limits.SHORT_TEXT, description="only those with this refusal code"),
+        ] = None,
     ) -> list[DeadLetterView]:
-        """Dead letters of this service's queues (or of one `.dlq`), with their reasons."""
+        """Dead letters of this service's queues (or of one `.dlq`), with their codes and
+        reasons; `code` and `reason` (a part of the text) filter them."""
         found = []
         for dlq in [own_dlq(queue, "query:/queue")] if queue else own():
             letters = await deadletters.list_dead_letters(runtime.publisher.connection, dlq)
             found += [DeadLetterView(dlq=dlq, **d.as_dict()) for d in letters]
-        return [d for d in found if reason is None or reason in d.reason]
+        return [
+            d
+            for d in found
+            if (reason is None or reason in d.reason) and (code is None or d.code == code)
+        ]
 
     @app.post("/ops/dead-letters/{dlq}/replay", tags=["operations"], responses=UNKNOWN_DLQ)
     async def replay_dead_letters(

@@ -38,9 +38,12 @@ def channel_name(schema: str) -> str:
 
 
 def envelope_headers(message: type[Message] | Message) -> dict[str, Any]:
+    """The headers every message of the product carries. Every value is a string: AMQP
+    encodes a small integer as an 8- or 16-bit type (`b`, `s`), which Java and .NET read as
+    `Byte`/`sbyte`; a string reads the same in every client."""
     return {
         "x-schema": message.schema_name(),
-        "x-schema-version": message.schema_version,
+        "x-schema-version": str(message.schema_version),
         "traceparent": new_traceparent(),
     }
 

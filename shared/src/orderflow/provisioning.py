@@ -44,11 +44,8 @@ def service_accounts(users: Mapping[str, str] | None = None) -> list[Account]:
 def department_account(
     department: str, *, pattern: str = "dept-{department}", name: str | None = None
 ) -> Account:
-    return Account(
-        name or busaccess.department_user(department, pattern=pattern),
-        busaccess.department_permissions(department),
-        "department",
-    )
+    user = name or busaccess.department_user(department, pattern=pattern)
+    return Account(user, busaccess.department_permissions(department, user), "department")
 
 
 def submitter_account(name: str) -> Account:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from orderflow import outbox, topology
+from orderflow import outbox, refusals, topology
 from orderflow.consumer import PermanentError
 from orderflow.db import Connection, Pool
 from orderflow.messages import (
@@ -94,7 +94,9 @@ async def on_order_approved(
         )
     except domain.IncompleteOrder as exc:
         # raising rolls the transaction back, the number with it
-        raise PermanentError(f"cannot draft a contract: {exc}", problems=exc.problems) from exc
+        raise PermanentError(
+            f"cannot draft a contract: {exc}", problems=exc.problems, code=refusals.INCOMPLETE_ORDER
+        ) from exc
 
     # Typeset here, inside the transaction and after the number is taken: the number is
     # printed on every page and exists only once this transaction has taken it from the

@@ -19,7 +19,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 from pydantic import TypeAdapter, ValidationError
 
-from orderflow import outbox, topology
+from orderflow import outbox, refusals, topology
 from orderflow.db import Connection, Pool, transaction
 from orderflow.messages import (
     EVENTS,
@@ -722,12 +722,14 @@ async def reply_conflict(
     )
     if not reply_to:
         return
-    pointer = "/revises" if isinstance(conflict, domain.StaleRevision) else "/order_id"
+    stale = isinstance(conflict, domain.StaleRevision)
+    pointer = "/revises" if stale else "/order_id"
     await outbox.enqueue(
         conn,
         SubmitOrderReply(
             accepted=False,
             retryable=True,
+            code=refusals.STALE_REVISION if stale else refusals.DECISION_PENDING,
             reason=f"conflict: {conflict}",
             order_id=order_id,
             revision=conflict.revision,

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
 from uuid import UUID
 
+from orderflow import refusals
 from orderflow.messages import (
     Annotation,
     Decision,
@@ -391,6 +392,8 @@ def close(round_: Round, status: RoundStatus) -> tuple[Round, list[Request]]:
 class ReviewMessage(Protocol):
     """What every department message names: the review and whose it is."""
 
+    message_type: ClassVar[str]
+
     @property
     def review_id(self) -> UUID: ...
     @property
@@ -402,11 +405,15 @@ class ReviewMessage(Protocol):
 
 
 class VerdictMismatch(Exception):
-    """The message names a review but disagrees with it: it can never be applied."""
+    """The message names a review but disagrees with it: it can never be applied. `code` is
+    its refusal code (`orderflow.refusals`)."""
 
-    def __init__(self, reason: str, problems: Sequence[Problem]) -> None:
+    def __init__(
+        self, reason: str, problems: Sequence[Problem], *, code: str = refusals.REVIEW_MISMATCH
+    ) -> None:
         super().__init__(reason)
         self.problems = list(problems)
+        self.code = code
 
 
 def feedback_of(verdict: VerdictGiven) -> DepartmentFeedback:
@@ -446,6 +453,7 @@ def check(round_: Round, message: ReviewMessage) -> Request:
         raise VerdictMismatch(
             f"review {message.review_id} is not part of round {round_.id}",
             [Problem(pointer="/review_id", detail="unknown review")],
+            code=refusals.UNKNOWN_REVIEW,
         )
     problems = []
     if message.order_id != round_.order_id:
@@ -472,7 +480,7 @@ def check(round_: Round, message: ReviewMessage) -> Request:
     if problems:
         fields = ", ".join(p.pointer.lstrip("/") for p in problems)
         raise VerdictMismatch(
-            f"{type(message).__name__} does not match review {message.review_id}: {fields}",
+            f"{message.message_type} does not match review {message.review_id}: {fields}",
             problems,
         )
     return request
@@ -626,9 +634,12 @@ class VerdictAccess:
 
 
 class Unauthorized(Exception):
-    def __init__(self, reason: str, problems: Sequence[Problem]) -> None:
+    """The sender may not speak for the department; `code` is its refusal code."""
+
+    def __init__(self, reason: str, problems: Sequence[Problem], *, code: str) -> None:
         super().__init__(reason)
         self.problems = list(problems)
+        self.code = code
 
 
 def authorize(
@@ -644,6 +655,7 @@ def authorize(
         raise Unauthorized(
             f"{kind} for {department} published with routing key {routing_key!r}",
             [Problem(pointer="/department", detail=f"the routing key is {routing_key!r}")],
+            code=refusals.WRONG_ROUTING_KEY,
         )
     if not access.required:
         return
@@ -652,6 +664,7 @@ def authorize(
             f"{kind} without user_id refused: set the AMQP user_id property to the "
             "RabbitMQ user you connect as, so the broker vouches for the sender",
             [Problem(pointer="", detail="the AMQP user_id property is missing")],
+            code=refusals.MISSING_USER_ID,
         )
     if user_id in access.acting:
         return
@@ -660,11 +673,13 @@ def authorize(
         raise Unauthorized(
             f"{kind} refused: RabbitMQ user {user_id!r} speaks for no department",
             [Problem(pointer="", detail=f"user {user_id!r} is not a department's user")],
+            code=refusals.NOT_A_DEPARTMENT_USER,
         )
     if allowed != department:
         raise Unauthorized(
             f"{kind} refused: RabbitMQ user {user_id!r} speaks for {allowed}, not {department}",
             [Problem(pointer="/department", detail=f"user {user_id!r} may act for {allowed} only")],
+            code=refusals.WRONG_DEPARTMENT,
         )
 
 

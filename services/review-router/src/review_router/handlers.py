@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from orderflow import outbox, topology
+from orderflow import outbox, refusals, topology
 from orderflow.consumer import PermanentError
 from orderflow.db import Connection
 from orderflow.messages import (
@@ -455,7 +455,7 @@ def _authorize(rules: Rules, sender: Sender, *, department: str, kind: str) -> N
             kind=kind,
         )
     except domain.Unauthorized as exc:
-        raise PermanentError(str(exc), exc.problems) from exc
+        raise PermanentError(str(exc), exc.problems, code=exc.code) from exc
 
 
 async def _round_of(conn: Connection, review_id: uuid.UUID) -> repository.LoadedRound:
@@ -464,6 +464,7 @@ async def _round_of(conn: Connection, review_id: uuid.UUID) -> repository.Loaded
         raise PermanentError(
             f"unknown review_id {review_id}",
             [Problem(pointer="/review_id", detail="no review was requested with this id")],
+            code=refusals.UNKNOWN_REVIEW,
         )
     return await repository.lock_round(conn, round_id=round_id)
 
@@ -477,7 +478,7 @@ async def on_verdict(
     try:
         step = domain.apply_verdict(loaded.round, verdict)
     except domain.VerdictMismatch as exc:
-        raise PermanentError(str(exc), exc.problems) from exc
+        raise PermanentError(str(exc), exc.problems, code=exc.code) from exc
 
     verdict_id = await repository.record_verdict(
         conn,
@@ -579,7 +580,7 @@ async def on_annotations(
     try:
         noted = domain.apply_annotations(loaded.round, command, command.annotations)
     except domain.VerdictMismatch as exc:
-        raise PermanentError(str(exc), exc.problems) from exc
+        raise PermanentError(str(exc), exc.problems, code=exc.code) from exc
     await repository.record_annotations(
         conn,
         message_id=sender.message_id,
@@ -629,7 +630,7 @@ async def on_reassign(
     try:
         outcome, _ = domain.reassignment(loaded.round, command)
     except domain.VerdictMismatch as exc:
-        raise PermanentError(str(exc), exc.problems) from exc
+        raise PermanentError(str(exc), exc.problems, code=exc.code) from exc
     await repository.record_assignment(
         conn,
         message_id=sender.message_id,

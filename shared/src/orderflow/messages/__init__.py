@@ -43,6 +43,7 @@ from .order import (
     ServiceTerms,
     Totals,
 )
+from .replies import MessageRefused
 from .reviews import (
     Annotation,
     Decision,
@@ -106,6 +107,7 @@ __all__ = [
     "FieldChange",
     "Language",
     "Message",
+    "MessageRefused",
     "NotificationDelivered",
     "NotificationFailed",
     "OrderApproved",

@@ -119,6 +119,11 @@ class SubmitOrderReply(Message):
         "first, the departments' decision had not reached intake yet): read the order "
         "again and send the command again; the document itself is not at fault",
     )
+    code: str | None = Field(
+        default=None,
+        description="Why it was refused, as a stable code (docs/integration.md, Refusals and "
+        "their codes), e.g. `self_check_failed`, `stale_revision`; null when accepted",
+    )
     reason: str | None = Field(default=None, description="Why it was refused, in one line")
     order_id: UUID | None = None
     revision: RevisionNo | None = None

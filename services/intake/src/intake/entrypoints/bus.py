@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from orderflow import busaccess, topology
+from orderflow import busaccess, refusals, topology
 from orderflow.consumer import PermanentError, apply_once
 from orderflow.db import Connection
 from orderflow.messages import (
@@ -128,14 +128,23 @@ def register(
                     store=blobs(),
                 )
             except domain.SelfCheckFailed as exc:
-                raise PermanentError(str(exc), problems=exc.problems) from exc
+                raise PermanentError(
+                    str(exc), problems=exc.problems, code=refusals.SELF_CHECK_FAILED
+                ) from exc
             except domain.UnknownRevision as exc:
                 raise PermanentError(
-                    str(exc), problems=[Problem(pointer="/revises", detail=str(exc))]
+                    str(exc),
+                    problems=[Problem(pointer="/revises", detail=str(exc))],
+                    code=refusals.UNKNOWN_REVISION,
                 ) from exc
             except (handlers.OrderNotFound, domain.RuleViolation) as exc:
+                code = (
+                    refusals.UNKNOWN_ORDER
+                    if isinstance(exc, handlers.OrderNotFound)
+                    else refusals.NOT_EDITABLE
+                )
                 raise PermanentError(
-                    str(exc), problems=[Problem(pointer="/order_id", detail=str(exc))]
+                    str(exc), problems=[Problem(pointer="/order_id", detail=str(exc))], code=code
                 ) from exc
 
         async def attempt() -> None:

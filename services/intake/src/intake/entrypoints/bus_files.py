@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from orderflow import refusals
 from orderflow.consumer import PermanentError
 from orderflow.messages import AttachmentUrl, Problem
 from orderflow.outbound import OutboundPolicy
@@ -126,7 +127,9 @@ async def fetched(
                         files.append(new_file)
         if problems:
             raise PermanentError(
-                f"{len(problems)} file(s) named by URL not accepted", problems=problems
+                f"{len(problems)} file(s) named by URL not accepted",
+                problems=problems,
+                code=refusals.FILE_REFUSED,
             )
         yield files
     finally:

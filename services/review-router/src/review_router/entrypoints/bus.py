@@ -9,7 +9,7 @@ from typing import Any
 from faststream.message import StreamMessage
 from faststream.rabbit.annotations import RabbitMessage
 
-from orderflow import busaccess, topology
+from orderflow import busaccess, refusals, topology
 from orderflow.consumer import PermanentError, apply_once
 from orderflow.db import Connection
 from orderflow.messages import (
@@ -173,6 +173,7 @@ def register(runtime: ServiceRuntime, rules: handlers.Rules) -> None:
         raise PermanentError(
             f"unknown message type {kind!r} on {topology.VERDICTS}: expected one of {known}",
             [Problem(pointer="", detail=f"the AMQP type must be one of {known}")],
+            code=refusals.UNEXPECTED_TYPE,
         )
 
     _document_publishers(runtime, names)
