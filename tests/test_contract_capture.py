@@ -274,6 +274,27 @@ async def test_every_message_of_a_run_validates_against_the_asyncapi_documents(
                 message_type="review.annotation",
                 correlation_id=str(finance.order_id),
             )
+            # a department message refused (it names no review) is answered on its reply_to
+            dept = await aio_pika.connect(infra.url_as("dept-finance"))
+            async with dept, dept.channel() as own:
+                dept_replies = await own.declare_queue(
+                    f"{infra.user('dept-finance')}.replies", exclusive=True
+                )
+                stray_id = await publish(
+                    dept,
+                    exchange=topology.VERDICTS,
+                    routing_key="finance",
+                    body=json.dumps({**annotation, "review_id": str(uuid.uuid4())}).encode(),
+                    message_type="review.annotation",
+                    correlation_id=str(finance.order_id),
+                    reply_to=dept_replies.name,
+                    user_id=infra.user("dept-finance"),
+                )
+                stray = await eventually(
+                    lambda: dept_replies.get(fail=False, no_ack=True), timeout=30
+                )
+                assert stray.type == "message.refused"
+                assert json.loads(stray.body)["refused_message_id"] == stray_id
             await answer_review(amqp, delivery)
             await answer_review(amqp, finance)
 
@@ -294,6 +315,9 @@ async def test_every_message_of_a_run_validates_against_the_asyncapi_documents(
         problems += check(
             answer, exchange="", routing_key=None, index=index, expected_user=infra.user("intake")
         )
+    problems += check(
+        stray, exchange="", routing_key=None, index=index, expected_user=infra.user("review-router")
+    )
     for msg in captured:
         problems += check(
             msg,
@@ -304,5 +328,5 @@ async def test_every_message_of_a_run_validates_against_the_asyncapi_documents(
             # sent invalid on purpose: its payload is what is refused, the rest must hold
             payload=msg.message_id != refused_id,
         )
-    print(f"{len(captured) + 2} messages of types {sorted({m.type for m in captured})} checked")
+    print(f"{len(captured) + 3} messages of types {sorted({m.type for m in captured})} checked")
     assert not problems, "\n".join(problems)

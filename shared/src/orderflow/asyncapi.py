@@ -29,6 +29,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from . import busaccess, topology
 from .messages import (
     EVENTS,
+    MessageRefused,
     ReassignReview,
     ReviewAnnotated,
     ReviewCancelled,
@@ -50,6 +51,8 @@ REVIEW_MESSAGES: tuple[type[Message], ...] = (ReviewRequested, ReviewCancelled)
 DEPARTMENT_MESSAGES: tuple[type[Message], ...] = (VerdictGiven, ReviewAnnotated, ReassignReview)
 #: The replies an `order.submit` with a `reply_to` may get (one line per reply type).
 SUBMIT_REPLIES: tuple[type[Message], ...] = (SubmitOrderReply,)
+#: The reply a department message with a `reply_to` gets when it is refused.
+DEPARTMENT_REPLIES: tuple[type[Message], ...] = (MessageRefused,)
 
 #: The W3C trace context, `version-trace_id-parent_id-flags`.
 TRACEPARENT = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
@@ -242,6 +245,8 @@ class _Builder:
             service = "review-router"
         if message in SUBMIT_REPLIES:
             service = "intake"
+        if message in DEPARTMENT_REPLIES:
+            service = "review-router"
         assert service is not None, message
         return self.service_users.get(service, service)
 
@@ -413,6 +418,7 @@ def department_document(
             summary=f"Send {department}'s verdicts, annotations and reassignments",
             user=user,
             mandatory=True,
+            reply=_department_reply(b, router),
         )
     return {
         "title": "Orderflow for department systems",
@@ -421,6 +427,26 @@ def department_document(
         "a reviewer handed over meanwhile, if it likes). Departments: "
         + ", ".join(f"`{d}`" for d in departments)
         + "; a review policy may add more, each with the same two channels.",
+    }
+
+
+def _department_reply(b: _Builder, router: str) -> dict[str, Any]:
+    """The one reply channel of every department: where a refusal is answered."""
+    replies = [b.message(m, "from-orderflow", user=router, reply=True) for m in DEPARTMENT_REPLIES]
+    b.channel(
+        "replies.department",
+        address=None,
+        description="The answer to a refused verdict, annotation or reassignment that had a "
+        "`reply_to`: sent through the default exchange to the queue that `reply_to` names "
+        "(declare it yourself, named `<user>.<name>`, e.g. `dept-finance.replies`), with the "
+        "refused message's `correlation_id` (or its `message_id`). An accepted message gets "
+        "no reply.",
+        bindings=None,
+        messages=replies,
+    )
+    return {
+        "channel": {"$ref": "#/channels/replies.department"},
+        "messages": [{"$ref": f"#/channels/replies.department/messages/{m}"} for m in replies],
     }
 
 
