@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from . import busaccess, refusals, topology
+from . import busaccess, refusals, times, topology
 
 DISCARDED = "ops.discarded"
 REASON = "x-orderflow-reason"
@@ -51,12 +51,22 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     if isinstance(value, datetime):
-        return value.isoformat()
+        return times.format_time(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _time(value: Any) -> str | None:
+    """A time header as Orderflow writes times (`...T14:05:09.120Z`); None when it is not
+    one (the header itself is still in `headers`)."""
+    value = _plain(value)
+    try:
+        return times.format_time(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    except ValueError:
+        return None
 
 
 def _reason(headers: dict[str, Any]) -> str:
@@ -117,7 +127,7 @@ def _describe(dlq: str, message: AbstractIncomingMessage) -> DeadLetter:
         correlation_id=message.correlation_id,
         code=_code(headers),
         reason=_reason(headers),
-        dead_lettered_at=_plain(headers.get("x-orderflow-dead-lettered-at")),
+        dead_lettered_at=_time(headers.get("x-orderflow-dead-lettered-at")),
         service=_plain(headers.get("x-orderflow-service")),
         headers=_plain(headers),
         body=message.body.decode(errors="replace"),
@@ -175,7 +185,7 @@ async def replay(
                 # a string, like every header the product writes (an int would travel as
                 # an 8-bit AMQP `b`)
                 headers["x-orderflow-replays"] = str(_replays(original) + 1)
-                headers["x-orderflow-replayed-at"] = datetime.now(UTC).isoformat()
+                headers["x-orderflow-replayed-at"] = times.format_time(times.now())
                 # dead-lettered by RabbitMQ itself (delivery limit): the producer's user_id
                 # is still the message's own
                 headers.setdefault(busaccess.ORIGINAL_USER, message.user_id or "")
@@ -234,7 +244,7 @@ async def discard(
                     {
                         "note": note,
                         "discarded_by": by,
-                        "discarded_at": datetime.now(UTC).isoformat(),
+                        "discarded_at": times.format_time(times.now()),
                     }
                 )
                 await channel.default_exchange.publish(

@@ -20,7 +20,7 @@ from . import deadletters, limits
 from .auth import Caller, install_auth, require
 from .auth.identity import METRICS_READ, OPS
 from .logging import configure_logging
-from .messages.base import Chars, Id
+from .messages.base import Chars, Id, Timestamp
 from .problems import PROBLEM_JSON as PROBLEM_JSON
 from .problems import FieldProblem as FieldProblem
 from .problems import Problem as Problem
@@ -44,7 +44,7 @@ class DeadLetterView(BaseModel):
         description="Why, as a refusal code (docs/integration.md, Refusals and their codes)"
     )
     reason: str
-    dead_lettered_at: str | None
+    dead_lettered_at: Timestamp | None
     service: str | None
     headers: dict[str, Any]
     body: str

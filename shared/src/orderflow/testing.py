@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -35,7 +36,7 @@ import asyncpg
 import httpx
 import pytest
 
-from . import busaccess, provisioning, topology
+from . import busaccess, provisioning, times, topology
 from .auth import identity
 from .auth import store as auth_store
 from .messages import ReviewRequested, VerdictGiven
@@ -712,3 +713,33 @@ async def wait_status(
         body = (await client.get(f"/api/v1/orders/{order_id}", headers=headers)).json()
         raise AssertionError(f"order {order_id} never reached {wanted}: {body}") from None
     return result
+
+
+# --- how times are written ---------------------------------------------------------------
+
+# anything that reads as a point in time (a date with a time of day), however it is written;
+# a date alone (a delivery date) is not a time
+_LOOKS_LIKE_A_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def times_in(payload: Any, pointer: str = "") -> list[tuple[str, str]]:
+    """Every string of a JSON document (a message body, a response) that is a point in time,
+    with its JSON pointer, whatever its form: keys are not trusted to say which ones are."""
+    if isinstance(payload, str):
+        return [(pointer or "/", payload)] if _LOOKS_LIKE_A_TIME.match(payload) else []
+    if isinstance(payload, dict):
+        items = [(str(k).replace("~", "~0").replace("/", "~1"), v) for k, v in payload.items()]
+    elif isinstance(payload, list):
+        items = [(str(i), v) for i, v in enumerate(payload)]
+    else:
+        return []
+    found: list[tuple[str, str]] = []
+    for key, value in items:
+        found += times_in(value, f"{pointer}/{key}")
+    return found
+
+
+def badly_written_times(payload: Any) -> list[tuple[str, str]]:
+    """The times of a JSON document not written the one way (`times.PATTERN`: RFC 3339, UTC
+    `Z`, milliseconds); empty when all are."""
+    return [(p, v) for p, v in times_in(payload) if not re.fullmatch(times.PATTERN, v)]

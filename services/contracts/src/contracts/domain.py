@@ -25,6 +25,7 @@ from orderflow.messages import (
     OrderType,
     Problem,
     Salesperson,
+    Timestamp,
 )
 
 DEFAULT_NUMBER_PATTERN = "HT-{year}-{seq:06d}"
@@ -394,7 +395,7 @@ class ContractContent(Model):
         default=None, description="The customer's own reference, e.g. a PO number"
     )
     language: Language
-    drafted_at: dt.datetime
+    drafted_at: Timestamp
     seller: Party
     buyer: Party
     salesperson: Salesperson

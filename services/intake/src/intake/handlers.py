@@ -19,7 +19,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 from pydantic import TypeAdapter, ValidationError
 
-from orderflow import outbox, refusals, topology
+from orderflow import outbox, refusals, times, topology
 from orderflow.db import Connection, Pool, transaction
 from orderflow.messages import (
     EVENTS,
@@ -562,7 +562,7 @@ async def withdraw_order(
         order_id=order_id,
         held_status=status.value,
         withdrawal={
-            "requested_at": now.isoformat(),
+            "requested_at": times.format_time(now),
             "requested_by": actor,
             "reason": reason,
             "outcome": "pending",
@@ -1157,7 +1157,7 @@ def _details(event: Message) -> dict[str, Any]:
                 "revision": event.revision,
                 "feedback": [f.model_dump(mode="json") for f in event.feedback],
                 "annotations": [a.model_dump(mode="json") for a in event.annotations],
-                "decided_at": event.decided_at.isoformat(),
+                "decided_at": times.format_time(event.decided_at),
             }
         }
     if isinstance(event, OrderApproved):
@@ -1178,12 +1178,12 @@ def _details(event: Message) -> dict[str, Any]:
 def _answer(event: Message) -> dict[str, Any] | None:
     """The router's answer to a withdrawal, as the order's `withdrawal` keeps it."""
     if isinstance(event, OrderWithdrawn):
-        return {"outcome": "withdrawn", "answered_at": event.withdrawn_at.isoformat()}
+        return {"outcome": "withdrawn", "answered_at": times.format_time(event.withdrawn_at)}
     if isinstance(event, OrderWithdrawalRefused):
         return {
             "outcome": "refused",
             "refusal": event.reason,
-            "answered_at": event.refused_at.isoformat(),
+            "answered_at": times.format_time(event.refused_at),
         }
     return None
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, EmailStr, Field, StringConstraints
 
 from ..db import Pool
+from ..messages.base import Timestamp
 from ..problems import FieldProblem, Problem, ProblemDetails
 from . import passwords, store
 from .authenticator import SESSION_COOKIE, caller_of_account, client_address
@@ -47,7 +48,7 @@ class Me(BaseModel):
 
 class SignedIn(BaseModel):
     token: str = Field(description="A session token: send it as `Authorization: Bearer <token>`")
-    expires_at: datetime
+    expires_at: Timestamp
     csrf_token: str = Field(description="Send as X-CSRF-Token with the session cookie")
     caller: Me
 
@@ -182,7 +183,7 @@ class AccountOut(BaseModel):
     roles: list[str]
     team: list[str]
     disabled: bool
-    locked_until: datetime | None
+    locked_until: Timestamp | None
     has_password: bool
 
 
@@ -197,10 +198,10 @@ class ApiKeyOut(BaseModel):
     id: str
     scopes: list[str]
     created_by: str
-    created_at: datetime
-    expires_at: datetime | None
-    last_used_at: datetime | None
-    revoked_at: datetime | None
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
 
 
 class NewApiKeyOut(ApiKeyOut):

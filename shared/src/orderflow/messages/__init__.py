@@ -1,6 +1,6 @@
 """Every command and event of Orderflow: one pydantic model each, used by publisher and consumer."""
 
-from .base import DecimalStr, Document, Message
+from .base import DecimalStr, Document, Message, Timestamp
 from .commands import AttachmentUrl, Problem, SubmitOrder, SubmitOrderReply
 from .events import (
     ContractDrafted,
@@ -137,6 +137,7 @@ __all__ = [
     "Severity",
     "SubmitOrder",
     "SubmitOrderReply",
+    "Timestamp",
     "Totals",
     "VerdictGiven",
     "VerdictRecorded",

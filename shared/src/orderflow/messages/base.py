@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import core_schema
+from pydantic_core import PydanticCustomError, core_schema
 
-from .. import limits
+from .. import limits, times
 
 # --- decimals -------------------------------------------------------------------------------
 
 _NOT_A_DECIMAL = 'must be a decimal number, e.g. "85.50"'
+#: The error type and message of a decimal sent as a JSON number (or any other non-string):
+#: a float cannot hold 0.1 exactly, so a number is refused rather than guessed at.
+NOT_A_STRING = "decimal_not_a_string"
+_NOT_A_STRING = 'must be a decimal number written as a string, e.g. "85.50"'
 
 
 def _as_decimal(value: Any) -> Decimal:
-    if isinstance(value, bool):
-        raise ValueError(_NOT_A_DECIMAL)
-    if isinstance(value, int | float):
-        value = str(value)
+    # Python code of the product may hand a Decimal; from JSON (on the bus, and over HTTP
+    # where FastAPI validates the parsed body) only a string is a decimal
+    if not isinstance(value, str | Decimal):
+        raise PydanticCustomError(NOT_A_STRING, _NOT_A_STRING)
     if isinstance(value, str):
         if len(value) > limits.DECIMAL_CHARS:
             raise ValueError(f"must be a decimal of at most {limits.DECIMAL_CHARS} characters")
@@ -54,7 +59,9 @@ def _digits(value: Decimal) -> tuple[int, int]:
 class Bounded:
     """Decimal metadata: at most `digits` before the point and `places` after it; NaN and
     Infinity refused; the value normalised to one plain form (no exponent: "1E+2" is 100; no
-    zeros past `places`; no sign on zero), and written as a string ("85.50") in JSON."""
+    zeros past `places`; no sign on zero), and written as a string ("85.50") in JSON. Read
+    only from a string (or a `Decimal` in Python): a JSON number is refused as
+    `decimal_not_a_string`, whether it comes on the bus or over HTTP."""
 
     digits: int
     places: int
@@ -105,6 +112,54 @@ Money = Annotated[Decimal, Bounded(limits.MONEY_DIGITS, limits.MONEY_PLACES)]
 Quantity = Annotated[Decimal, Bounded(limits.QUANTITY_DIGITS, limits.QUANTITY_PLACES)]
 Rate = Annotated[Decimal, Bounded(1, limits.RATE_PLACES)]
 TotalStr = Annotated[Decimal, Bounded(limits.TOTAL_DIGITS, limits.MONEY_PLACES)]
+
+# --- times ----------------------------------------------------------------------------------
+
+# RFC 3339 `date-time`: a `T`, seconds, any fraction, and an offset that is required
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+NOT_A_TIME = "time_not_rfc3339"
+_NOT_A_TIME = 'must be an RFC 3339 time with its offset from UTC, e.g. "2026-12-03T14:05:09.120Z"'
+
+
+def _as_time(value: Any) -> datetime:
+    if isinstance(value, str):
+        if len(value) > 40 or not _RFC3339.match(value):
+            raise PydanticCustomError(NOT_A_TIME, _NOT_A_TIME)
+        try:
+            value = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        except ValueError:
+            raise PydanticCustomError(NOT_A_TIME, _NOT_A_TIME) from None
+    if not isinstance(value, datetime):
+        raise PydanticCustomError(NOT_A_TIME, _NOT_A_TIME)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise PydanticCustomError(NOT_A_TIME, _NOT_A_TIME)
+    return times.utc(value)
+
+
+@dataclass(frozen=True)
+class _TimeFormat:
+    """Datetime metadata: read from RFC 3339 with a required offset (a naive time, a number
+    of seconds or any other form is refused), kept in UTC at millisecond precision, and
+    written as `times.format_time` does (`2026-12-03T14:05:09.120Z`)."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _as_time,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                times.format_time, return_schema=core_schema.str_schema(), when_used="json"
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "format": "date-time", "pattern": times.PATTERN}
+
+
+#: A point in time, on the bus and over HTTP: RFC 3339, UTC `Z`, milliseconds.
+Timestamp = Annotated[datetime, _TimeFormat()]
 
 # --- text -----------------------------------------------------------------------------------
 
@@ -178,11 +233,14 @@ class Document(BaseModel):
 class Message(BaseModel):
     """One command or event. Its class names the AMQP `type` and the schema version.
 
-    Consumers ignore fields they do not know, so a producer can add a field without
-    breaking an older consumer; a breaking change bumps `schema_version`.
+    Unknown fields are refused (decision 0022): every consumer of a message is either a
+    service of Orderflow, deployed from the same release as its producer, or a system outside
+    that codes against the published schema, so a field nobody knows is a mistake (a typo, a
+    producer on the wrong version) and says so instead of being dropped. A new field is a new
+    `schema_version`. Systems outside read tolerantly if they like; the guide says where.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     message_type: ClassVar[str]
     schema_version: ClassVar[int] = 1

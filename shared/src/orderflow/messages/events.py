@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 from pydantic import Field
 
 from .. import limits
-from .base import Chars, Document, Id, Message, Money, RevisionNo, ShortText, Text
+from .base import Chars, Document, Id, Message, Money, RevisionNo, ShortText, Text, Timestamp
 from .order import AttachmentRef, FieldChange, OrderDocument, Salesperson, Totals
 from .reviews import Annotation, Decision, Department, Reviewer
 
@@ -24,7 +23,7 @@ class OrderSubmitted(Message):
     order: OrderDocument
     totals: Totals
     channel: Id = Field(description="Where it came from: api, console or bus")
-    submitted_at: datetime
+    submitted_at: Timestamp
     attachments: list[AttachmentRef] = Field(
         default_factory=list, description="The files of this revision, as they were submitted"
     )
@@ -47,7 +46,7 @@ class OrderWithdrawalRequested(Message):
     revision: RevisionNo = Field(description="The order's current revision at intake")
     reason: Text | None = None
     requested_by: Id = Field(description="Who asked: a username, `key:<name>` or a bus user")
-    requested_at: datetime
+    requested_at: Timestamp
     salesperson: Salesperson | None = Field(
         default=None, description="The order's salesperson, who is told of the answer"
     )
@@ -62,7 +61,7 @@ class OrderWithdrawn(Message):
     order_id: UUID
     revision: RevisionNo
     reason: Text | None = None
-    withdrawn_at: datetime
+    withdrawn_at: Timestamp
     requested_by: Id | None = Field(default=None, description="Who asked for the withdrawal")
     salesperson: Salesperson | None = None
 
@@ -82,8 +81,8 @@ class OrderWithdrawalRefused(Message):
     reason: Text = Field(description="Why the withdrawal was refused, for the salesperson")
     withdrawal_reason: Text | None = Field(default=None, description="The reason given")
     requested_by: Id | None = None
-    requested_at: datetime
-    refused_at: datetime
+    requested_at: Timestamp
+    refused_at: Timestamp
     salesperson: Salesperson | None = None
 
 
@@ -100,7 +99,7 @@ class ReviewRoundOpened(Message):
     departments: list[Department] = Field(
         description="Every department the policy planned for the round, in every stage"
     )
-    opened_at: datetime
+    opened_at: Timestamp
     policy_version: Annotated[str, Chars(limits.ID)] | None = Field(
         default=None, description="The version of the review policy that planned the round"
     )
@@ -122,8 +121,8 @@ class ReviewSent(Message):
     stage: Annotated[int, Field(ge=0, le=limits.MAX_STAGE)] = Field(
         description="The stage of the round the review belongs to (the first is 1)"
     )
-    sent_at: datetime
-    due_at: datetime | None = Field(
+    sent_at: Timestamp
+    due_at: Timestamp | None = Field(
         default=None, description="When the review falls due, if the policy sets a deadline"
     )
 
@@ -141,7 +140,7 @@ class VerdictRecorded(Message):
     reviewer: Reviewer
     comment: Text | None = None
     annotations: list[Annotation] = Field(default_factory=list, max_length=limits.MAX_ANNOTATIONS)
-    recorded_at: datetime
+    recorded_at: Timestamp
     on_behalf_of: Reviewer | None = Field(
         default=None, description="The reviewer `reviewer` decided for, when delegated"
     )
@@ -165,7 +164,7 @@ class OrderApproved(Message):
     order: OrderDocument
     totals: Totals
     approvals: list[DepartmentFeedback]
-    approved_at: datetime
+    approved_at: Timestamp
     attachments: list[AttachmentRef] = Field(default_factory=list)
 
 
@@ -179,7 +178,7 @@ class OrderChangesRequested(Message):
     salesperson: Salesperson
     feedback: list[DepartmentFeedback] = Field(description="Every verdict of the round")
     annotations: list[Annotation] = Field(description="Every annotation, as one checklist")
-    decided_at: datetime
+    decided_at: Timestamp
 
 
 class ReviewOverdue(Message):
@@ -189,7 +188,7 @@ class ReviewOverdue(Message):
     order_id: UUID
     revision: RevisionNo
     department: Department
-    due_at: datetime
+    due_at: Timestamp
 
 
 class ReviewEscalated(Message):
@@ -202,11 +201,11 @@ class ReviewEscalated(Message):
     order_id: UUID
     revision: RevisionNo
     department: Department
-    due_at: datetime
+    due_at: Timestamp
     escalate_to: ShortText = Field(
         description="The department's supervisor contact, from the policy"
     )
-    escalated_at: datetime
+    escalated_at: Timestamp
 
 
 class ReviewAnnotationRecorded(Message):
@@ -221,7 +220,7 @@ class ReviewAnnotationRecorded(Message):
     reviewer: Reviewer
     on_behalf_of: Reviewer | None = None
     annotations: list[Annotation]
-    recorded_at: datetime
+    recorded_at: Timestamp
 
 
 class ReviewReassigned(Message):
@@ -236,7 +235,7 @@ class ReviewReassigned(Message):
     assigned_by: Reviewer
     assignee: Reviewer
     reason: Annotated[str, Chars(limits.REMARK, lines=True)] | None = None
-    reassigned_at: datetime
+    reassigned_at: Timestamp
 
 
 class ContractDrafted(Message):
@@ -250,7 +249,7 @@ class ContractDrafted(Message):
     customer_name: ShortText | None = None
     currency: Annotated[str, Chars(3)]
     total: Money
-    drafted_at: datetime
+    drafted_at: Timestamp
 
 
 class ContractSent(Message):
@@ -262,7 +261,7 @@ class ContractSent(Message):
     contract_number: Id
     order_id: UUID
     revision: RevisionNo
-    sent_at: datetime
+    sent_at: Timestamp
     sent_by: Annotated[str, Chars(limits.ID)] | None = None
 
 
@@ -273,7 +272,7 @@ class ContractSigned(Message):
     contract_number: Id
     order_id: UUID
     revision: RevisionNo
-    signed_at: datetime
+    signed_at: Timestamp
     signed_copy_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
         default=None, description="SHA-256 of the signed copy the customer returned"
     )
@@ -288,7 +287,7 @@ class ContractVoided(Message):
     contract_number: Id
     order_id: UUID
     revision: RevisionNo
-    voided_at: datetime
+    voided_at: Timestamp
     reason: Text
     voided_by: Annotated[str, Chars(limits.ID)] | None = None
 
@@ -301,7 +300,7 @@ class NotificationDelivered(Message):
     recipient: ShortText
     channel: Id
     event_type: Id
-    delivered_at: datetime
+    delivered_at: Timestamp
 
 
 class NotificationFailed(Message):
@@ -313,4 +312,4 @@ class NotificationFailed(Message):
     channel: Id
     event_type: Id
     error: Text
-    failed_at: datetime
+    failed_at: Timestamp

@@ -18,7 +18,7 @@ from uuid import UUID
 from pydantic import AfterValidator, EmailStr, Field
 
 from .. import limits
-from .base import Chars, Document, Money, Quantity, Rate, ShortText, Text, TotalStr
+from .base import Chars, Document, Money, Quantity, Rate, ShortText, Text, Timestamp, TotalStr
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -133,7 +133,7 @@ class CustomerConfirmation(Document):
     """How the customer confirmed the collected information (process section 2.1)."""
 
     method: ConfirmationMethod
-    confirmed_at: dt.datetime | None = None
+    confirmed_at: Timestamp | None = None
     confirmed_by: ShortText | None = None
     attachment_id: UUID | None = Field(
         default=None, description="The uploaded confirmation (a signed reply, an email), if any"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
@@ -10,7 +9,7 @@ from uuid import UUID
 from pydantic import Field
 
 from .. import limits
-from .base import Chars, Document, Message, RevisionNo
+from .base import Chars, Document, Message, RevisionNo, Timestamp
 from .order import AttachmentRef, FieldChange, OrderDocument, Totals
 
 Department = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
@@ -55,8 +54,8 @@ class ReviewRequested(Message):
     stage: Annotated[int, Field(ge=0, le=limits.MAX_STAGE)]
     order: OrderDocument
     totals: Totals
-    requested_at: datetime
-    due_at: datetime | None = None
+    requested_at: Timestamp
+    due_at: Timestamp | None = None
     attachments: list[AttachmentRef] = Field(default_factory=list)
     previous_revision: RevisionNo | None = Field(
         default=None, description="The revision this department saw before, if any"
@@ -76,7 +75,7 @@ class ReviewCancelled(Message):
     revision: RevisionNo
     department: Department
     reason: Annotated[str, Chars(limits.TEXT, lines=True)]
-    cancelled_at: datetime
+    cancelled_at: Timestamp
 
 
 class VerdictGiven(Message):

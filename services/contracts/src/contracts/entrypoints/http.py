@@ -26,7 +26,7 @@ from orderflow.auth.identity import CONTRACTS_READ, CONTRACTS_WRITE, SALES_MANAG
 from orderflow.db import Pool, transaction
 from orderflow.http import PROBLEM_RESPONSES, FieldProblem, Problem, ProblemDetails
 from orderflow.messages import Language
-from orderflow.messages.base import Chars
+from orderflow.messages.base import Chars, Timestamp
 
 from .. import domain, handlers
 from ..adapters import repository
@@ -50,13 +50,13 @@ class Contract(BaseModel):
     revision: int
     status: ContractStatus
     language: Language
-    drafted_at: datetime
-    status_changed_at: datetime
+    drafted_at: Timestamp
+    status_changed_at: Timestamp
     superseded_by: UUID | None
-    sent_at: datetime | None
+    sent_at: Timestamp | None
     sent_by: str | None = Field(description="Who recorded the sending (the caller's id)")
-    signed_at: datetime | None
-    voided_at: datetime | None
+    signed_at: Timestamp | None
+    voided_at: Timestamp | None
     void_reason: str | None
     voided_by: str | None = Field(description="Who voided it (the caller's id)")
     document: DocumentLink | None = Field(description="The contract as drafted, as PDF")

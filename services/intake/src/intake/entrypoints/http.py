@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -28,6 +28,7 @@ from orderflow.messages import (
     Totals,
 )
 from orderflow.messages import Problem as FieldProblem
+from orderflow.messages.base import Timestamp
 
 from .. import domain, handlers
 from ..adapters import repository
@@ -52,7 +53,7 @@ class ChangeRequest(BaseModel):
     revision: int
     feedback: list[DepartmentFeedback]
     annotations: list[Annotation] = Field(description="Every annotation, as one checklist")
-    decided_at: datetime
+    decided_at: Timestamp
 
 
 class Actor(BaseModel):
@@ -75,7 +76,7 @@ class Actor(BaseModel):
 class ContractReference(BaseModel):
     contract_id: UUID
     contract_number: str
-    signed_at: datetime | None = None
+    signed_at: Timestamp | None = None
 
 
 class Order(BaseModel):
@@ -86,13 +87,13 @@ class Order(BaseModel):
     external_ref: str | None
     current_revision: int = Field(description="The revision being edited or reviewed")
     submitted_revision: int | None = Field(description="The latest revision sent to review")
-    submitted_at: datetime | None = Field(description="When the current revision was submitted")
+    submitted_at: Timestamp | None = Field(description="When the current revision was submitted")
     document: OrderDocument
     totals: Totals
     change_request: ChangeRequest | None = None
-    approved_at: datetime | None = None
+    approved_at: Timestamp | None = None
     contract: ContractReference | None = None
-    withdrawn_at: datetime | None = None
+    withdrawn_at: Timestamp | None = None
     withdrawn_by: Actor | None = None
     withdrawal: WithdrawalState | None = Field(
         default=None, description="The latest withdrawal asked for, and its answer"
@@ -106,8 +107,8 @@ class Order(BaseModel):
         "any channel: this one may be a duplicate of them (accepted, not merged)",
     )
     etag: str = Field(description="The ETag: send it as If-Match with the next change")
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class OrderSummary(BaseModel):
@@ -121,8 +122,8 @@ class OrderSummary(BaseModel):
     submitted_revision: int | None
     totals: Totals
     possible_duplicate_of: list[UUID] = Field(default_factory=list)
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class OrderPage(BaseModel):
@@ -138,9 +139,9 @@ class Revision(BaseModel):
     document: OrderDocument
     totals: Totals
     channel: str
-    created_at: datetime
-    updated_at: datetime
-    submitted_at: datetime | None = Field(description="Set once submitted; then it never changes")
+    created_at: Timestamp
+    updated_at: Timestamp
+    submitted_at: Timestamp | None = Field(description="Set once submitted; then it never changes")
     attachments: list[AttachmentRef] = Field(
         description="The revision's files; a submitted revision's, as they were submitted"
     )
@@ -151,9 +152,9 @@ class RevisionSummary(BaseModel):
     channel: str
     totals: Totals
     attachments: int = Field(description="How many files the revision has")
-    created_at: datetime
-    updated_at: datetime
-    submitted_at: datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    submitted_at: Timestamp | None
 
 
 class RevisionList(BaseModel):
@@ -174,7 +175,7 @@ class RevisionDiff(BaseModel):
 
 
 class TimelineEntry(BaseModel):
-    at: datetime
+    at: Timestamp
     type: str = Field(
         description="order.created, order.revised, attachment.added, attachment.removed "
         "(intake's own), or the event's type: order.submitted, review.round_opened, "
@@ -200,7 +201,7 @@ class Withdrawal(BaseModel):
 class WithdrawalState(BaseModel):
     """The latest withdrawal asked for and the review-router's answer to it."""
 
-    requested_at: datetime
+    requested_at: Timestamp
     requested_by: Actor | None = None
     reason: str | None = None
     outcome: str = Field(
@@ -208,7 +209,7 @@ class WithdrawalState(BaseModel):
         "order was approved before the withdrawal arrived; it stays approved)"
     )
     refusal: str | None = Field(default=None, description="Why it was refused")
-    answered_at: datetime | None = None
+    answered_at: Timestamp | None = None
 
 
 def _pool(request: Request) -> Pool:

@@ -26,6 +26,8 @@ from urllib.parse import quote_plus
 
 import httpx
 
+from orderflow import times
+
 from ..contacts import WebhookConfig
 from ..settings import RateLimit
 from .outbound import GuardedTransport, OutboundPolicy, OutboundRefused
@@ -141,7 +143,7 @@ def payload(kind: str, message: Outgoing, *, secret: str | None, now: float) -> 
         "markdown": message.markdown,
         "link": message.link,
         "data": message.data,
-        "created_at": message.created_at.isoformat(),
+        "created_at": times.format_time(message.created_at),
     }
 
 

@@ -6,7 +6,6 @@ address, a system with notifications:read may read any inbox but mark none read.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -18,6 +17,7 @@ from orderflow.auth import AUTH_RESPONSES, Caller, CallerDep, forbidden, require
 from orderflow.auth.identity import NOTIFICATIONS_READ, OPS
 from orderflow.db import Pool
 from orderflow.http import PROBLEM_RESPONSES, Problem
+from orderflow.messages.base import Timestamp
 
 from .. import handlers
 from ..adapters import repository
@@ -35,8 +35,8 @@ class Notification(BaseModel):
     link: str = Field(description="The order in the console")
     language: str
     data: dict[str, Any]
-    created_at: datetime
-    read_at: datetime | None
+    created_at: Timestamp
+    read_at: Timestamp | None
 
 
 class InboxPage(BaseModel):
@@ -69,12 +69,12 @@ class Delivery(BaseModel):
     language: str
     status: Status
     attempts: int
-    next_attempt_at: datetime | None = Field(description="When pending: when it is next tried")
+    next_attempt_at: Timestamp | None = Field(description="When pending: when it is next tried")
     last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    delivered_at: datetime | None
-    failed_at: datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    delivered_at: Timestamp | None
+    failed_at: Timestamp | None
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> Delivery:

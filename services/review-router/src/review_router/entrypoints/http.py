@@ -16,7 +16,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from orderflow import limits
+from orderflow import limits, times
 from orderflow.auth import AUTH_RESPONSES, Caller, CallerDep, forbidden, require
 from orderflow.auth.identity import (
     ORDERS_READ,
@@ -38,6 +38,7 @@ from orderflow.messages import (
     Reviewer,
     Totals,
 )
+from orderflow.messages.base import Timestamp
 
 from .. import domain
 from ..adapters import repository
@@ -81,7 +82,7 @@ class VerdictView(BaseModel):
     annotations: list[Annotation]
     outcome: domain.VerdictOutcome = OUTCOME
     user_id: str | None = Field(default=None, description="The RabbitMQ user that sent it")
-    received_at: datetime
+    received_at: Timestamp
 
 
 class AnnotationsView(BaseModel):
@@ -92,7 +93,7 @@ class AnnotationsView(BaseModel):
     annotations: list[Annotation]
     outcome: domain.VerdictOutcome = OUTCOME
     user_id: str | None = None
-    received_at: datetime
+    received_at: Timestamp
 
 
 class AssignmentView(BaseModel):
@@ -103,19 +104,19 @@ class AssignmentView(BaseModel):
     reason: str | None = None
     outcome: domain.VerdictOutcome = OUTCOME
     user_id: str | None = None
-    received_at: datetime
+    received_at: Timestamp
 
 
 class TimerView(BaseModel):
     kind: Literal["overdue", "escalate"]
-    due_at: datetime
-    fire_at: datetime
-    fired_at: datetime | None
+    due_at: Timestamp
+    fire_at: Timestamp
+    fired_at: Timestamp | None
     outcome: str | None = Field(description="sent, or why nothing was sent")
 
 
 class HistoryEntry(BaseModel):
-    at: datetime
+    at: Timestamp
     kind: Literal[
         "kept",
         "requested",
@@ -139,10 +140,10 @@ class ReviewRequestView(BaseModel):
     department: str
     stage: int
     status: domain.RequestStatus
-    requested_at: datetime | None
-    answered_at: datetime | None
-    cancelled_at: datetime | None
-    due_at: datetime | None = None
+    requested_at: Timestamp | None
+    answered_at: Timestamp | None
+    cancelled_at: Timestamp | None
+    due_at: Timestamp | None = None
     assignee: Reviewer | None = Field(default=None, description="Whom the review was handed to")
     carried_from: UUID | None = Field(
         default=None, description="The review of the previous revision whose approval it kept"
@@ -175,8 +176,8 @@ class RoundView(BaseModel):
     totals: Totals
     previous_revision: int | None
     changes: list[FieldChange]
-    opened_at: datetime
-    decided_at: datetime | None
+    opened_at: Timestamp
+    decided_at: Timestamp | None
     decision: dict[str, Any] | None = Field(
         description="The feedback and annotations that decided the round, or why it was closed"
     )
@@ -283,7 +284,9 @@ def _history(review: dict[str, Any]) -> list[HistoryEntry]:
     if review["requested_at"] is not None:
         entries.append(
             HistoryEntry(
-                at=review["requested_at"], kind="requested", detail={"due_at": review["due_at"]}
+                at=review["requested_at"],
+                kind="requested",
+                detail={"due_at": _time(review["due_at"])},
             )
         )
     for a in review["annotations"]:
@@ -324,11 +327,16 @@ def _history(review: dict[str, Any]) -> list[HistoryEntry]:
         if t["fired_at"] is not None and t["outcome"] == "sent":
             kind = "overdue" if t["kind"] == "overdue" else "escalated"
             entries.append(
-                HistoryEntry(at=t["fired_at"], kind=kind, detail={"due_at": t["due_at"]})
+                HistoryEntry(at=t["fired_at"], kind=kind, detail={"due_at": _time(t["due_at"])})
             )
     if review["cancelled_at"] is not None:
         entries.append(HistoryEntry(at=review["cancelled_at"], kind="cancelled"))
     return sorted(entries, key=lambda e: e.at)
+
+
+def _time(value: datetime | None) -> str | None:
+    # `detail` is free-form JSON: its times are written as every other time is
+    return None if value is None else times.format_time(value)
 
 
 @router.get("/reviews/{review_id}", responses=NOT_FOUND)
