@@ -138,3 +138,20 @@ async def test_every_time_in_intakes_responses_is_written_one_way(
     assert {"/created_at", "/submitted_at", "/withdrawal/requested_at"} <= pointers
     confirmed = dict(seen)[f"/api/v1/orders/{order_id}/document/customer_confirmation/confirmed_at"]
     assert confirmed == "2026-11-20T02:00:00.500Z"
+
+
+async def test_an_unknown_field_in_a_withdrawal_is_refused_naming_it(
+    client: httpx.AsyncClient, product_order: dict[str, Any]
+) -> None:
+    created = await client.post("/api/v1/orders?submit=true", json=product_order)
+    assert created.status_code == 201, created.text
+    url = f"/api/v1/orders/{created.json()['id']}"
+    # `reson`: a typo that, ignored, would withdraw the order without the reason given
+    refused = await client.post(
+        f"{url}/withdraw",
+        json={"reson": "the customer changed their mind"},
+        headers={"If-Match": created.headers["etag"]},
+    )
+    assert refused.status_code == 422, refused.text
+    assert [e["pointer"] for e in refused.json()["errors"]] == ["/reson"]
+    assert (await client.get(url)).json()["withdrawal"] is None

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,11 +54,15 @@ MessageIds = Annotated[list[Id], Field(max_length=limits.MAX_MESSAGE_IDS)]
 
 
 class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     all: bool = False
     message_ids: MessageIds = Field(default_factory=list)
 
 
 class DiscardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     message_ids: MessageIds = Field(min_length=1)
     note: Annotated[str, Chars(limits.REMARK, min_length=1, lines=True)] = Field(
         description="Why it is dropped, for the record"

@@ -9,7 +9,7 @@ from typing import Annotated
 import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from ..db import Pool
 from ..messages.base import Timestamp
@@ -32,6 +32,8 @@ Role = Annotated[str, StringConstraints(min_length=1, max_length=80)]
 
 
 class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     username: Username
     password: str = Field(min_length=1, max_length=passwords.MAX_LENGTH)
 
@@ -165,6 +167,8 @@ AdminDep = Annotated[Caller, Depends(require(ADMIN))]
 
 
 class AccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     display_name: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
     ]

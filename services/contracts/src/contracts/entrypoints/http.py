@@ -17,7 +17,7 @@ from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.datastructures import UploadFile
 
 from orderflow import limits
@@ -70,6 +70,8 @@ class ContractList(BaseModel):
 
 
 class VoidContract(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     reason: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),

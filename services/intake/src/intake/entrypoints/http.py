@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from orderflow import limits
 from orderflow.auth.hardening import enforce
@@ -195,6 +195,8 @@ class Timeline(BaseModel):
 
 
 class Withdrawal(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo is refused, not ignored
+
     reason: str | None = Field(default=None, max_length=1000, description="Why, for the record")
 
 
