@@ -104,9 +104,14 @@ async def test_list_replay_and_discard_over_the_ops_api(infra: Infra, amqp: Any)
             f"/ops/dead-letters/{QUEUE.dlq}/discard", json={"message_ids": [ids[2]]}
         )
         assert refused.status_code == 422  # a note is required
-        dropped = await client.post(
+        typo = await client.post(
             f"/ops/dead-letters/{QUEUE.dlq}/discard",
             json={"message_ids": [ids[2]], "note": "test order, cancelled", "by": "ops"},
+        )
+        assert typo.status_code == 422  # and a field it does not have is refused
+        dropped = await client.post(
+            f"/ops/dead-letters/{QUEUE.dlq}/discard",
+            json={"message_ids": [ids[2]], "note": "test order, cancelled"},
         )
         assert dropped.json()["discarded"] == [ids[2]]
         assert await queue_depth(amqp, QUEUE.dlq) == 0
