@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from .db import Connection, Pool
 from .messages.base import Message
 from .publisher import Publisher, PublishError
+from .topology import EVENTS
 from .tracing import new_traceparent
 
 log = structlog.get_logger(__name__)
@@ -81,6 +82,15 @@ async def enqueue(
     )
     # a trigger on the table notifies the relay; listeners hear it only on commit
     return mid
+
+
+async def publish_event(
+    conn: Connection, event: Message, *, correlation_id: str | uuid.UUID | None = None
+) -> uuid.UUID:
+    """Write an event for `orderflow.events` to the outbox in the caller's transaction,
+    routed on its type; the correlation id is the order's id, so one order's messages can
+    be followed across the services."""
+    return await enqueue(conn, event, exchange=EVENTS, correlation_id=correlation_id)
 
 
 class OutboxRelay:
