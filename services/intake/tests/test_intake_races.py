@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from intake import handlers
 from intake.adapters import repository
+from intake.handlers import orders as order_handlers
 from orderflow import topology
 from orderflow.messages import (
     Annotation,
@@ -404,7 +405,9 @@ def early_events(app: FastAPI, orders: Orders, amqp: Any, monkeypatch: pytest.Mo
     next_ids: deque[uuid.UUID] = deque()
     real = uuid.uuid4
     monkeypatch.setattr(
-        handlers, "uuid", SimpleNamespace(uuid4=lambda: next_ids.popleft() if next_ids else real())
+        order_handlers,
+        "uuid",
+        SimpleNamespace(uuid4=lambda: next_ids.popleft() if next_ids else real()),
     )
     pool = app.state.runtime.pool
 
@@ -481,7 +484,7 @@ async def test_events_kept_until_their_order_and_revision_come(
     application, _ = app
     pool = application.state.runtime.pool
     order_id = uuid.uuid4()
-    monkeypatch.setattr(handlers, "uuid", SimpleNamespace(uuid4=lambda: order_id))
+    monkeypatch.setattr(order_handlers, "uuid", SimpleNamespace(uuid4=lambda: order_id))
 
     async def kept(of: Any, count: int) -> bool:
         found = await pool.fetchval(

@@ -1,0 +1,200 @@
+"""The timeline: every event of an order, said in a line, with who did it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Described:
+    actor: dict[str, Any] | None
+    summary: str
+    details: dict[str, Any]
+
+
+def _person(kind: str, who: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any] | None:
+    if not who or not who.get("id"):
+        return None
+    return {"kind": kind, "id": who["id"], "name": who.get("name"), **extra}
+
+
+def _system(service: str) -> dict[str, Any]:
+    return {"kind": "system", "id": service, "name": None}
+
+
+def _departments(feedback: Sequence[Mapping[str, Any]], decision: str) -> list[str]:
+    return [f["department"] for f in feedback if f.get("decision") == decision]
+
+
+def describe(
+    event_type: str, payload: Mapping[str, Any], *, salesperson: Mapping[str, Any] | None
+) -> Described:
+    """One line of the timeline for an event or one of intake's own actions: who, what, and
+    the details a reader of the order wants (departments, verdicts, files, contract)."""
+    p = payload
+    seller = _person("salesperson", salesperson)
+    if event_type == "order.created":
+        return Described(
+            _person("salesperson", p.get("salesperson")) or seller,
+            f"Order created ({p.get('channel')})",
+            {"channel": p.get("channel"), "submitted_at_once": p.get("submit", False)},
+        )
+    if event_type == "order.revised":
+        revision = p.get("revision")
+        return Described(
+            _person("salesperson", p.get("salesperson")) or seller,
+            f"Revision {revision} edited ({p.get('channel')})",
+            {"channel": p.get("channel"), "new_revision": p.get("new_revision", False)},
+        )
+    if event_type in ("attachment.added", "attachment.removed"):
+        file = p.get("attachment", {})
+        verb = "added" if event_type == "attachment.added" else "removed"
+        return Described(
+            seller,
+            f"File {verb}: {file.get('name')} ({file.get('kind')})",
+            {"attachment": file},
+        )
+    if event_type == "order.submitted":
+        order = p.get("order", {})
+        previous = p.get("previous_revision")
+        what = f"Revision {p.get('revision')} submitted for review ({p.get('channel')})"
+        if previous is not None:
+            what += f", {len(p.get('changes', []))} change(s) since revision {previous}"
+        return Described(
+            _person("salesperson", order.get("salesperson")) or seller,
+            what,
+            {
+                "channel": p.get("channel"),
+                "totals": p.get("totals"),
+                "attachments": p.get("attachments", []),
+                "previous_revision": previous,
+                "changes": p.get("changes", []),
+            },
+        )
+    if event_type == "review.round_opened":
+        departments = list(p.get("departments", []))
+        return Described(
+            _system("review-router"),
+            f"Review opened: {', '.join(departments)}",
+            {"round_id": p.get("round_id"), "departments": departments},
+        )
+    if event_type == "review.verdict_recorded":
+        decision = p.get("decision")
+        words = "approved" if decision == "approve" else "asked for changes"
+        annotations = list(p.get("annotations", []))
+        return Described(
+            _person("reviewer", p.get("reviewer"), department=p.get("department")),
+            f"{p.get('department')} {words}"
+            + (f" ({len(annotations)} annotation(s))" if annotations else ""),
+            {
+                "department": p.get("department"),
+                "decision": decision,
+                "comment": p.get("comment"),
+                "annotations": annotations,
+                "review_id": p.get("review_id"),
+            },
+        )
+    if event_type == "order.changes_requested":
+        feedback = list(p.get("feedback", []))
+        asking = _departments(feedback, "request_changes")
+        return Described(
+            _system("review-router"),
+            f"Changes requested by {', '.join(asking) or 'the departments'}",
+            {"feedback": feedback, "annotations": p.get("annotations", [])},
+        )
+    if event_type == "order.approved":
+        approvals = list(p.get("approvals", []))
+        who = ", ".join(_departments(approvals, "approve"))
+        return Described(
+            _system("review-router"),
+            "Approved" + (f" by {who}" if who else ""),
+            {"approvals": approvals, "totals": p.get("totals")},
+        )
+    if event_type == "contract.drafted":
+        return Described(
+            _system("contracts"),
+            f"Contract {p.get('contract_number')} drafted",
+            {
+                "contract_id": p.get("contract_id"),
+                "contract_number": p.get("contract_number"),
+                "currency": p.get("currency"),
+                "total": p.get("total"),
+            },
+        )
+    if event_type == "contract.signed":
+        return Described(
+            _system("contracts"),
+            f"Contract {p.get('contract_number')} signed",
+            {"contract_id": p.get("contract_id"), "contract_number": p.get("contract_number")},
+        )
+    if event_type in ("notification.delivered", "notification.failed"):
+        delivered = event_type == "notification.delivered"
+        return Described(
+            _system("notifier"),
+            f"Notification {'delivered' if delivered else 'failed'}: {p.get('event_type')} to "
+            f"{p.get('recipient')} ({p.get('channel')})",
+            {
+                "recipient": p.get("recipient"),
+                "channel": p.get("channel"),
+                "event_type": p.get("event_type"),
+                **({} if delivered else {"error": p.get("error")}),
+            },
+        )
+    if event_type == "review.overdue":
+        return Described(
+            _system("review-router"),
+            f"Review by {p.get('department')} overdue (due {p.get('due_at')})",
+            {"department": p.get("department"), "due_at": p.get("due_at")},
+        )
+    if event_type == "review.sent":
+        due = p.get("due_at")
+        return Described(
+            _system("review-router"),
+            f"Review sent to {p.get('department')}" + (f" (due {due})" if due else ""),
+            {
+                "department": p.get("department"),
+                "review_id": p.get("review_id"),
+                "stage": p.get("stage"),
+                "due_at": due,
+            },
+        )
+    if event_type == "review.escalated":
+        return Described(
+            _system("review-router"),
+            f"Review by {p.get('department')} escalated to {p.get('escalate_to')} "
+            f"(due {p.get('due_at')})",
+            {
+                "department": p.get("department"),
+                "due_at": p.get("due_at"),
+                "escalate_to": p.get("escalate_to"),
+            },
+        )
+    if event_type == "order.withdrawal_requested":
+        reason = p.get("reason")
+        return Described(
+            seller,
+            "Withdrawal requested" + (f": {reason}" if reason else ""),
+            {"reason": reason, "requested_by": p.get("requested_by")},
+        )
+    if event_type == "order.withdrawn":
+        reason = p.get("reason")
+        return Described(
+            _system("review-router"),
+            "Order withdrawn" + (f": {reason}" if reason else ""),
+            {"reason": reason, "requested_by": p.get("requested_by")},
+        )
+    if event_type == "order.withdrawal_refused":
+        return Described(
+            _system("review-router"),
+            f"Withdrawal refused: {p.get('reason')}",
+            {
+                "reason": p.get("reason"),
+                "decision": p.get("decision"),
+                "decided_revision": p.get("decided_revision"),
+                "withdrawal_reason": p.get("withdrawal_reason"),
+                "requested_by": p.get("requested_by"),
+            },
+        )
+    return Described(None, event_type, dict(p))
