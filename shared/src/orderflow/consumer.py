@@ -24,7 +24,7 @@ from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import Counter, Histogram
 
-from . import busaccess, inbox, limits, refusals
+from . import busaccess, inbox, jsonpointer, limits, refusals
 from .db import Connection, Pool
 from .messages import Problem
 from .outbox import envelope_headers
@@ -131,7 +131,7 @@ class RetryPolicy:
 
 
 def _pointer(loc: Sequence[int | str]) -> str:
-    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc)
+    return jsonpointer.join(loc) or "/"
 
 
 def body_problems(exc: pydantic.ValidationError, handlers: Collection[str] = ()) -> list[Problem]:

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import deadletters, limits
+from . import deadletters, jsonpointer, limits
 from .auth import Caller, install_auth, require
 from .auth.identity import METRICS_READ, OPS
 from .logging import configure_logging
@@ -90,8 +90,7 @@ COMMON_PROBLEMS: dict[str, str] = {
 
 
 def pointer(loc: Sequence[str | int]) -> str:
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
-    return "/" + "/".join(parts) if parts else ""
+    return jsonpointer.join(loc)
 
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:

@@ -36,7 +36,7 @@ import asyncpg
 import httpx
 import pytest
 
-from . import busaccess, provisioning, times, topology
+from . import busaccess, jsonpointer, provisioning, times, topology
 from .auth import identity
 from .auth import store as auth_store
 from .messages import ReviewRequested, VerdictGiven
@@ -728,7 +728,7 @@ def times_in(payload: Any, pointer: str = "") -> list[tuple[str, str]]:
     if isinstance(payload, str):
         return [(pointer or "/", payload)] if _LOOKS_LIKE_A_TIME.match(payload) else []
     if isinstance(payload, dict):
-        items = [(str(k).replace("~", "~0").replace("/", "~1"), v) for k, v in payload.items()]
+        items = [(jsonpointer.escape(k), v) for k, v in payload.items()]
     elif isinstance(payload, list):
         items = [(str(i), v) for i, v in enumerate(payload)]
     else:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orderflow import jsonpointer
 from orderflow.messages import Problem
 
 REF_COLUMN = "order_ref"
@@ -143,8 +144,7 @@ class RowProblem:
 
 
 def pointer(loc: Sequence[str | int]) -> str:
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
-    return "/" + "/".join(parts) if parts else "/"
+    return jsonpointer.join(loc) or "/"
 
 
 # --- CSV ----------------------------------------------------------------------------------

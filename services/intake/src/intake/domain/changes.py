@@ -5,48 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from orderflow import jsonpointer
 from orderflow.messages import (
     AttachmentRef,
     FieldChange,
 )
 
+#: Where a whole-value change is reported: intake has always answered `/` there (RFC 6901's
+#: whole document is `""`); only two values that are not both objects give it, never two
+#: orders, and the published form is kept so that no reader of the API sees it change.
+WHOLE_VALUE = "/"
 
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
 
-
-def diff(old: Any, new: Any, pointer: str = "") -> list[FieldChange]:
-    """Every difference between two JSON values, as JSON pointers with the old and the new
-    value. Objects are compared key by key in sorted order (so the answer does not depend
-    on how the documents were stored: PostgreSQL's jsonb keeps no key order), lists item by
-    item (an item added at the end is `old: null`, one removed `new: null`); a value that
-    changes type is replaced whole. The same two values always give the same list."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        changes: list[FieldChange] = []
-        for key in sorted(old.keys() | new.keys(), key=str):
-            at = f"{pointer}/{_escape(str(key))}"
-            if key not in old:
-                changes.append(FieldChange(pointer=at, old=None, new=new[key]))
-            elif key not in new:
-                changes.append(FieldChange(pointer=at, old=old[key], new=None))
-            else:
-                changes.extend(diff(old[key], new[key], at))
-        return changes
-    if isinstance(old, list) and isinstance(new, list):
-        changes = []
-        for index in range(max(len(old), len(new))):
-            at = f"{pointer}/{index}"
-            if index >= len(old):
-                changes.append(FieldChange(pointer=at, old=None, new=new[index]))
-            elif index >= len(new):
-                changes.append(FieldChange(pointer=at, old=old[index], new=None))
-            else:
-                changes.extend(diff(old[index], new[index], at))
-        return changes
-    # `1` and `1.0`, `true` and `1` compare equal in Python but not in JSON
-    if type(old) is type(new) and old == new:
-        return []
-    return [FieldChange(pointer=pointer or "/", old=old, new=new)]
+def diff(old: Any, new: Any) -> list[FieldChange]:
+    """Every difference between two JSON values (`orderflow.jsonpointer.diff`: the deepest
+    value that differs, a key or item added or removed reported whole), as the changes
+    `order.submitted` carries."""
+    return [
+        FieldChange(pointer=c.pointer or WHOLE_VALUE, old=c.old, new=c.new)
+        for c in jsonpointer.diff(old, new)
+    ]
 
 
 def _file_entry(ref: AttachmentRef) -> dict[str, Any]:
@@ -68,11 +46,19 @@ def revision_changes(
     for ref in old_attachments:
         if ref.id not in new_files:
             changes.append(
-                FieldChange(pointer=f"/attachments/{ref.id}", old=_file_entry(ref), new=None)
+                FieldChange(
+                    pointer=jsonpointer.join(["attachments", str(ref.id)]),
+                    old=_file_entry(ref),
+                    new=None,
+                )
             )
     for ref in new_attachments:
         if ref.id not in old_files:
             changes.append(
-                FieldChange(pointer=f"/attachments/{ref.id}", old=None, new=_file_entry(ref))
+                FieldChange(
+                    pointer=jsonpointer.join(["attachments", str(ref.id)]),
+                    old=None,
+                    new=_file_entry(ref),
+                )
             )
     return changes

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from orderflow import jsonpointer
 from orderflow.messages import (
     AttachmentRef,
     OrderDocument,
@@ -25,9 +26,9 @@ from .statuses import SelfCheckFailed
 
 
 def pointer_of(loc: Sequence[int | str]) -> str:
-    """The JSON pointer (RFC 6901) of a location in the document; `/` for the whole."""
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
-    return "/" + "/".join(parts) if parts else "/"
+    """The JSON pointer (RFC 6901) of a location in the document; `/` for the whole, as
+    intake's problems have always said (a body that is not an object at all)."""
+    return jsonpointer.join(loc) or "/"
 
 
 def _under(pointer: str, base: str) -> bool:
