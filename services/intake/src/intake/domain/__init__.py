@@ -4,6 +4,9 @@ and make the timeline. Pure functions, no I/O; one module per concern, every pub
 re-exported here.
 """
 
+# re-exported: callers and tests name the order type beside the rules that use it
+from orderflow.messages import OrderType
+
 from .changes import diff, revision_changes
 from .document import Checked, check_document, pointer_of
 from .duplicates import duplicate_key
@@ -21,7 +24,14 @@ from .files import (
     download_path,
     sanitise_filename,
 )
-from .projection import EVENT_STATUS, REFUSED_EVENT, WITHDRAWN_EVENT, Projection, project
+from .projection import (
+    EVENT_STATUS,
+    PROJECTED_EVENTS,
+    REFUSED_EVENT,
+    WITHDRAWN_EVENT,
+    Projection,
+    project,
+)
 from .selfcheck import ISO_4217, WRITTEN_CONFIRMATION_FROM, important_because, self_check
 from .statuses import (
     EDITABLE,
@@ -35,7 +45,7 @@ from .statuses import (
     check_submittable,
     edit_target,
 )
-from .timeline import Described, describe
+from .timeline import DESCRIBED_EVENTS, Described, describe, timeline_payload
 from .versions import (
     DECIDING,
     Conflict,
@@ -56,12 +66,14 @@ __all__ = [
     "ALLOWED_FILES",
     "ALLOWED_LABELS",
     "DECIDING",
+    "DESCRIBED_EVENTS",
     "DOCX",
     "EDITABLE",
     "EVENT_STATUS",
     "ISO_4217",
     "MAX_NAME_BYTES",
     "MAX_NAME_CHARS",
+    "PROJECTED_EVENTS",
     "REFUSED_EVENT",
     "WITHDRAWABLE",
     "WITHDRAWN_EVENT",
@@ -78,6 +90,7 @@ __all__ = [
     "FileType",
     "NotEditable",
     "NotWithdrawable",
+    "OrderType",
     "Projection",
     "RuleViolation",
     "SelfCheckFailed",
@@ -107,5 +120,6 @@ __all__ = [
     "revision_changes",
     "sanitise_filename",
     "self_check",
+    "timeline_payload",
     "withdrawal_pending",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .statuses import BEFORE_DECISION, Status
+from .timeline import DESCRIBED_EVENTS
 
 #: The status each event announces, by AMQP type.
 EVENT_STATUS: dict[str, Status] = {
@@ -123,3 +124,14 @@ def project(
     if event_type == REFUSED_EVENT:
         return Projection(None, f"unchanged: no withdrawal waits (the order is {status.value})")
     return _move(status, target)
+
+
+#: The events the projection takes: those that move the status, and those the timeline
+#: shows (`review.annotation_recorded` is documented as shown there, in its raw form);
+#: the topology binds intake's projection queue to these alone.
+PROJECTED_EVENTS: frozenset[str] = (
+    frozenset(EVENT_STATUS)
+    | {WITHDRAWN_EVENT, REFUSED_EVENT}
+    | DESCRIBED_EVENTS
+    | {"review.annotation_recorded"}
+)

@@ -28,6 +28,39 @@ def _departments(feedback: Sequence[Mapping[str, Any]], decision: str) -> list[s
     return [f["department"] for f in feedback if f.get("decision") == decision]
 
 
+#: The events the timeline says in its own words (`describe`); besides these, intake's own
+#: actions (`order.created`, `order.revised`, `attachment.*`) come from its own table.
+DESCRIBED_EVENTS: frozenset[str] = frozenset(
+    {
+        "order.submitted",
+        "review.round_opened",
+        "review.verdict_recorded",
+        "order.changes_requested",
+        "order.approved",
+        "contract.drafted",
+        "contract.signed",
+        "notification.delivered",
+        "notification.failed",
+        "review.overdue",
+        "review.sent",
+        "review.escalated",
+        "order.withdrawal_requested",
+        "order.withdrawn",
+        "order.withdrawal_refused",
+    }
+)
+
+
+def timeline_payload(event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What the timeline keeps of an event: all of it but the order document that
+    `order.submitted` carries, of which `describe` reads only the salesperson (the document
+    itself is kept once, as the revision)."""
+    if event_type != "order.submitted" or not isinstance(payload.get("order"), Mapping):
+        return dict(payload)
+    salesperson = payload["order"].get("salesperson")
+    return {**payload, "order": {"salesperson": salesperson} if salesperson else {}}
+
+
 def describe(
     event_type: str, payload: Mapping[str, Any], *, salesperson: Mapping[str, Any] | None
 ) -> Described:

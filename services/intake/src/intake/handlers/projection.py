@@ -162,11 +162,12 @@ async def _project(
         message_id=message_id,
         message_type=message_type,
         revision=revision,
-        payload=payload,
+        payload=domain.timeline_payload(message_type, payload),
         occurred_at=occurred_at,
         outcome=projection.outcome,
     )
-    log.info(
+    # one line per event of every order: at INFO it cost more than the projection itself
+    log.debug(
         "event projected",
         order_id=str(order_id),
         message_type=message_type,
