@@ -10,7 +10,7 @@ from uuid import UUID
 
 import structlog
 
-from orderflow import outbox, times, topology
+from orderflow import outbox, times
 from orderflow.db import Connection
 from orderflow.messages import (
     AttachmentRef,
@@ -71,7 +71,7 @@ async def submit_revision(
             new_attachments=attachments,
         )
     await repository.mark_submitted(conn, order_id=order_id, revision=revision, submitted_at=now)
-    message_id = await outbox.enqueue(
+    message_id = await outbox.publish_event(
         conn,
         OrderSubmitted(
             order_id=order_id,
@@ -84,7 +84,6 @@ async def submit_revision(
             previous_revision=previous,
             changes=changes,
         ),
-        exchange=topology.EVENTS,
         correlation_id=order_id,
     )
     await repository.record_publisher(conn, message_id=message_id, actor=actor)
@@ -386,7 +385,7 @@ async def withdraw_order(
         },
         at=now,
     )
-    message_id = await outbox.enqueue(
+    message_id = await outbox.publish_event(
         conn,
         OrderWithdrawalRequested(
             order_id=order_id,
@@ -396,7 +395,6 @@ async def withdraw_order(
             requested_at=now,
             salesperson=Salesperson.model_validate(stored["document"]["salesperson"]),
         ),
-        exchange=topology.EVENTS,
         correlation_id=order_id,
     )
     await repository.record_publisher(conn, message_id=message_id, actor=actor)
