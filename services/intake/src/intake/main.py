@@ -11,7 +11,7 @@ from orderflow.http import create_service_app, serve
 from orderflow.service import ServiceRuntime
 
 from .adapters.blobs import BlobStore, PostgresBlobStore
-from .entrypoints import attachments, bus, http, imports
+from .entrypoints import attachments, bus, http, imports, problems
 from .settings import Settings
 
 SERVICE = "intake"
@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None, *, blobs: BlobStore | None = No
         settings=lambda: app.state.settings,
         blobs=lambda: app.state.blobs,
     )
+    # intake's refusals (rules, conflicts, what is not found) answered as problems
+    problems.install(app)
     app.include_router(http.router)
     app.include_router(imports.router)
     app.include_router(attachments.router)

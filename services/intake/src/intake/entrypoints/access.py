@@ -9,7 +9,9 @@ FastAPI validates a route's own parameters after its dependencies ran, and bad i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -56,6 +58,17 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def pool(request: Request) -> Pool:
     return request.app.state.runtime.pool  # type: ignore[no-any-return]
+
+
+def business_day(request: Request) -> date:
+    """Today where the business is, by the app's clock (replaceable in tests)."""
+    today: Callable[[], date] = request.app.state.today
+    return today()
+
+
+#: The database pool, the business day: what a route needs besides the caller.
+Db = Annotated[Pool, Depends(pool)]
+Today = Annotated[date, Depends(business_day)]
 
 
 def order_not_found(order_id: UUID) -> Problem:

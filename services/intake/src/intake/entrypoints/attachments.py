@@ -18,6 +18,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from orderflow import limits
+from orderflow.db import Pool
 from orderflow.http import Problem, ProblemDetails
 from orderflow.messages import AttachmentKind, AttachmentRef
 from orderflow.messages import Problem as FieldProblem
@@ -26,16 +27,12 @@ from .. import domain, handlers
 from ..adapters import repository
 from ..adapters.blobs import CHUNK_BYTES, BlobStore
 from ..adapters.content import IncomingFile, TooLarge
-from .access import OrderId, ReadOrders, WriteOrders
+from .access import Db, OrderId, ReadOrders, WriteOrders, order_not_found
 from .http import (
     PROBLEMS,
     IfMatchOptional,
     PreferWait,
-    _not_found,
-    _pool,
-    _rule_problem,
     decision_wait,
-    problems_of,
 )
 
 log = structlog.get_logger(__name__)
@@ -261,20 +258,19 @@ async def upload_attachment(
     response: Response,
     orders: WriteOrders,
     order_id: OrderId,
+    pool: Db,
     if_match: IfMatchOptional = None,
     prefer: PreferWait = None,
 ) -> AttachmentAdded:
     """Attach a file to the order's open revision: `kind` and `file`, multipart. Its type
     is read from its bytes; nothing is stored when it is refused. On an order still under
     review here, it waits for the departments' decision like a revision (`PUT`)."""
-    pool = _pool(request)
     limit = _limit(request)
     declared_length = request.headers.get("content-length", "")
     if declared_length.isdigit() and int(declared_length) > limit + _ENVELOPE_BYTES:
         raise _too_large(limit)
     access = await orders.writable(order_id)
-    with problems_of(order_id):
-        handlers.check_attachable(access.order)
+    handlers.check_attachable(access.order)
 
     incoming = IncomingFile(limit=limit)
     try:
@@ -290,14 +286,11 @@ async def upload_attachment(
             problems.append(FieldProblem(pointer="/file", detail="the file is empty"))
         if problems or kind is None:
             raise _invalid(problems)
-        try:
-            accepted = domain.accept_file(
-                detected=incoming.detect(),
-                declared=upload.declared_type,
-                filename=upload.filename,
-            )
-        except domain.FileRefused as exc:
-            raise _rule_problem(exc) from exc
+        accepted = domain.accept_file(
+            detected=incoming.detect(),
+            declared=upload.declared_type,
+            filename=upload.filename,
+        )
         new_file = handlers.NewFile(
             kind=kind,
             name=accepted.name,
@@ -319,33 +312,32 @@ async def upload_attachment(
                 permits=access.permits,
             )
 
-        with problems_of(order_id):
-            ref, revision = await handlers.when_decided(
-                pool,
-                order_id=order_id,
-                seconds=decision_wait(request.app.state.settings.revision_decision_wait, prefer),
-                attempt=attempt,
-            )
+        ref, revision = await handlers.when_decided(
+            pool,
+            order_id=order_id,
+            seconds=decision_wait(request.app.state.settings.revision_decision_wait, prefer),
+            attempt=attempt,
+        )
     finally:
         incoming.close()
-    order = await _load_etag(request, order_id)
+    order = await _load_etag(pool, order_id)
     response.headers["ETag"] = order
     response.headers["Location"] = ref.download_path
     return AttachmentAdded(order_id=order_id, revision=revision, attachment=ref, etag=order)
 
 
-async def _load_etag(request: Request, order_id: UUID) -> str:
-    row = await repository.get_order(_pool(request), order_id=order_id)
+async def _load_etag(pool: Pool, order_id: UUID) -> str:
+    row = await repository.get_order(pool, order_id=order_id)
     if row is None:
-        raise _not_found(order_id)
+        raise order_not_found(order_id)
     return domain.etag(revision=row["current_revision"], version=row["version"])
 
 
 @router.get("/orders/{order_id}/attachments", response_model=AttachmentList)
 async def list_attachments(
-    request: Request,
     orders: ReadOrders,
     order_id: OrderId,
+    pool: Db,
     revision: Annotated[
         int | None,
         Query(
@@ -357,19 +349,7 @@ async def list_attachments(
 ) -> AttachmentList:
     """The files of the order's current revision, or of the revision asked for."""
     await orders.readable(order_id)
-    try:
-        number, files = await handlers.attachments_of(
-            _pool(request), order_id=order_id, revision=revision
-        )
-    except handlers.OrderNotFound as exc:
-        raise _not_found(order_id) from exc
-    except handlers.RevisionNotFound as exc:
-        raise Problem(
-            404,
-            "Revision not found",
-            str(exc),
-            type_="urn:orderflow:problem:revision-not-found",
-        ) from exc
+    number, files = await handlers.attachments_of(pool, order_id=order_id, revision=revision)
     return AttachmentList(order_id=order_id, revision=number, items=files)
 
 
@@ -380,30 +360,21 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def _attachment_not_found(exc: handlers.AttachmentNotFound) -> Problem:
-    return Problem(
-        404,
-        "File not found",
-        str(exc),
-        type_="urn:orderflow:problem:attachment-not-found",
-    )
-
-
 @router.get(
     "/orders/{order_id}/attachments/{attachment_id}",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}},
 )
 async def download_attachment(
-    request: Request, orders: ReadOrders, order_id: OrderId, attachment_id: AttachmentId
+    request: Request,
+    orders: ReadOrders,
+    order_id: OrderId,
+    attachment_id: AttachmentId,
+    pool: Db,
 ) -> StreamingResponse:
     """The file's bytes, with its content type (read from the bytes at upload) and name."""
     await orders.readable(order_id)
-    pool = _pool(request)
-    try:
-        ref = await handlers.attachment(pool, order_id=order_id, attachment_id=attachment_id)
-    except handlers.AttachmentNotFound as exc:
-        raise _attachment_not_found(exc) from exc
+    ref = await handlers.attachment(pool, order_id=order_id, attachment_id=attachment_id)
     chunks: AsyncIterator[bytes] = _store(request).read(pool, sha256=ref.sha256)
     # the first chunk before the status line: once streaming, a missing file could only
     # break the connection
@@ -442,13 +413,13 @@ async def delete_attachment(
     orders: WriteOrders,
     order_id: OrderId,
     attachment_id: AttachmentId,
+    pool: Db,
     if_match: IfMatchOptional = None,
     prefer: PreferWait = None,
 ) -> Response:
     """Take a file off the order's open revision; submitted revisions keep theirs. On an
     order still under review here, it waits for the departments' decision like `PUT`."""
     access = await orders.writable(order_id)
-    pool = _pool(request)
 
     async def attempt() -> int:
         return await handlers.remove_attachment(
@@ -462,14 +433,10 @@ async def delete_attachment(
             permits=access.permits,
         )
 
-    try:
-        with problems_of(order_id):
-            await handlers.when_decided(
-                pool,
-                order_id=order_id,
-                seconds=decision_wait(request.app.state.settings.revision_decision_wait, prefer),
-                attempt=attempt,
-            )
-    except handlers.AttachmentNotFound as exc:
-        raise _attachment_not_found(exc) from exc
-    return Response(status_code=204, headers={"ETag": await _load_etag(request, order_id)})
+    await handlers.when_decided(
+        pool,
+        order_id=order_id,
+        seconds=decision_wait(request.app.state.settings.revision_decision_wait, prefer),
+        attempt=attempt,
+    )
+    return Response(status_code=204, headers={"ETag": await _load_etag(pool, order_id)})

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -35,15 +32,15 @@ from ..adapters import repository
 from ..domain import Status
 from .access import (
     RESPONSES,
+    Db,
     Lister,
     OrderId,
     ReadOrders,
+    Today,
     WriteOrders,
     Writer,
     check_salesperson,
-    not_permitted,
     order_not_found,
-    pool,
 )
 
 
@@ -214,15 +211,6 @@ class WithdrawalState(BaseModel):
     answered_at: Timestamp | None = None
 
 
-def _pool(request: Request) -> Pool:
-    return pool(request)
-
-
-def _today(request: Request) -> date:
-    today: Callable[[], date] = request.app.state.today
-    return today()
-
-
 def _etag(row: dict[str, Any]) -> str:
     return domain.etag(revision=row["current_revision"], version=row["version"])
 
@@ -274,44 +262,8 @@ async def _load(pool: Pool, order_id: UUID, response: Response | None = None) ->
     """The order as it is now (after a change); its ETag on the response too."""
     row = await repository.get_order(pool, order_id=order_id)
     if row is None:
-        raise _not_found(order_id)
+        raise order_not_found(order_id)
     return _answer(row, response)
-
-
-@contextmanager
-def problems_of(order_id: UUID) -> Iterator[None]:
-    """What a handler's refusal means over HTTP."""
-    try:
-        yield
-    except handlers.OrderNotFound as exc:
-        raise _not_found(order_id) from exc
-    except handlers.NotPermitted as exc:
-        raise not_permitted(order_id) from exc
-    except domain.RuleViolation as exc:
-        raise _rule_problem(exc) from exc
-    except domain.Conflict as exc:
-        raise _conflict_problem(exc) from exc
-
-
-def _conflict_problem(exc: domain.Conflict) -> Problem:
-    """A conflict that can pass: the same request may succeed later, unchanged."""
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    return Problem(
-        409,
-        "The departments' decision has not reached intake yet"
-        if isinstance(exc, domain.DecisionPending)
-        else "The order changed meanwhile",
-        str(exc),
-        type_="urn:orderflow:problem:decision-pending"
-        if isinstance(exc, domain.DecisionPending)
-        else "urn:orderflow:problem:conflict",
-        headers=headers,
-        extra={
-            "current_status": exc.status.value,
-            "current_revision": exc.revision,
-            "retryable": True,
-        },
-    )
 
 
 def if_match_required(if_match: str | None) -> str:
@@ -337,59 +289,6 @@ def if_match_required(if_match: str | None) -> str:
 
 def _header_problem(detail: str) -> FieldProblem:
     return FieldProblem(pointer="header:/If-Match", detail=detail)
-
-
-def _not_found(order_id: UUID) -> Problem:
-    return order_not_found(order_id)
-
-
-def _rule_problem(exc: domain.RuleViolation) -> Problem:
-    if isinstance(exc, domain.SelfCheckFailed) and exc.invalid:
-        return Problem(
-            422,
-            "Invalid request",
-            f"{len(exc.problems)} problem(s) in the request: {exc.invalid} field(s) of the "
-            "wrong type, and the self-check's findings in the rest",
-            type_="urn:orderflow:problem:invalid-request",
-            errors=exc.problems,
-        )
-    if isinstance(exc, domain.SelfCheckFailed):
-        return Problem(
-            422,
-            "The order did not pass the self-check",
-            f"{len(exc.problems)} problem(s) to fix before the order can be submitted",
-            type_="urn:orderflow:problem:self-check-failed",
-            errors=exc.problems,
-        )
-    if isinstance(exc, domain.StaleVersion):
-        return Problem(
-            409,
-            "The order changed since it was read",
-            str(exc),
-            type_="urn:orderflow:problem:stale-revision",
-            headers={"ETag": exc.current},
-            extra={"current_revision": exc.revision, "current_etag": exc.current},
-        )
-    if isinstance(exc, domain.FileRefused):
-        return Problem(
-            exc.status,
-            "File not accepted" if exc.status == 415 else "File does not match its type",
-            str(exc),
-            type_="urn:orderflow:problem:file-refused",
-            errors=exc.problems,
-        )
-    extra: dict[str, Any] = {}
-    if isinstance(exc, domain.NotEditable | domain.NotWithdrawable):
-        extra["current_status"] = exc.status.value
-    if isinstance(exc, domain.AlreadySubmitted):
-        extra["revision"] = exc.revision
-    return Problem(
-        409,
-        "Not allowed in the order's current state",
-        str(exc),
-        type_="urn:orderflow:problem:order-state",
-        extra=extra,
-    )
 
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -463,15 +362,6 @@ async def _json_body(request: Request) -> Any:
         raise _invalid_body(f"the body is not JSON: {exc}") from exc
 
 
-def _document(raw: Any, request: Request, *, submit: bool) -> OrderDocument:
-    """The order document, or 422 with every problem: the type errors and, to be submitted
-    at once, the self-check's rules over the rest."""
-    try:
-        return handlers.parsed_document(raw, today=_today(request), submit=submit)
-    except domain.RuleViolation as exc:
-        raise _rule_problem(exc) from exc
-
-
 @router.post(
     "/orders",
     status_code=201,
@@ -486,6 +376,8 @@ async def create_order(
     request: Request,
     response: Response,
     caller: Writer,
+    pool: Db,
+    today: Today,
     submit: Annotated[
         bool,
         Query(
@@ -509,32 +401,21 @@ async def create_order(
     /salesperson/id otherwise); `orders:write` anyone's. Each caller may create
     `ORDERFLOW_AUTH_ORDER_CREATE_RATE` orders (429 beyond). A refusal (422) lists every
     problem at once: fields of the wrong type and, with `submit=true`, the self-check's."""
-    document = _document(await _json_body(request), request, submit=submit)
+    # a refusal (the type errors and, to submit at once, the self-check's) is 422
+    document = handlers.parsed_document(await _json_body(request), today=today, submit=submit)
     check_salesperson(caller, document.salesperson.id)
     limit = request.app.state.auth_settings.order_create_rate
     enforce("order creation", limit, caller.id, limiter=request.app.state.rate_limiter)
-    pool = _pool(request)
-    try:
-        async with transaction(pool) as conn:
-            outcome = await handlers.create_order(
-                conn,
-                document=document,
-                channel=handlers.API,
-                submit=submit,
-                today=_today(request),
-                actor=caller.audit(),
-                idempotency_key=idempotency_key,
-            )
-    except domain.RuleViolation as exc:
-        raise _rule_problem(exc) from exc
-    except handlers.IdempotencyKeyReused as exc:
-        raise Problem(
-            409,
-            "Idempotency-Key already used for another request",
-            str(exc),
-            type_="urn:orderflow:problem:idempotency-key-reused",
-            extra={"order_id": str(exc.order_id)},
-        ) from exc
+    async with transaction(pool) as conn:
+        outcome = await handlers.create_order(
+            conn,
+            document=document,
+            channel=handlers.API,
+            submit=submit,
+            today=today,
+            actor=caller.audit(),
+            idempotency_key=idempotency_key,
+        )
     if not outcome.created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
@@ -546,8 +427,8 @@ async def create_order(
 
 @router.get("/orders", response_model=OrderPage)
 async def list_orders(
-    request: Request,
     caller: Lister,
+    pool: Db,
     status: Annotated[Status | None, Query(description="Only orders in this status")] = None,
     salesperson: Annotated[
         str | None, Query(min_length=1, max_length=100, description="Only this salesperson's")
@@ -568,7 +449,7 @@ async def list_orders(
     if among is not None and salesperson is not None and salesperson not in among:
         return OrderPage(items=[], total=0, limit=limit, offset=offset)
     rows, total = await repository.list_orders(
-        _pool(request),
+        pool,
         status=status.value if status else None,
         salesperson_id=salesperson,
         external_ref=external_ref,
@@ -616,6 +497,8 @@ async def update_order(
     response: Response,
     orders: WriteOrders,
     order_id: OrderId,
+    pool: Db,
+    today: Today,
     prefer: PreferWait = None,
 ) -> Order:
     """Replace the document of a draft, or revise an order sent back (a new revision). The
@@ -623,11 +506,10 @@ async def update_order(
     still under review here (the departments' decision may be on its way), the revision
     waits for the decision, up to `INTAKE_REVISION_DECISION_WAIT` seconds (or the
     `Prefer: wait=` given, if shorter); then 409 with Retry-After."""
-    document = _document(await _json_body(request), request, submit=False)
+    document = handlers.parsed_document(await _json_body(request), today=today, submit=False)
     expected = if_match_required(request.headers.get("If-Match"))
     access = await orders.writable(order_id)
     check_salesperson(access.caller, document.salesperson.id)
-    pool = _pool(request)
     wait = decision_wait(request.app.state.settings.revision_decision_wait, prefer)
 
     async def attempt() -> None:
@@ -642,40 +524,38 @@ async def update_order(
                 permits=access.permits,
             )
 
-    with problems_of(order_id):
-        # under review, the departments' decision may be on its way: waited for, bounded
-        await handlers.when_decided(
-            pool,
-            order_id=order_id,
-            seconds=wait,
-            attempt=attempt,
-        )
+    # under review, the departments' decision may be on its way: waited for, bounded
+    await handlers.when_decided(
+        pool,
+        order_id=order_id,
+        seconds=wait,
+        attempt=attempt,
+    )
     return await _load(pool, order_id, response)
 
 
 @router.post("/orders/{order_id}/submit", response_model=Order)
 async def submit_order(
-    request: Request,
     response: Response,
     orders: WriteOrders,
     order_id: OrderId,
+    pool: Db,
+    today: Today,
     if_match: IfMatchOptional = None,
 ) -> Order:
     """Self-check the current revision with its files and send it to review; 422 lists
     every problem."""
     access = await orders.writable(order_id)
-    pool = _pool(request)
-    with problems_of(order_id):
-        async with transaction(pool) as conn:
-            await handlers.submit_order(
-                conn,
-                order_id=order_id,
-                channel=handlers.API,
-                today=_today(request),
-                actor=access.actor,
-                if_match=if_match,
-                permits=access.permits,
-            )
+    async with transaction(pool) as conn:
+        await handlers.submit_order(
+            conn,
+            order_id=order_id,
+            channel=handlers.API,
+            today=today,
+            actor=access.actor,
+            if_match=if_match,
+            permits=access.permits,
+        )
     return await _load(pool, order_id, response)
 
 
@@ -691,10 +571,10 @@ async def submit_order(
     },
 )
 async def withdraw_order(
-    request: Request,
     response: Response,
     orders: WriteOrders,
     order_id: OrderId,
+    pool: Db,
     withdrawal: Annotated[Withdrawal | None, Body()] = None,
     if_match: IfMatchOptional = None,
 ) -> Order:
@@ -705,28 +585,16 @@ async def withdraw_order(
     `refused` and the reason; the timeline shows which. Asking again while the answer is
     pending answers 202 again and changes nothing. 409 once it is approved or withdrawn."""
     access = await orders.writable(order_id)
-    pool = _pool(request)
-    with problems_of(order_id):
-        async with transaction(pool) as conn:
-            await handlers.withdraw_order(
-                conn,
-                order_id=order_id,
-                reason=withdrawal.reason if withdrawal else None,
-                actor=access.actor,
-                if_match=if_match,
-                permits=access.permits,
-            )
+    async with transaction(pool) as conn:
+        await handlers.withdraw_order(
+            conn,
+            order_id=order_id,
+            reason=withdrawal.reason if withdrawal else None,
+            actor=access.actor,
+            if_match=if_match,
+            permits=access.permits,
+        )
     return await _load(pool, order_id, response)
-
-
-def _revision_not_found(exc: handlers.RevisionNotFound) -> Problem:
-    return Problem(
-        404,
-        "Revision not found",
-        str(exc),
-        type_="urn:orderflow:problem:revision-not-found",
-        extra={"revision": exc.revision},
-    )
 
 
 RevisionNumber = Annotated[
@@ -735,10 +603,10 @@ RevisionNumber = Annotated[
 
 
 @router.get("/orders/{order_id}/revisions", response_model=RevisionList)
-async def list_revisions(request: Request, orders: ReadOrders, order_id: OrderId) -> RevisionList:
+async def list_revisions(orders: ReadOrders, order_id: OrderId, pool: Db) -> RevisionList:
     """Every revision of the order, oldest first: when it was made and submitted."""
     access = await orders.readable(order_id)
-    rows = await repository.list_revisions(_pool(request), order_id=order_id)
+    rows = await repository.list_revisions(pool, order_id=order_id)
     return RevisionList(
         order_id=order_id,
         current_revision=access.order["current_revision"],
@@ -748,48 +616,39 @@ async def list_revisions(request: Request, orders: ReadOrders, order_id: OrderId
 
 @router.get("/orders/{order_id}/revisions/{revision}", response_model=Revision)
 async def get_revision(
-    request: Request, orders: ReadOrders, order_id: OrderId, revision: RevisionNumber
+    orders: ReadOrders, order_id: OrderId, revision: RevisionNumber, pool: Db
 ) -> Revision:
     """One revision of the order with its files, exactly as it was stored (and, once
     submitted, reviewed)."""
     await orders.readable(order_id)
-    try:
-        row = await handlers.revision_with_files(
-            _pool(request), order_id=order_id, revision=revision
-        )
-    except handlers.RevisionNotFound as exc:
-        raise _revision_not_found(exc) from exc
+    row = await handlers.revision_with_files(pool, order_id=order_id, revision=revision)
     return Revision.model_validate(row)
 
 
 @router.get("/orders/{order_id}/revisions/{from_revision}/diff/{to_revision}")
 async def diff_revisions(
-    request: Request,
     orders: ReadOrders,
+    pool: Db,
     order_id: OrderId,
     from_revision: RevisionNumber,
     to_revision: RevisionNumber,
 ) -> RevisionDiff:
     """What changed from one revision to another, field by field (JSON pointer, old, new)."""
     await orders.readable(order_id)
-    try:
-        changes = await handlers.revision_diff(
-            _pool(request), order_id=order_id, old=from_revision, new=to_revision
-        )
-    except handlers.RevisionNotFound as exc:
-        raise _revision_not_found(exc) from exc
+    changes = await handlers.revision_diff(
+        pool, order_id=order_id, old=from_revision, new=to_revision
+    )
     return RevisionDiff(
         order_id=order_id, from_revision=from_revision, to_revision=to_revision, changes=changes
     )
 
 
 @router.get("/orders/{order_id}/timeline")
-async def get_timeline(request: Request, orders: ReadOrders, order_id: OrderId) -> Timeline:
+async def get_timeline(orders: ReadOrders, order_id: OrderId, pool: Db) -> Timeline:
     """Everything that happened to the order, in order, with who and when: its creation,
     edits and files, submissions, review rounds, each verdict, decisions, the contract,
     notifications, withdrawal. Intake's own actions name the signed-in caller (or the
     broker user of a command) with how they signed in and their address."""
     await orders.readable(order_id)
-    with problems_of(order_id):
-        entries = await handlers.timeline(_pool(request), order_id=order_id)
+    entries = await handlers.timeline(pool, order_id=order_id)
     return Timeline(order_id=order_id, items=[TimelineEntry.model_validate(e) for e in entries])

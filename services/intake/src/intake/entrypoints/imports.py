@@ -24,8 +24,8 @@ from orderflow.messages import OrderDocument
 from orderflow.messages import Problem as FieldProblem
 
 from .. import bulk, domain, handlers
-from .access import Writer, salesperson_refusal
-from .http import PROBLEMS, _pool, _today
+from .access import Db, Today, Writer, salesperson_refusal
+from .http import PROBLEMS
 
 log = structlog.get_logger(__name__)
 
@@ -415,7 +415,7 @@ async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Import
         415: {"model": ProblemDetails, "description": "Neither CSV nor JSON Lines"},
     },
 )
-async def import_orders(request: Request, caller: Writer) -> ImportReport:
+async def import_orders(request: Request, caller: Writer, pool: Db, today: Today) -> ImportReport:
     """Import many orders at once (CSV or JSON Lines): each valid one is created and
     submitted (channel `import`), each invalid one reported with its rows and every
     problem, type errors and the self-check's together; one bad row never holds back the
@@ -445,7 +445,7 @@ async def import_orders(request: Request, caller: Writer) -> ImportReport:
     report = ImportReport(
         format=kind, rows=0, accepted=0, rejected=0, orders=[], rejections=[], seconds=0
     )
-    importer = _Importer(pool=_pool(request), today=_today(request), report=report, caller=caller)
+    importer = _Importer(pool=pool, today=today, report=report, caller=caller)
     lines = _lines(request.stream(), limit=limit)
     try:
         try:
