@@ -3,6 +3,7 @@ those that arrive before their order or revision are kept until it comes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -24,7 +25,12 @@ from orderflow.messages import (
 )
 
 from .. import domain
-from ..adapters import repository
+from ..adapters.projection_store import (
+    KeptEvent,
+    PostgresProjectionStore,
+    ProjectedOrder,
+    ProjectionStore,
+)
 from ..domain import Status
 
 log = structlog.get_logger(__name__)
@@ -77,100 +83,71 @@ def _answer(event: Message) -> dict[str, Any] | None:
     return None
 
 
+def _store(conn: Connection, store: ProjectionStore | None) -> ProjectionStore:
+    return store if store is not None else PostgresProjectionStore(conn)
+
+
 async def on_event(
-    conn: Connection, *, event: Message, message_id: str, sent_at: datetime | None
+    conn: Connection,
+    *,
+    event: Message,
+    message_id: str,
+    sent_at: datetime | None,
+    store: ProjectionStore | None = None,
 ) -> str | None:
     """Record an event in its order's timeline and move the order's status; returns what it
-    did, or None for an event about an order that was not placed here."""
+    did, or None for an event about an order that was not placed here. `store` is the
+    connection's PostgreSQL unless another is given (a fake, in the unit tests)."""
     order_id = getattr(event, "order_id", None)
     if not isinstance(order_id, UUID):
         log.info("event without an order, ignored", message_type=event.message_type)
         return None
-    # taken before looking: the order's creation holds it until it commits
-    await repository.lock_order_id(conn, order_id=order_id)
-    order = await repository.lock_order(conn, order_id=order_id)
+    store = _store(conn, store)
+    order = await store.lock(order_id)
     revision = getattr(event, "revision", None)
-    revision = revision if isinstance(revision, int) else None
-    occurred_at = _occurred_at(event, sent_at)
-    if order is None or (revision is not None and revision > order["current_revision"]):
-        # before its order or its revision: kept, and applied when that appears
-        await _keep_pending(
-            conn,
-            order_id=order_id,
-            event=event,
-            message_id=message_id,
-            revision=revision,
-            occurred_at=occurred_at,
-            known=order is not None,
-        )
-        return "pending"
-    return await _project(
-        conn,
-        order=order,
-        message_type=event.message_type,
+    kept = KeptEvent(
         message_id=message_id,
-        revision=revision,
+        type=event.message_type,
+        revision=revision if isinstance(revision, int) else None,
         payload=event.model_dump(mode="json"),
-        event=event,
-        occurred_at=occurred_at,
+        occurred_at=_occurred_at(event, sent_at),
     )
+    if order is None or (kept.revision is not None and kept.revision > order.current_revision):
+        # before its order or its revision: kept, and applied when that appears
+        await _keep_pending(store, order_id=order_id, event=kept, known=order is not None)
+        return "pending"
+    return await _project(store, order=order, kept=kept, event=event)
 
 
 async def _project(
-    conn: Connection,
-    *,
-    order: dict[str, Any],
-    message_type: str,
-    message_id: str,
-    revision: int | None,
-    payload: dict[str, Any],
-    event: Message | None,
-    occurred_at: datetime,
+    store: ProjectionStore, *, order: ProjectedOrder, kept: KeptEvent, event: Message | None
 ) -> str:
     """Move the locked order's status for the event and put it on the timeline."""
-    order_id = order["id"]
-    status = Status(order["status"])
+    status = Status(order.status)
     details = _details(event) if event is not None else {}
     projection = domain.project(
         status=status,
-        current_revision=order["current_revision"],
-        event_type=message_type,
-        event_revision=revision,
-        held=Status(order["held_status"]) if order["held_status"] else None,
+        current_revision=order.current_revision,
+        event_type=kept.type,
+        event_revision=kept.revision,
+        held=Status(order.held_status) if order.held_status else None,
     )
     answer = _answer(event) if event is not None else None
     if projection.status is not None and status is Status.WITHDRAWAL_REQUESTED and answer:
-        await repository.answer_withdrawal(
-            conn, order_id=order_id, status=projection.status.value, answer=answer
-        )
+        await store.answer_withdrawal(order.id, projection.status.value, answer)
     if projection.status is not None:
-        await repository.set_status(
-            conn, order_id=order_id, status=projection.status.value, **details
-        )
+        await store.set_status(order.id, projection.status.value, **details)
     elif projection.details:
         # held while a withdrawal waits, or the status is the event's already
-        await repository.set_status(
-            conn,
-            order_id=order_id,
-            status=status.value,
-            held_status=projection.held.value if projection.held else None,
-            **details,
-        )
-    await repository.append_event(
-        conn,
-        order_id=order_id,
-        message_id=message_id,
-        message_type=message_type,
-        revision=revision,
-        payload=domain.timeline_payload(message_type, payload),
-        occurred_at=occurred_at,
-        outcome=projection.outcome,
-    )
+        held = projection.held.value if projection.held else None
+        await store.set_status(order.id, status.value, held_status=held, **details)
+    timeline = domain.timeline_payload(kept.type, kept.payload)
+    await store.append_event(order.id, replace(kept, payload=timeline), projection.outcome)
     # one line per event of every order: at INFO it cost more than the projection itself
     log.debug(
         "event projected",
-        order_id=str(order_id),
-        message_type=message_type,
+        order_id=str(order.id),
+        message_type=kept.type,
         outcome=projection.outcome,
     )
     return projection.outcome
@@ -195,69 +172,44 @@ PENDING_DISCARDED = Counter(
 
 
 async def _keep_pending(
-    conn: Connection,
-    *,
-    order_id: UUID,
-    event: Message,
-    message_id: str,
-    revision: int | None,
-    occurred_at: datetime,
-    known: bool,
+    store: ProjectionStore, *, order_id: UUID, event: KeptEvent, known: bool
 ) -> None:
-    await repository.keep_pending_event(
-        conn,
-        order_id=order_id,
-        message_id=message_id,
-        message_type=event.message_type,
-        revision=revision,
-        payload=event.model_dump(mode="json"),
-        occurred_at=occurred_at,
-    )
-    discarded = await repository.discard_pending_events(
-        conn,
-        older_than=datetime.now(UTC) - PENDING_KEPT_FOR,
-        keep_at_most=PENDING_KEPT_AT_MOST,
+    await store.keep_pending(order_id, event)
+    discarded = await store.discard_pending(
+        older_than=datetime.now(UTC) - PENDING_KEPT_FOR, keep_at_most=PENDING_KEPT_AT_MOST
     )
     if discarded:
         PENDING_DISCARDED.inc(discarded)
         log.warning("kept events of orders that never appeared, forgotten", count=discarded)
-    PENDING_EVENTS.set(await repository.count_pending_events(conn))
+    PENDING_EVENTS.set(await store.count_pending())
     log.info(
         "event for a revision not here yet, kept"
         if known
         else "event for an order not here (yet), kept",
-        message_type=event.message_type,
+        message_type=event.type,
         order_id=str(order_id),
-        revision=revision,
+        revision=event.revision,
     )
 
 
-async def apply_pending_events(conn: Connection, *, order_id: UUID) -> int:
+async def apply_pending_events(
+    conn: Connection, *, order_id: UUID, store: ProjectionStore | None = None
+) -> int:
     """Project the kept events the order can take now (it was created, or its revision
     moved), in the order they happened, in the caller's transaction (which holds the
     order's lock); how many."""
-    order = await repository.lock_order(conn, order_id=order_id)
+    store = _store(conn, store)
+    order = await store.relock(order_id)
     assert order is not None
-    kept = await repository.take_pending_events(
-        conn, order_id=order_id, up_to_revision=order["current_revision"]
-    )
+    kept = await store.take_pending(order_id, order.current_revision)
     for row in kept:
-        model = EVENTS.get(row["type"])
-        event = model.model_validate(row["payload"]) if model is not None else None
-        await _project(
-            conn,
-            order=order,
-            message_type=row["type"],
-            message_id=row["message_id"],
-            revision=row["revision"],
-            payload=row["payload"],
-            event=event,
-            occurred_at=row["occurred_at"],
-        )
+        model = EVENTS.get(row.type)
+        event = model.model_validate(row.payload) if model is not None else None
+        await _project(store, order=order, kept=row, event=event)
         # the next one sees the status this one left
-        order = await repository.lock_order(conn, order_id=order_id)
+        order = await store.relock(order_id)
         assert order is not None
     if kept:
-        PENDING_EVENTS.set(await repository.count_pending_events(conn))
+        PENDING_EVENTS.set(await store.count_pending())
         log.info("kept events applied", order_id=str(order_id), count=len(kept))
     return len(kept)
