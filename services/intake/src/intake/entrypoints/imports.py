@@ -286,30 +286,110 @@ async def _jsonl(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Impo
         )
 
 
-async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Importer) -> None:
-    header: list[str] | None = None
-    dialect = None
-    record: list[str] = []
-    quotes = 0
-    row = 0
-    group: bulk.CsvOrder | None = None
-    seen: dict[str, int] = {}
-    late: dict[str, int] = {}
+class _CsvReader:
+    """The CSV import as it streams in: physical lines joined into records (a quoted cell
+    may span lines), the header first, then rows grouped into orders by `order_ref`; each
+    order goes to the importer once its rows end."""
 
-    async def flush() -> None:
+    def __init__(self, importer: _Importer) -> None:
+        self.importer = importer
+        self.header: list[str] | None = None
+        self.dialect: type[csv.Dialect] | None = None
+        self.record: list[str] = []
+        self.quotes = 0
+        self.row = 0
+        self.group: bulk.CsvOrder | None = None
+        #: the row each order started on; those whose rows came back after another order
+        self.seen: dict[str, int] = {}
+        self.late: dict[str, int] = {}
+
+    async def feed(self, raw: bytes | None) -> None:
+        """One physical line (None: one too long to read)."""
+        if raw is None:
+            self.row += 1
+            await self.refuse_row(f"longer than {MAX_ROW_BYTES} bytes")
+            return
+        try:
+            text = _decode(raw, self.row == 0 and not self.record)
+        except UnicodeDecodeError:
+            self.row += 1
+            await self.refuse_row("not UTF-8 text")
+            return
+        self.record.append(text)
+        self.quotes += text.count('"')
+        if self.quotes % 2:
+            # a quoted cell goes on over the line break
+            return
+        self.row += 1
+        lines_of_record, self.record, self.quotes = self.record, [], 0
+        if self.header is None:
+            self.read_header(lines_of_record)
+        else:
+            await self.read_row(lines_of_record, self.header)
+
+    def read_header(self, lines_of_record: list[str]) -> None:
+        self.dialect = bulk.dialect_of(lines_of_record[0])
+        try:
+            self.header = bulk.normalise_header(bulk.parse_record(lines_of_record, self.dialect))
+            problems = bulk.header_problems(self.header)
+        except csv.Error as exc:
+            problems = [f"row 1 is not a CSV header: {exc}"]
+        if problems:
+            raise Problem(
+                422,
+                "Not an order import",
+                "; ".join(problems),
+                type_="urn:orderflow:problem:invalid-import",
+                errors=[FieldProblem(pointer="/header", detail=p) for p in problems],
+            )
+
+    async def read_row(self, lines_of_record: list[str], header: list[str]) -> None:
+        assert self.dialect is not None
+        try:
+            cells = bulk.parse_record(lines_of_record, self.dialect)
+        except csv.Error as exc:  # a NUL byte, a stray quote
+            await self.refuse_row(f"not a CSV record: {exc}")
+            return
+        if not any(c.strip() for c in cells):
+            return
+        if len(cells) > len(header):
+            await self.refuse_row(f"{len(cells)} cells but the header has {len(header)} columns")
+            return
+        values = dict(zip(header, cells, strict=False))
+        ref = values.get(bulk.REF_COLUMN, "").strip()
+        if not ref:
+            await self.refuse_row(
+                "order_ref is required: it groups the rows of an order", "order_ref"
+            )
+            return
+        if self.group is not None and ref == self.group.ref:
+            self.importer.report.rows += 1
+            self.group.rows.append(bulk.CsvRow(self.row, values))
+            return
+        await self.flush()
+        if ref in self.seen:
+            self.late[ref] = self.seen[ref]
+        else:
+            self.seen[ref] = self.row
+        self.importer.report.rows += 1
+        self.group = bulk.CsvOrder(ref, [bulk.CsvRow(self.row, values)])
+
+    async def flush(self) -> None:
+        """The order whose rows just ended, to the importer."""
+        group = self.group
         if group is None:
             return
-        if group.ref in late:
+        if group.ref in self.late:
             # rows of an order already read: refused together, never a second order
             first = group.rows[0].number
-            await importer.order(
+            await self.importer.order(
                 document=None,
                 problems=[
                     bulk.RowProblem(
                         first,
                         "/",
                         f"the rows of order {group.ref!r} must follow each other; it started "
-                        f"on row {late[group.ref]} and other orders came between",
+                        f"on row {self.late[group.ref]} and other orders came between",
                         bulk.REF_COLUMN,
                     )
                 ],
@@ -319,7 +399,7 @@ async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Import
             )
             return
         built = bulk.csv_document(group)
-        await importer.order(
+        await self.importer.order(
             document=built.document,
             problems=built.problems,
             rows=group.numbers,
@@ -327,9 +407,10 @@ async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Import
             locate=built.locate,
         )
 
-    async def refuse_row(number: int, detail: str, column: str | None = None) -> None:
-        importer.report.rows += 1
-        await importer.order(
+    async def refuse_row(self, detail: str, column: str | None = None) -> None:
+        number = self.row
+        self.importer.report.rows += 1
+        await self.importer.order(
             document=None,
             problems=[bulk.RowProblem(number, "/", detail, column)],
             rows=[number],
@@ -337,73 +418,18 @@ async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Import
             locate=lambda p: bulk.RowProblem(number, p.pointer, p.detail),
         )
 
+    async def finish(self) -> None:
+        await self.flush()
+        if self.record:
+            self.row += 1
+            await self.refuse_row("a quoted cell is never closed")
+
+
+async def _csv(lines: AsyncIterator[tuple[int, bytes | None]], importer: _Importer) -> None:
+    reader = _CsvReader(importer)
     async for _, raw in lines:
-        if raw is None:
-            row += 1
-            await refuse_row(row, f"longer than {MAX_ROW_BYTES} bytes")
-            continue
-        try:
-            text = _decode(raw, row == 0 and not record)
-        except UnicodeDecodeError:
-            row += 1
-            await refuse_row(row, "not UTF-8 text")
-            continue
-        record.append(text)
-        quotes += text.count('"')
-        if quotes % 2:
-            # a quoted cell goes on over the line break
-            continue
-        row += 1
-        lines_of_record, record, quotes = record, [], 0
-        if header is None:
-            dialect = bulk.dialect_of(lines_of_record[0])
-            try:
-                header = bulk.normalise_header(bulk.parse_record(lines_of_record, dialect))
-                problems = bulk.header_problems(header)
-            except csv.Error as exc:
-                problems = [f"row 1 is not a CSV header: {exc}"]
-            if problems:
-                raise Problem(
-                    422,
-                    "Not an order import",
-                    "; ".join(problems),
-                    type_="urn:orderflow:problem:invalid-import",
-                    errors=[FieldProblem(pointer="/header", detail=p) for p in problems],
-                )
-            continue
-        assert dialect is not None
-        try:
-            cells = bulk.parse_record(lines_of_record, dialect)
-        except csv.Error as exc:  # a NUL byte, a stray quote
-            await refuse_row(row, f"not a CSV record: {exc}")
-            continue
-        if not any(c.strip() for c in cells):
-            continue
-        if len(cells) > len(header):
-            await refuse_row(row, f"{len(cells)} cells but the header has {len(header)} columns")
-            continue
-        values = dict(zip(header, cells, strict=False))
-        ref = values.get(bulk.REF_COLUMN, "").strip()
-        if not ref:
-            await refuse_row(
-                row, "order_ref is required: it groups the rows of an order", "order_ref"
-            )
-            continue
-        if group is not None and ref == group.ref:
-            importer.report.rows += 1
-            group.rows.append(bulk.CsvRow(row, values))
-            continue
-        await flush()
-        if ref in seen:
-            late[ref] = seen[ref]
-        else:
-            seen[ref] = row
-        importer.report.rows += 1
-        group = bulk.CsvOrder(ref, [bulk.CsvRow(row, values)])
-    await flush()
-    if record:
-        row += 1
-        await refuse_row(row, "a quoted cell is never closed")
+        await reader.feed(raw)
+    await reader.finish()
 
 
 @router.post(
