@@ -94,31 +94,12 @@ def verdict_queue(departments: Iterable[str]) -> QueueSpec:
 
 # The services' own queues, `<service>.<purpose>`.
 INTAKE_COMMANDS = QueueSpec("intake.commands", COMMANDS, ("order.submit",))
-# Only the events that move an order's status or go on its timeline (intake's
-# `domain.PROJECTED_EVENTS`, which a test holds equal to this list): not `#`, so the
-# projection no longer takes a delivery of every event of the bus.
-INTAKE_PROJECTION = QueueSpec(
-    "intake.projection",
-    EVENTS,
-    (
-        "order.submitted",
-        "order.withdrawal_requested",
-        "order.withdrawn",
-        "order.withdrawal_refused",
-        "review.round_opened",
-        "review.sent",
-        "review.verdict_recorded",
-        "review.annotation_recorded",
-        "review.overdue",
-        "review.escalated",
-        "order.changes_requested",
-        "order.approved",
-        "contract.drafted",
-        "contract.signed",
-        "notification.delivered",
-        "notification.failed",
-    ),
-)
+# Bound to `#`, though the projection needs only intake's `domain.PROJECTED_EVENTS`: this
+# binding is what makes every event on `orderflow.events` routable, and the outbox
+# publishes `mandatory` (an unroutable event is an error). Narrowing it needs a catch-all
+# first (an alternate exchange on `orderflow.events`), or `review.reassigned`,
+# `contract.sent`, `contract.voided` and any type nobody else binds would be refused.
+INTAKE_PROJECTION = QueueSpec("intake.projection", EVENTS, ("#",))
 ROUTER_SUBMITTED = QueueSpec("review-router.order-submitted", EVENTS, ("order.submitted",))
 # withdrawals are asked of the router, which decides them against the round's decision
 ROUTER_WITHDRAWAL_REQUESTS = QueueSpec(

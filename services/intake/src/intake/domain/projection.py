@@ -128,7 +128,7 @@ def project(
 
 #: The events the projection takes: those that move the status, and those the timeline
 #: shows (`review.annotation_recorded` is documented as shown there, in its raw form);
-#: the topology binds intake's projection queue to these alone.
+#: the queue could be bound to these alone once the events exchange has a catch-all.
 PROJECTED_EVENTS: frozenset[str] = (
     frozenset(EVENT_STATUS)
     | {WITHDRAWN_EVENT, REFUSED_EVENT}

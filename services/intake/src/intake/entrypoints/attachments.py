@@ -137,6 +137,8 @@ class Upload:
     problems: list[FieldProblem] = field(default_factory=list)
 
 
+# Longer than 60 lines: the streaming parser's callbacks share the upload's state; as
+# closures over it they read as one parser, which they are.
 async def read_multipart(request: Request, incoming: IncomingFile) -> Upload:
     """Stream a multipart/form-data body: the `file` part goes into `incoming` as it
     arrives (which stops the upload past its size limit), the other fields are kept."""
@@ -243,6 +245,8 @@ def _kind(upload: Upload) -> tuple[AttachmentKind | None, list[FieldProblem]]:
     return kind, problems
 
 
+# Longer than 60 lines: the upload's steps in order (size, access, parse, type, store
+# under the decision wait), with the temporary file closed in one `finally`.
 @router.post(
     "/orders/{order_id}/attachments",
     status_code=201,

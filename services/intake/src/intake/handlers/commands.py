@@ -189,6 +189,8 @@ async def reply_conflict(
     )
 
 
+# Longer than 60 lines: a command is a create or a revision, with or without files, and
+# each ends in the same reply; split, the reply's cases would be spread over functions.
 async def on_submit_command(
     conn: Connection,
     *,

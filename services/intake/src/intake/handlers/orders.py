@@ -123,48 +123,41 @@ async def _duplicates_of(
     return key, found
 
 
-async def create_order(
+async def _replayed(conn: Connection, key: str, request: str, *, order_id: UUID) -> Outcome | None:
+    """The order an earlier request with this Idempotency-Key created (None: the key is
+    claimed now, for `order_id`); IdempotencyKeyReused when that request was another."""
+    if await repository.claim_idempotency_key(
+        conn, key=key, fingerprint=request, order_id=order_id
+    ):
+        return None
+    earlier = await repository.find_idempotency_key(conn, key=key)
+    assert earlier is not None  # the claim lost to a committed row
+    if earlier["fingerprint"] != request:
+        raise IdempotencyKeyReused(key, earlier["order_id"])
+    order = await repository.get_order(conn, order_id=earlier["order_id"])
+    assert order is not None
+    return Outcome(
+        order_id=order["id"],
+        revision=order["current_revision"],
+        status=Status(order["status"]),
+        created=False,
+        possible_duplicate_of=list(order["possible_duplicate_of"]),
+    )
+
+
+async def _insert_draft(
     conn: Connection,
     *,
+    order_id: UUID,
     document: OrderDocument,
     channel: str,
-    submit: bool,
-    today: date,
     actor: Actor,
-    idempotency_key: str | None = None,
-    files: Sequence[NewFile] = (),
-    store: BlobStore | None = None,
-) -> Outcome:
-    """A new order (revision 1), as a draft or submitted at once; `files` (fetched for an
-    `order.submit`, checked) are stored with revision 1 before it is submitted."""
-    order_id = uuid.uuid4()
-    if idempotency_key is not None:
-        request = fingerprint(document, submit=submit)
-        if not await repository.claim_idempotency_key(
-            conn, key=idempotency_key, fingerprint=request, order_id=order_id
-        ):
-            earlier = await repository.find_idempotency_key(conn, key=idempotency_key)
-            assert earlier is not None  # the claim lost to a committed row
-            if earlier["fingerprint"] != request:
-                raise IdempotencyKeyReused(idempotency_key, earlier["order_id"])
-            order = await repository.get_order(conn, order_id=earlier["order_id"])
-            assert order is not None
-            return Outcome(
-                order_id=order["id"],
-                revision=order["current_revision"],
-                status=Status(order["status"]),
-                created=False,
-                possible_duplicate_of=list(order["possible_duplicate_of"]),
-            )
-    if submit:
-        # checked before anything is written, so a refused order leaves nothing behind;
-        # created and submitted in one step, it has no files: the rules that need one
-        # refuse it as they would refuse a draft without them (or with only the files the
-        # command named by URL)
-        run_self_check(document, today=today, attachments=pending_refs(order_id, files))
-    now = datetime.now(UTC)
-    key, duplicates = await _duplicates_of(conn, order_id=order_id, document=document)
-    await repository.lock_order_id(conn, order_id=order_id)
+    key: str | None,
+    duplicates: list[UUID],
+    submit: bool,
+    now: datetime,
+) -> None:
+    """The order's row, its revision 1 and the timeline's `order.created`."""
     await repository.insert_order(
         conn,
         order_id=order_id,
@@ -199,6 +192,51 @@ async def create_order(
         occurred_at=now,
         actor=actor,
     )
+
+
+# Longer than 60 lines: one transaction's steps in the order they must happen (claim the
+# key, check, lock, insert, store files, submit, apply kept events), read top to bottom.
+async def create_order(
+    conn: Connection,
+    *,
+    document: OrderDocument,
+    channel: str,
+    submit: bool,
+    today: date,
+    actor: Actor,
+    idempotency_key: str | None = None,
+    files: Sequence[NewFile] = (),
+    store: BlobStore | None = None,
+) -> Outcome:
+    """A new order (revision 1), as a draft or submitted at once; `files` (fetched for an
+    `order.submit`, checked) are stored with revision 1 before it is submitted."""
+    order_id = uuid.uuid4()
+    if idempotency_key is not None:
+        replayed = await _replayed(
+            conn, idempotency_key, fingerprint(document, submit=submit), order_id=order_id
+        )
+        if replayed is not None:
+            return replayed
+    if submit:
+        # checked before anything is written, so a refused order leaves nothing behind;
+        # created and submitted in one step, it has no files: the rules that need one
+        # refuse it as they would refuse a draft without them (or with only the files the
+        # command named by URL)
+        run_self_check(document, today=today, attachments=pending_refs(order_id, files))
+    now = datetime.now(UTC)
+    key, duplicates = await _duplicates_of(conn, order_id=order_id, document=document)
+    await repository.lock_order_id(conn, order_id=order_id)
+    await _insert_draft(
+        conn,
+        order_id=order_id,
+        document=document,
+        channel=channel,
+        actor=actor,
+        key=key,
+        duplicates=duplicates,
+        submit=submit,
+        now=now,
+    )
     stored: list[AttachmentRef] = []
     if files:
         assert store is not None, "files are stored in a blob store"
@@ -225,6 +263,8 @@ async def create_order(
     )
 
 
+# Longer than 60 lines: replace the open revision or make a new one, its activity, and
+# the kept events it unblocks, in one place so the two cases are read side by side.
 async def write_revision(
     conn: Connection,
     *,
