@@ -65,14 +65,14 @@ class ProjectionStore(Protocol):
         """The kept events the order can take now, oldest first, removed from the kept."""
 
 
-def _projected(row: dict[str, Any] | None) -> ProjectedOrder | None:
+def _projected(row: repository.LockedOrder | None) -> ProjectedOrder | None:
     if row is None:
         return None
     return ProjectedOrder(
-        id=row["id"],
-        status=row["status"],
-        current_revision=row["current_revision"],
-        held_status=row["held_status"],
+        id=row.id,
+        status=row.status,
+        current_revision=row.current_revision,
+        held_status=row.held_status,
     )
 
 

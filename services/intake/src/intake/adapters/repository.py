@@ -4,6 +4,7 @@ in PostgreSQL (schema `intake`)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 from uuid import UUID
@@ -18,6 +19,53 @@ _ORDER_COLUMNS = """o.id, o.status, o.salesperson_id, o.external_ref, o.customer
     o.approved_at, o.contract_id, o.contract_number, o.contract_signed_at, o.withdrawn_at,
     o.version, o.duplicate_key, o.possible_duplicate_of, o.created_by, o.withdrawn_by,
     o.withdrawal, o.held_status"""
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    """An order's row (`_ORDER_COLUMNS`)."""
+
+    id: UUID
+    status: str
+    salesperson_id: str
+    external_ref: str | None
+    customer_name: str | None
+    channel: str
+    current_revision: int
+    submitted_revision: int | None
+    created_at: datetime
+    updated_at: datetime
+    change_request: dict[str, Any] | None
+    approved_at: datetime | None
+    contract_id: UUID | None
+    contract_number: str | None
+    contract_signed_at: datetime | None
+    withdrawn_at: datetime | None
+    #: intake's edit counter, in the ETag
+    version: int
+    duplicate_key: str | None
+    possible_duplicate_of: list[UUID]
+    created_by: dict[str, Any] | None
+    withdrawn_by: dict[str, Any] | None
+    withdrawal: dict[str, Any] | None
+    held_status: str | None
+
+
+@dataclass(frozen=True)
+class LockedOrder(OrderRow):
+    """The order under its lock in the caller's transaction, and whether its current
+    revision is submitted."""
+
+    current_submitted: bool
+
+
+@dataclass(frozen=True)
+class StoredOrder(OrderRow):
+    """The order with its current revision's document and totals."""
+
+    document: dict[str, Any]
+    totals: dict[str, Any]
+    submitted_at: datetime | None
 
 
 async def insert_order(
@@ -50,7 +98,7 @@ async def insert_order(
     )
 
 
-async def lock_order(conn: Connection, *, order_id: UUID) -> dict[str, Any] | None:
+async def lock_order(conn: Connection, *, order_id: UUID) -> LockedOrder | None:
     """The order row, locked for this transaction, with whether its current revision is
     submitted.
 
@@ -62,17 +110,14 @@ async def lock_order(conn: Connection, *, order_id: UUID) -> dict[str, Any] | No
     )
     if row is None:
         return None
-    order = dict(row)
     # a new statement, so a new snapshot: it sees the revision the other transaction made
-    order["current_submitted"] = bool(
-        await conn.fetchval(
-            """SELECT submitted_at IS NOT NULL FROM revisions
-               WHERE order_id = $1 AND revision = $2""",
-            order_id,
-            order["current_revision"],
-        )
+    submitted = await conn.fetchval(
+        """SELECT submitted_at IS NOT NULL FROM revisions
+           WHERE order_id = $1 AND revision = $2""",
+        order_id,
+        row["current_revision"],
     )
-    return order
+    return LockedOrder(**dict(row), current_submitted=bool(submitted))
 
 
 async def lock_order_id(conn: Connection, *, order_id: UUID) -> None:
@@ -173,7 +218,7 @@ async def replace_revision(
     )
 
 
-async def get_order(db: Executor, *, order_id: UUID) -> dict[str, Any] | None:
+async def get_order(db: Executor, *, order_id: UUID) -> StoredOrder | None:
     """The order with its current revision's document and totals."""
     row = await db.fetchrow(
         f"""SELECT {_ORDER_COLUMNS}, r.document, r.totals, r.submitted_at
@@ -182,7 +227,7 @@ async def get_order(db: Executor, *, order_id: UUID) -> dict[str, Any] | None:
             WHERE o.id = $1""",
         order_id,
     )
-    return dict(row) if row is not None else None
+    return StoredOrder(**dict(row)) if row is not None else None
 
 
 async def get_revision(db: Executor, *, order_id: UUID, revision: int) -> dict[str, Any] | None:

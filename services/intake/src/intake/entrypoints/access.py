@@ -80,12 +80,12 @@ def order_not_found(order_id: UUID) -> Problem:
     )
 
 
-def may_see(caller: Caller, order: dict[str, Any]) -> bool:
+def may_see(caller: Caller, order: repository.OrderRow) -> bool:
     """The salesperson's own side (`acts_for`), or a reviewer once the order was sent to
     review: reviewers need the order and its files to review it, never a draft."""
-    if caller.acts_for(order["salesperson_id"]):
+    if caller.acts_for(order.salesperson_id):
         return True
-    return caller.has(ANY_REVIEWER) and order["submitted_revision"] is not None
+    return caller.has(ANY_REVIEWER) and order.submitted_revision is not None
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Access:
     """The caller and the order (as read when the request came in) they were let at."""
 
     caller: Caller
-    order: dict[str, Any]
+    order: repository.StoredOrder
 
     @property
     def actor(self) -> Actor:
@@ -121,7 +121,7 @@ class Orders:
     async def writable(self, order_id: UUID) -> Access:
         """The order, if the caller may change it; 404 unless they may see it, else 403."""
         access = await self.readable(order_id)
-        if not self.caller.acts_for(access.order["salesperson_id"], write=True):
+        if not self.caller.acts_for(access.order.salesperson_id, write=True):
             raise forbidden(f"you may read order {order_id} but not change it")
         return access
 

@@ -334,7 +334,7 @@ async def _load_etag(pool: Pool, order_id: UUID) -> str:
     row = await repository.get_order(pool, order_id=order_id)
     if row is None:
         raise order_not_found(order_id)
-    return domain.etag(revision=row["current_revision"], version=row["version"])
+    return domain.etag(revision=row.current_revision, version=row.version)
 
 
 @router.get("/orders/{order_id}/attachments", response_model=AttachmentList)

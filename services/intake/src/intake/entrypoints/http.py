@@ -211,46 +211,46 @@ class WithdrawalState(BaseModel):
     answered_at: Timestamp | None = None
 
 
-def _etag(row: dict[str, Any]) -> str:
-    return domain.etag(revision=row["current_revision"], version=row["version"])
+def _etag(row: repository.StoredOrder) -> str:
+    return domain.etag(revision=row.current_revision, version=row.version)
 
 
-def _order(row: dict[str, Any]) -> Order:
+def _order(row: repository.StoredOrder) -> Order:
     contract = None
-    if row["contract_id"] is not None:
+    if row.contract_id is not None:
         contract = ContractReference(
-            contract_id=row["contract_id"],
-            contract_number=row["contract_number"],
-            signed_at=row["contract_signed_at"],
+            contract_id=row.contract_id,
+            contract_number=row.contract_number,
+            signed_at=row.contract_signed_at,
         )
     return Order(
-        id=row["id"],
-        status=Status(row["status"]),
-        channel=row["channel"],
-        salesperson_id=row["salesperson_id"],
-        external_ref=row["external_ref"],
-        current_revision=row["current_revision"],
-        submitted_revision=row["submitted_revision"],
-        submitted_at=row["submitted_at"],
-        document=OrderDocument.model_validate(row["document"]),
-        totals=Totals.model_validate(row["totals"]),
+        id=row.id,
+        status=Status(row.status),
+        channel=row.channel,
+        salesperson_id=row.salesperson_id,
+        external_ref=row.external_ref,
+        current_revision=row.current_revision,
+        submitted_revision=row.submitted_revision,
+        submitted_at=row.submitted_at,
+        document=OrderDocument.model_validate(row.document),
+        totals=Totals.model_validate(row.totals),
         change_request=(
-            ChangeRequest.model_validate(row["change_request"]) if row["change_request"] else None
+            ChangeRequest.model_validate(row.change_request) if row.change_request else None
         ),
-        approved_at=row["approved_at"],
+        approved_at=row.approved_at,
         contract=contract,
-        withdrawn_at=row["withdrawn_at"],
-        withdrawn_by=row["withdrawn_by"],
-        withdrawal=WithdrawalState.model_validate(row["withdrawal"]) if row["withdrawal"] else None,
-        created_by=row["created_by"],
-        possible_duplicate_of=list(row["possible_duplicate_of"]),
+        withdrawn_at=row.withdrawn_at,
+        withdrawn_by=row.withdrawn_by,
+        withdrawal=WithdrawalState.model_validate(row.withdrawal) if row.withdrawal else None,
+        created_by=row.created_by,
+        possible_duplicate_of=list(row.possible_duplicate_of),
         etag=_etag(row),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 
-def _answer(row: dict[str, Any], response: Response | None = None) -> Order:
+def _answer(row: repository.StoredOrder, response: Response | None = None) -> Order:
     """The order; its ETag on the response too."""
     order = _order(row)
     if response is not None:
@@ -609,7 +609,7 @@ async def list_revisions(orders: ReadOrders, order_id: OrderId, pool: Db) -> Rev
     rows = await repository.list_revisions(pool, order_id=order_id)
     return RevisionList(
         order_id=order_id,
-        current_revision=access.order["current_revision"],
+        current_revision=access.order.current_revision,
         items=[RevisionSummary.model_validate(r) for r in rows],
     )
 

@@ -74,21 +74,21 @@ async def submit_command(
     if order_id is not None:
         order = await repository.get_order(conn, order_id=order_id)
         if order is not None:
-            kept = await files_of(conn, order_id, order["current_revision"])
+            kept = await files_of(conn, order_id, order.current_revision)
     kept += pending_refs(order_id or uuid.uuid4(), files)
     checked = domain.check_document(document, today=today, attachments=kept)
     raise domain.SelfCheckFailed(invalid + checked.problems, invalid=len(invalid) + checked.invalid)
 
 
-def _check_revisable(order: dict[str, Any], *, revises: int | None) -> None:
+def _check_revisable(order: repository.OrderRow, *, revises: int | None) -> None:
     """Whether a revision sent over the bus can follow the order's current revision: never
     after the decision (permanent); a conflict when another revision came first (the
     sender's `revises` is older) or while the departments are deciding (it waits)."""
-    status = Status(order["status"])
+    status = Status(order.status)
     if status not in domain.EDITABLE and status not in domain.DECIDING:
         raise domain.NotEditable(status)
-    domain.check_revises(revises, status=status, current_revision=order["current_revision"])
-    domain.check_decided(status, current_revision=order["current_revision"])
+    domain.check_revises(revises, status=status, current_revision=order.current_revision)
+    domain.check_decided(status, current_revision=order.current_revision)
 
 
 #: How often a waiting revision looks at the order's status: quickly at first (the decision
@@ -224,7 +224,7 @@ async def on_submit_command(
         order = await locked_order(conn, command.order_id)
         _check_revisable(order, revises=command.revises)
         # the new revision keeps the files of the one it replaces or follows
-        files_kept = await files_of(conn, command.order_id, order["current_revision"])
+        files_kept = await files_of(conn, command.order_id, order.current_revision)
         run_self_check(
             document,
             today=today,

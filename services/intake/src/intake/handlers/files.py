@@ -159,11 +159,11 @@ async def store_files(
     return stored
 
 
-def check_attachable(order: dict[str, Any]) -> None:
+def check_attachable(order: repository.OrderRow) -> None:
     """Before an upload is read: the order takes files (checked again, under its lock, when
     the file is stored). Under review, the decision may be on its way: it is waited for
     once the file is read."""
-    status = Status(order["status"])
+    status = Status(order.status)
     if status not in domain.DECIDING:
         domain.check_editable(status)
 
@@ -185,9 +185,7 @@ async def add_attachment(
         try:
             async with transaction(pool) as conn:
                 order = await locked_order(conn, order_id, if_match=if_match, permits=permits)
-                domain.check_decided(
-                    Status(order["status"]), current_revision=order["current_revision"]
-                )
+                domain.check_decided(Status(order.status), current_revision=order.current_revision)
                 revision = await open_draft(conn, order=order, channel=channel)
                 await repository.bump_version(conn, order_id=order_id)
                 current = await repository.get_revision(conn, order_id=order_id, revision=revision)
@@ -234,9 +232,9 @@ async def remove_attachment(
     go when no revision of any order holds them any more. Returns the open revision."""
     async with transaction(pool) as conn:
         order = await locked_order(conn, order_id, if_match=if_match, permits=permits)
-        domain.check_decided(Status(order["status"]), current_revision=order["current_revision"])
-        domain.check_editable(Status(order["status"]))
-        files = {f.id: f for f in await files_of(conn, order_id, order["current_revision"])}
+        domain.check_decided(Status(order.status), current_revision=order.current_revision)
+        domain.check_editable(Status(order.status))
+        files = {f.id: f for f in await files_of(conn, order_id, order.current_revision)}
         ref = files.get(attachment_id)
         if ref is None:
             raise AttachmentNotFound(order_id, attachment_id, " on its current revision")
@@ -273,8 +271,8 @@ async def attachments_of(
     order = await repository.get_order(pool, order_id=order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    wanted = order["current_revision"] if revision is None else revision
-    if wanted > order["current_revision"]:
+    wanted = order.current_revision if revision is None else revision
+    if wanted > order.current_revision:
         raise RevisionNotFound(order_id, wanted)
     return wanted, await files_of(pool, order_id, wanted)
 

@@ -40,7 +40,7 @@ async def timeline(pool: Pool, *, order_id: UUID) -> list[dict[str, Any]]:
     order = await repository.get_order(pool, order_id=order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    salesperson = salesperson_of(order["document"])
+    salesperson = salesperson_of(order.document)
     entries = []
     for row in await repository.timeline(pool, order_id=order_id):
         described = domain.describe(row["type"], row["payload"], salesperson=salesperson)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Any
 from uuid import UUID
 
 import structlog
@@ -137,11 +136,11 @@ async def _replayed(conn: Connection, key: str, request: str, *, order_id: UUID)
     order = await repository.get_order(conn, order_id=earlier["order_id"])
     assert order is not None
     return Outcome(
-        order_id=order["id"],
-        revision=order["current_revision"],
-        status=Status(order["status"]),
+        order_id=order.id,
+        revision=order.current_revision,
+        status=Status(order.status),
         created=False,
-        possible_duplicate_of=list(order["possible_duplicate_of"]),
+        possible_duplicate_of=list(order.possible_duplicate_of),
     )
 
 
@@ -268,20 +267,20 @@ async def create_order(
 async def write_revision(
     conn: Connection,
     *,
-    order: dict[str, Any],
+    order: repository.LockedOrder,
     document: OrderDocument,
     channel: str,
     actor: Actor,
 ) -> int:
     target = domain.edit_target(
-        status=Status(order["status"]),
-        current_revision=order["current_revision"],
-        submitted=order["current_submitted"],
+        status=Status(order.status),
+        current_revision=order.current_revision,
+        submitted=order.current_submitted,
     )
     write = repository.replace_revision if target.replace else repository.insert_revision
     await write(
         conn,
-        order_id=order["id"],
+        order_id=order.id,
         revision=target.revision,
         document=document_json(document),
         totals=totals_json(document),
@@ -290,35 +289,35 @@ async def write_revision(
     if not target.replace:
         await repository.copy_attachments(
             conn,
-            order_id=order["id"],
-            from_revision=order["current_revision"],
+            order_id=order.id,
+            from_revision=order.current_revision,
             to_revision=target.revision,
         )
     await repository.update_header(
         conn,
-        order_id=order["id"],
+        order_id=order.id,
         current_revision=target.revision,
         salesperson_id=document.salesperson.id,
         external_ref=document.external_ref,
         customer_name=document.customer.name,
     )
     if not target.replace:
-        await apply_pending_events(conn, order_id=order["id"])
+        await apply_pending_events(conn, order_id=order.id)
     key = domain.duplicate_key(
         customer_name=document.customer.name, external_ref=document.external_ref
     )
-    if key != order["duplicate_key"]:
+    if key != order.duplicate_key:
         # another reference: compared with the orders that came before this one only, so
         # the later of two orders is the one marked, whichever was edited
         key, duplicates = await _duplicates_of(
-            conn, order_id=order["id"], document=document, created_before=order["created_at"]
+            conn, order_id=order.id, document=document, created_before=order.created_at
         )
         await repository.set_duplicates(
-            conn, order_id=order["id"], key=key, possible_duplicate_of=duplicates
+            conn, order_id=order.id, key=key, possible_duplicate_of=duplicates
         )
     await repository.add_activity(
         conn,
-        order_id=order["id"],
+        order_id=order.id,
         activity="order.revised",
         revision=target.revision,
         payload={
@@ -346,11 +345,11 @@ async def update_order(
     """Edit a draft, or revise an order the departments sent back (a new revision)."""
     order = await locked_order(conn, order_id, if_match=if_match, permits=permits)
     # under review, the departments may have sent it back without intake having heard yet
-    domain.check_decided(Status(order["status"]), current_revision=order["current_revision"])
+    domain.check_decided(Status(order.status), current_revision=order.current_revision)
     revision = await write_revision(
         conn, order=order, document=document, channel=channel, actor=actor
     )
-    return Outcome(order_id=order_id, revision=revision, status=Status(order["status"]))
+    return Outcome(order_id=order_id, revision=revision, status=Status(order.status))
 
 
 async def submit_order(
@@ -366,11 +365,11 @@ async def submit_order(
     """Self-check the current revision with its files and send it to review."""
     order = await locked_order(conn, order_id, if_match=if_match, permits=permits)
     domain.check_submittable(
-        status=Status(order["status"]),
-        current_revision=order["current_revision"],
-        submitted=order["current_submitted"],
+        status=Status(order.status),
+        current_revision=order.current_revision,
+        submitted=order.current_submitted,
     )
-    revision = order["current_revision"]
+    revision = order.current_revision
     stored = await repository.get_revision(conn, order_id=order_id, revision=revision)
     assert stored is not None
     files = await files_of(conn, order_id, revision)
@@ -404,8 +403,8 @@ async def withdraw_order(
     `order.withdrawal_refused`; until then the order is `withdrawal_requested`. Asking
     again meanwhile changes nothing."""
     order = await locked_order(conn, order_id, if_match=if_match, permits=permits)
-    status = Status(order["status"])
-    revision = order["current_revision"]
+    status = Status(order.status)
+    revision = order.current_revision
     if domain.withdrawal_pending(status):
         log.info("withdrawal already requested", order_id=str(order_id))
         return Outcome(order_id=order_id, revision=revision, status=status)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from orderflow.db import Connection
@@ -20,34 +19,34 @@ async def locked_order(
     *,
     if_match: str | None = None,
     permits: Permits | None = None,
-) -> dict[str, Any]:
+) -> repository.LockedOrder:
     order = await repository.lock_order(conn, order_id=order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    if permits is not None and not permits(order["salesperson_id"]):
+    if permits is not None and not permits(order.salesperson_id):
         raise NotPermitted(order_id)
     # compared under the lock, so two writers with the same ETag cannot both pass
-    domain.check_version(if_match, revision=order["current_revision"], version=order["version"])
+    domain.check_version(if_match, revision=order.current_revision, version=order.version)
     return order
 
 
-async def open_draft(conn: Connection, *, order: dict[str, Any], channel: str) -> int:
+async def open_draft(conn: Connection, *, order: repository.LockedOrder, channel: str) -> int:
     """The revision that takes a file: the open one, or a new one made from the revision
     the departments sent back (its document and files), which stays as they reviewed it."""
     target = domain.edit_target(
-        status=Status(order["status"]),
-        current_revision=order["current_revision"],
-        submitted=order["current_submitted"],
+        status=Status(order.status),
+        current_revision=order.current_revision,
+        submitted=order.current_submitted,
     )
     if target.replace:
         return target.revision
     reviewed = await repository.get_revision(
-        conn, order_id=order["id"], revision=order["current_revision"]
+        conn, order_id=order.id, revision=order.current_revision
     )
     assert reviewed is not None
     await repository.insert_revision(
         conn,
-        order_id=order["id"],
+        order_id=order.id,
         revision=target.revision,
         document=reviewed["document"],
         totals=reviewed["totals"],
@@ -55,10 +54,10 @@ async def open_draft(conn: Connection, *, order: dict[str, Any], channel: str) -
     )
     await repository.copy_attachments(
         conn,
-        order_id=order["id"],
-        from_revision=order["current_revision"],
+        order_id=order.id,
+        from_revision=order.current_revision,
         to_revision=target.revision,
     )
-    await repository.set_current_revision(conn, order_id=order["id"], revision=target.revision)
-    await apply_pending_events(conn, order_id=order["id"])
+    await repository.set_current_revision(conn, order_id=order.id, revision=target.revision)
+    await apply_pending_events(conn, order_id=order.id)
     return target.revision
