@@ -261,3 +261,35 @@ def test_every_projected_event_is_a_known_message(event_type: str) -> None:
     from orderflow.messages import EVENTS
 
     assert event_type in EVENTS
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "type_"),
+    [
+        (handlers.OrderNotFound(uuid.uuid4()), 404, "urn:orderflow:problem:order-not-found"),
+        (
+            handlers.RevisionNotFound(uuid.uuid4(), 3),
+            404,
+            "urn:orderflow:problem:revision-not-found",
+        ),
+        (
+            handlers.AttachmentNotFound(uuid.uuid4(), uuid.uuid4()),
+            404,
+            "urn:orderflow:problem:attachment-not-found",
+        ),
+        (
+            handlers.IdempotencyKeyReused("k", uuid.uuid4()),
+            409,
+            "urn:orderflow:problem:idempotency-key-reused",
+        ),
+        (domain.NotEditable(domain.Status.IN_REVIEW), 409, "urn:orderflow:problem:order-state"),
+        (domain.SelfCheckFailed([]), 422, "urn:orderflow:problem:self-check-failed"),
+    ],
+)
+def test_each_refusal_has_its_problem(exc: Exception, status: int, type_: str) -> None:
+    """What the exception handlers installed on the app answer, one place for all routes."""
+    from intake.entrypoints import problems
+
+    problem = problems.problem_for(exc)
+    assert (problem.status, problem.type) == (status, type_)
+    assert isinstance(exc, problems.ANSWERED)
