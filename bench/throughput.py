@@ -154,6 +154,9 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
         if args.prefetch:
             env[f"{prefix}PREFETCH"] = str(args.prefetch)
         env[f"{prefix}LOG_LEVEL"] = args.service_log_level
+    # the per-caller limit on order creation over HTTP (600/minute) guards against a runaway
+    # client; the benchmark's one API key is such a client by design
+    env["ORDERFLOW_AUTH_ORDER_CREATE_RATE"] = args.http_create_rate
     return env
 
 
@@ -596,6 +599,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "prefetch": args.prefetch or "service default (20)",
         "department_prefetch": args.department_prefetch,
         "service_log_level": args.service_log_level,
+        "http_order_create_rate": args.http_create_rate,
         "order": "docs/examples/order-service.json",
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
@@ -716,6 +720,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prefetch", type=int, default=0, help="every service's prefetch (0: its own)")
     p.add_argument("--department-prefetch", type=int, default=100)
     p.add_argument("--service-log-level", default="INFO")
+    p.add_argument(
+        "--http-create-rate",
+        default="1000000/minute",
+        help="intake's ORDERFLOW_AUTH_ORDER_CREATE_RATE for the run (its default is 600/minute)",
+    )
     p.add_argument("--warmup", type=int, default=5, help="orders through before measuring")
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for the orders")
     p.add_argument("--drain-timeout", type=float, default=120)
