@@ -95,7 +95,7 @@ async def _request_reviews(
             routing_key=request.department,
             correlation_id=round_.order_id,
         )
-        await outbox.enqueue(
+        await outbox.publish_event(
             conn,
             ReviewSent(
                 review_id=request.review_id,
@@ -107,7 +107,6 @@ async def _request_reviews(
                 sent_at=at,
                 due_at=due.get(request.review_id),
             ),
-            exchange=topology.EVENTS,
             correlation_id=round_.order_id,
         )
 
@@ -186,7 +185,7 @@ async def _approve(
     await repository.remember_customer(
         conn, key=policies.customer_key(loaded.order), order_id=round_.order_id, at=at
     )
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         OrderApproved(
             order_id=round_.order_id,
@@ -197,7 +196,6 @@ async def _approve(
             approved_at=at,
             attachments=loaded.attachments,
         ),
-        exchange=topology.EVENTS,
         correlation_id=round_.order_id,
     )
 
@@ -266,7 +264,7 @@ async def on_order_submitted(
         previous_revision=event.previous_revision,
         changes=changes,
     )
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         ReviewRoundOpened(
             round_id=round_.id,
@@ -276,7 +274,6 @@ async def on_order_submitted(
             opened_at=now,
             policy_version=planned.policy_version,
         ),
-        exchange=topology.EVENTS,
         correlation_id=round_.order_id,
     )
     loaded = repository.LoadedRound(
@@ -365,7 +362,7 @@ async def on_withdrawal_requested(
         await _close(conn, round_, status=domain.RoundStatus.WITHDRAWN, reason=reason, at=now)
     await _stop_lingering(conn, existing, reason=reason, at=now)
     await _record_withdrawal(conn, event, decided, now=now)
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         OrderWithdrawn(
             order_id=event.order_id,
@@ -375,7 +372,6 @@ async def on_withdrawal_requested(
             requested_by=event.requested_by,
             salesperson=event.salesperson,
         ),
-        exchange=topology.EVENTS,
         correlation_id=event.order_id,
     )
     log.info(
@@ -420,7 +416,7 @@ async def _refuse_withdrawal(
     assert decided.reason is not None
     round_ = decided.decided
     await _record_withdrawal(conn, event, decided, now=now)
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         OrderWithdrawalRefused(
             order_id=event.order_id,
@@ -434,7 +430,6 @@ async def _refuse_withdrawal(
             refused_at=now,
             salesperson=event.salesperson,
         ),
-        exchange=topology.EVENTS,
         correlation_id=event.order_id,
     )
     log.info(
@@ -510,7 +505,7 @@ async def on_verdict(
         at=now,
     )
     order_id = verdict.order_id
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         VerdictRecorded(
             review_id=verdict.review_id,
@@ -524,7 +519,6 @@ async def on_verdict(
             recorded_at=now,
             on_behalf_of=verdict.on_behalf_of,
         ),
-        exchange=topology.EVENTS,
         correlation_id=order_id,
     )
     if step.cancelled:
@@ -553,7 +547,7 @@ async def on_verdict(
                 "annotations": [a.model_dump(mode="json") for a in step.annotations],
             },
         )
-        await outbox.enqueue(
+        await outbox.publish_event(
             conn,
             OrderChangesRequested(
                 order_id=order_id,
@@ -563,7 +557,6 @@ async def on_verdict(
                 annotations=step.annotations,
                 decided_at=now,
             ),
-            exchange=topology.EVENTS,
             correlation_id=order_id,
         )
         bound.info("changes requested", annotations=len(step.annotations))
@@ -595,7 +588,7 @@ async def on_annotations(
         received_at=now,
     )
     if noted.outcome in (domain.VerdictOutcome.ACCEPTED, domain.VerdictOutcome.AFTER_DECISION):
-        await outbox.enqueue(
+        await outbox.publish_event(
             conn,
             ReviewAnnotationRecorded(
                 review_id=command.review_id,
@@ -607,7 +600,6 @@ async def on_annotations(
                 annotations=command.annotations,
                 recorded_at=now,
             ),
-            exchange=topology.EVENTS,
             correlation_id=command.order_id,
         )
     log.info(
@@ -645,7 +637,7 @@ async def on_reassign(
         received_at=now,
     )
     if outcome == domain.VerdictOutcome.ACCEPTED:
-        await outbox.enqueue(
+        await outbox.publish_event(
             conn,
             ReviewReassigned(
                 review_id=command.review_id,
@@ -657,7 +649,6 @@ async def on_reassign(
                 reason=command.reason,
                 reassigned_at=now,
             ),
-            exchange=topology.EVENTS,
             correlation_id=command.order_id,
         )
     log.info(
@@ -681,7 +672,7 @@ async def on_timer(conn: Connection, timer: repository.Timer, *, now: datetime) 
         return f"skipped: review {request.status.value if request else 'missing'}"
     round_ = loaded.round
     if timer.kind == "overdue":
-        await outbox.enqueue(
+        await outbox.publish_event(
             conn,
             ReviewOverdue(
                 review_id=request.review_id,
@@ -690,7 +681,6 @@ async def on_timer(conn: Connection, timer: repository.Timer, *, now: datetime) 
                 department=request.department,
                 due_at=timer.due_at,
             ),
-            exchange=topology.EVENTS,
             correlation_id=round_.order_id,
         )
         deadline = request.deadline
@@ -712,7 +702,7 @@ async def on_timer(conn: Connection, timer: repository.Timer, *, now: datetime) 
     contact = request.deadline.escalate_to if request.deadline else None
     if not contact:
         return "skipped: no contact to escalate to"
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         ReviewEscalated(
             review_id=request.review_id,
@@ -723,7 +713,6 @@ async def on_timer(conn: Connection, timer: repository.Timer, *, now: datetime) 
             escalate_to=contact,
             escalated_at=now,
         ),
-        exchange=topology.EVENTS,
         correlation_id=round_.order_id,
     )
     log.warning(
