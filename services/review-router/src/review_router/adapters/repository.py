@@ -1,5 +1,6 @@
 """Review rounds, review requests, verdicts, annotations, assignments and timers in
-PostgreSQL (schema `review_router`)."""
+PostgreSQL (schema `review_router`): the handlers' `Store`, and the timer loop's claims.
+What the HTTP API reads is in `reads`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from orderflow import outbox, topology
-from orderflow.db import Connection, Pool
+from orderflow.db import Connection
 from orderflow.messages import (
     Annotation,
     DepartmentFeedback,
@@ -27,7 +28,16 @@ from .. import domain
 from ..policy import Completion, Deadline
 from ..store import LoadedRound, Store, Submitted, Timer
 
-__all__ = ["LoadedRound", "PostgresStore", "Timer", "store_of"]
+# the records live with the Store protocol; the timer loop reaches them from here
+__all__ = [
+    "LoadedRound",
+    "PostgresStore",
+    "Timer",
+    "claim_due_timer",
+    "store_of",
+    "timer_failed",
+    "timer_fired",
+]
 
 
 _REQUESTS = """
@@ -567,138 +577,3 @@ async def timer_failed(
         retry_at,
         give_up,
     )
-
-
-# Reads for the HTTP API.
-
-_ROUND_COLUMNS = """r.id, r.order_id, r.revision, r.status, r.current_stage, r.plan,
-                    r.order_document, r.totals, r.opened_at, r.decided_at, r.decision,
-                    r.policy_version, r.previous_revision, r.changes, r.attachments,
-                    r.order_document -> 'salesperson' ->> 'id' AS salesperson_id"""
-_REQUEST_COLUMNS = """q.review_id, q.round_id, r.order_id, r.revision, q.department, q.stage,
-                      q.status, q.requested_at, q.answered_at, q.cancelled_at, q.due_at,
-                      q.carried_from, q.assignee"""
-_VERDICT_COLUMNS = """id, message_id, review_id, round_id, department, decision, reviewer,
-                      comment, annotations, outcome, received_at, on_behalf_of, user_id"""
-
-
-async def rounds_with_details(pool: Pool, *, order_id: UUID) -> list[dict[str, Any]]:
-    """An order's rounds, oldest first, each with its requests and verdicts."""
-    async with pool.acquire() as conn:
-        rounds = [
-            dict(r)
-            for r in await conn.fetch(
-                f"SELECT {_ROUND_COLUMNS} FROM review_rounds r "
-                "WHERE r.order_id = $1 ORDER BY r.revision",
-                order_id,
-            )
-        ]
-        return await _round_details(conn, rounds)
-
-
-async def round_with_details(pool: Pool, *, round_id: UUID) -> dict[str, Any] | None:
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            f"SELECT {_ROUND_COLUMNS} FROM review_rounds r WHERE r.id = $1", round_id
-        )
-        if row is None:
-            return None
-        [found] = await _round_details(conn, [dict(row)])
-        return found
-
-
-async def _round_details(conn: Connection, rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    ids = [r["id"] for r in rounds]
-    requests = await conn.fetch(
-        f"""SELECT {_REQUEST_COLUMNS}
-            FROM review_requests q JOIN review_rounds r ON r.id = q.round_id
-            WHERE q.round_id = ANY($1::uuid[]) ORDER BY q.stage, q.department""",
-        ids,
-    )
-    verdicts = await conn.fetch(
-        f"""SELECT {_VERDICT_COLUMNS} FROM verdicts
-            WHERE round_id = ANY($1::uuid[]) ORDER BY received_at, id""",
-        ids,
-    )
-    for r in rounds:
-        r["requests"] = [dict(q) for q in requests if q["round_id"] == r["id"]]
-        r["verdicts"] = [dict(v) for v in verdicts if v["round_id"] == r["id"]]
-    return rounds
-
-
-async def review_with_details(pool: Pool, *, review_id: UUID) -> dict[str, Any] | None:
-    """One review request with its round's order and its whole history."""
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            f"""SELECT {_REQUEST_COLUMNS}, r.status AS round_status, r.order_document, r.totals,
-                       r.policy_version, r.previous_revision, r.changes, r.attachments,
-                       r.order_document -> 'salesperson' ->> 'id' AS salesperson_id
-                FROM review_requests q JOIN review_rounds r ON r.id = q.round_id
-                WHERE q.review_id = $1""",
-            review_id,
-        )
-        if row is None:
-            return None
-        verdicts = await conn.fetch(
-            f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE review_id = $1 "
-            "ORDER BY received_at, id",
-            review_id,
-        )
-        annotations = await conn.fetch(
-            """SELECT id, message_id, reviewer, on_behalf_of, annotations, outcome, user_id,
-                      received_at
-               FROM annotations WHERE review_id = $1 ORDER BY received_at, id""",
-            review_id,
-        )
-        assignments = await conn.fetch(
-            """SELECT id, message_id, assigned_by, assignee, reason, outcome, user_id,
-                      received_at
-               FROM assignments WHERE review_id = $1 ORDER BY received_at, id""",
-            review_id,
-        )
-        timers = await conn.fetch(
-            """SELECT kind, due_at, fire_at, fired_at, outcome FROM timers
-               WHERE review_id = $1 ORDER BY fire_at, id""",
-            review_id,
-        )
-    review = dict(row)
-    review["verdicts"] = [dict(v) for v in verdicts]
-    review["annotations"] = [dict(a) for a in annotations]
-    review["assignments"] = [dict(a) for a in assignments]
-    review["timers"] = [dict(t) for t in timers]
-    return review
-
-
-async def pending_for(
-    pool: Pool,
-    *,
-    department: str,
-    limit: int,
-    offset: int,
-    assignee: str | None = None,
-    overdue_at: datetime | None = None,
-) -> tuple[list[dict[str, Any]], int]:
-    """A department's pending review requests, oldest first, with their total count;
-    optionally only those handed to `assignee`, or only those due before `overdue_at`."""
-    where = """q.department = $1 AND q.status = 'pending'
-               AND ($2::text IS NULL OR q.assignee ->> 'id' = $2)
-               AND ($3::timestamptz IS NULL OR q.due_at < $3)"""
-    rows = await pool.fetch(
-        f"""SELECT {_REQUEST_COLUMNS}
-            FROM review_requests q JOIN review_rounds r ON r.id = q.round_id
-            WHERE {where}
-            ORDER BY q.requested_at, q.review_id
-            LIMIT $4 OFFSET $5""",
-        department,
-        assignee,
-        overdue_at,
-        limit,
-        offset,
-    )
-    total = await pool.fetchval(
-        f"SELECT count(*) FROM review_requests q WHERE {where}",
-        department,
-        assignee,
-        overdue_at,
-    )
-    return [dict(r) for r in rows], int(total or 0)
