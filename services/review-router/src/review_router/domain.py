@@ -532,11 +532,18 @@ def apply_verdict(round_: Round, verdict: VerdictGiven) -> Step:
     if round_.status != RoundStatus.OPEN:
         return Step(outcome=VerdictOutcome.AFTER_DECISION, round=updated, answered=answered)
 
-    stage = round_.current_stage
-    mode = round_.completion(stage)
+    return _decide_stage(updated, answered, verdict.decision)
+
+
+def _decide_stage(updated: Round, answered: Request, decision: Decision) -> Step:
+    """What an accepted verdict does to its open round's current stage, as the stage's
+    completion mode says: wait for the others, decide changes requested, open the next
+    stage, or approve the round after the last one."""
+    stage = updated.current_stage
+    mode = updated.completion(stage)
     current = [r for r in updated.requests if r.stage == stage]
     changes = RoundStatus.CHANGES_REQUESTED
-    if verdict.decision == Decision.REQUEST_CHANGES and mode != Completion.COLLECT:
+    if decision == Decision.REQUEST_CHANGES and mode != Completion.COLLECT:
         cancelled: tuple[Request, ...] = ()
         if mode == Completion.FAIL_FAST:
             updated, cancelled_list = cancel_pending(updated)
@@ -561,7 +568,11 @@ def apply_verdict(round_: Round, verdict: VerdictGiven) -> Step:
             decision=changes,
             feedback=decided.feedback(),
         )
+    return _next(updated, answered, stage)
 
+
+def _next(updated: Round, answered: Request, stage: int) -> Step:
+    """The stage passed: open the next one that needs somebody, or approve the round."""
     following = _next_stage(updated.requests, stage)
     if following is None:
         approved = replace(updated, status=RoundStatus.APPROVED)
