@@ -5,16 +5,18 @@ state)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import structlog
 
-from orderflow import outbox, refusals, topology
+from orderflow import refusals
 from orderflow.consumer import PermanentError
 from orderflow.db import Connection
 from orderflow.messages import (
+    FieldChange,
     OrderApproved,
     OrderChangesRequested,
     OrderSubmitted,
@@ -39,6 +41,7 @@ from orderflow.messages import (
 from . import domain
 from . import policy as policies
 from .adapters import repository
+from .store import LoadedRound, Store, Submitted, Timer
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +65,9 @@ class Sender:
 
 
 async def _request_reviews(
-    conn: Connection,
+    store: Store,
     *,
-    loaded: repository.LoadedRound,
+    submitted: Submitted,
     round_: domain.Round,
     requests: Iterable[domain.Request],
     at: datetime,
@@ -73,30 +76,27 @@ async def _request_reviews(
     announce each one sent with `review.sent`: the one event that says a department was
     asked (the round's plan may name departments that are never asked)."""
     requests = list(requests)
-    due = await repository.mark_requested(conn, review_ids=[r.review_id for r in requests], at=at)
+    due = await store.mark_requested(review_ids=[r.review_id for r in requests], at=at)
     for request in requests:
-        await outbox.enqueue(
-            conn,
+        await store.send_to_department(
             ReviewRequested(
                 review_id=request.review_id,
                 order_id=round_.order_id,
                 revision=round_.revision,
                 department=request.department,
                 stage=request.stage,
-                order=loaded.order,
-                totals=loaded.totals,
+                order=submitted.order,
+                totals=submitted.totals,
                 requested_at=at,
                 due_at=due.get(request.review_id),
-                attachments=loaded.attachments,
-                previous_revision=loaded.previous_revision,
-                changes=loaded.changes,
+                attachments=submitted.attachments,
+                previous_revision=submitted.previous_revision,
+                changes=submitted.changes,
             ),
-            exchange=topology.REVIEWS,
-            routing_key=request.department,
+            department=request.department,
             correlation_id=round_.order_id,
         )
-        await outbox.enqueue(
-            conn,
+        await store.publish_event(
             ReviewSent(
                 review_id=request.review_id,
                 round_id=round_.id,
@@ -107,13 +107,12 @@ async def _request_reviews(
                 sent_at=at,
                 due_at=due.get(request.review_id),
             ),
-            exchange=topology.EVENTS,
             correlation_id=round_.order_id,
         )
 
 
 async def _cancel(
-    conn: Connection,
+    store: Store,
     round_: domain.Round,
     requests: Iterable[domain.Request],
     *,
@@ -122,10 +121,9 @@ async def _cancel(
 ) -> None:
     """Tell each department still reviewing to stop."""
     requests = list(requests)
-    await repository.mark_cancelled(conn, review_ids=[r.review_id for r in requests], at=at)
+    await store.mark_cancelled(review_ids=[r.review_id for r in requests], at=at)
     for request in requests:
-        await outbox.enqueue(
-            conn,
+        await store.send_to_department(
             ReviewCancelled(
                 review_id=request.review_id,
                 order_id=round_.order_id,
@@ -134,14 +132,13 @@ async def _cancel(
                 reason=reason,
                 cancelled_at=at,
             ),
-            exchange=topology.REVIEWS,
-            routing_key=request.department,
+            department=request.department,
             correlation_id=round_.order_id,
         )
 
 
 async def _close(
-    conn: Connection,
+    store: Store,
     round_: domain.Round,
     *,
     status: domain.RoundStatus,
@@ -150,8 +147,8 @@ async def _close(
 ) -> None:
     """Close an undecided round and tell each department still reviewing to stop."""
     closed, cancelled = domain.close(round_, status)
-    await repository.update_round(conn, round_=closed, decided_at=at, decision={"reason": reason})
-    await _cancel(conn, round_, cancelled, reason=reason, at=at)
+    await store.update_round(round_=closed, decided_at=at, decision={"reason": reason})
+    await _cancel(store, round_, cancelled, reason=reason, at=at)
     log.info(
         "review round closed",
         order_id=str(round_.order_id),
@@ -162,53 +159,47 @@ async def _close(
 
 
 async def _stop_lingering(
-    conn: Connection, existing: Iterable[domain.Round], *, reason: str, at: datetime
+    store: Store, existing: Iterable[domain.Round], *, reason: str, at: datetime
 ) -> None:
     for round_ in domain.lingering(list(existing)):
         _, cancelled = domain.cancel_pending(round_)
-        await _cancel(conn, round_, cancelled, reason=reason, at=at)
+        await _cancel(store, round_, cancelled, reason=reason, at=at)
 
 
 async def _approve(
-    conn: Connection,
-    *,
-    loaded: repository.LoadedRound,
-    round_: domain.Round,
-    at: datetime,
+    store: Store, *, submitted: Submitted, round_: domain.Round, at: datetime
 ) -> None:
     approvals = list(round_.feedback())
-    await repository.update_round(
-        conn,
+    await store.update_round(
         round_=round_,
         decided_at=at,
         decision={"feedback": [f.model_dump(mode="json") for f in approvals]},
     )
-    await repository.remember_customer(
-        conn, key=policies.customer_key(loaded.order), order_id=round_.order_id, at=at
+    await store.remember_customer(
+        key=policies.customer_key(submitted.order), order_id=round_.order_id, at=at
     )
-    await outbox.enqueue(
-        conn,
+    await store.publish_event(
         OrderApproved(
             order_id=round_.order_id,
             revision=round_.revision,
-            order=loaded.order,
-            totals=loaded.totals,
+            order=submitted.order,
+            totals=submitted.totals,
             approvals=approvals,
             approved_at=at,
-            attachments=loaded.attachments,
+            attachments=submitted.attachments,
         ),
-        exchange=topology.EVENTS,
         correlation_id=round_.order_id,
     )
 
 
 async def on_order_submitted(
-    conn: Connection, event: OrderSubmitted, *, now: datetime, rules: Rules
+    conn: Connection | Store, event: OrderSubmitted, *, now: datetime, rules: Rules
 ) -> None:
     """Open a round for the revision (replacing an older open one) and ask its first stage
     that needs somebody."""
-    await repository.lock_order(conn, order_id=event.order_id)
-    existing = await repository.rounds_of_order(conn, order_id=event.order_id)
+    store = repository.store_of(conn)
+    await store.lock_order(order_id=event.order_id)
+    existing = await store.rounds_of_order(order_id=event.order_id)
     submission = domain.submission(existing, event.revision)
     if not submission.opens:
         log.info(
@@ -218,33 +209,75 @@ async def on_order_submitted(
             reason=submission.ignored_because,
         )
         return
-    withdrawn_at = await repository.withdrawn_revision(conn, order_id=event.order_id)
+    withdrawn_at = await store.withdrawn_revision(order_id=event.order_id)
     if domain.withdrawn_before(event.revision, withdrawn_at):
-        await _record_withdrawn_submission(conn, event, now=now, rules=rules)
+        await _record_withdrawn_submission(store, event, now=now, rules=rules)
         return
     reason = f"superseded by revision {event.revision}"
     for old in submission.supersede:
-        await _close(conn, old, status=domain.RoundStatus.SUPERSEDED, reason=reason, at=now)
-    await _stop_lingering(conn, existing, reason=reason, at=now)
+        await _close(store, old, status=domain.RoundStatus.SUPERSEDED, reason=reason, at=now)
+    await _stop_lingering(store, existing, reason=reason, at=now)
 
-    new_customer = not await repository.customer_known(conn, key=policies.customer_key(event.order))
+    known = await store.customer_known(key=policies.customer_key(event.order))
     planned = domain.review_plan(
         rules.policy,
-        policies.OrderFacts(order=event.order, totals=event.totals, new_customer=new_customer),
+        policies.OrderFacts(order=event.order, totals=event.totals, new_customer=not known),
     )
-    previous = submission.previous
-    changes = list(event.changes)
-    kept: dict[str, domain.Kept] = {}
-    if previous is not None:
-        before = await repository.order_of_round(conn, round_id=previous.id)
-        computed = domain.changes_between(before, event.order)
-        # the stored documents are the source of truth; announced changes can only add
-        changed = domain.changed_fields(computed, event.changes)
-        kept = domain.kept_approvals(
-            previous=previous, plan=planned.plan, policy=rules.policy, changed=changed
-        )
-        changes = changes or computed
+    changes, kept = await _since_previous(store, event, submission.previous, planned, rules)
+    submitted = Submitted(
+        order=event.order,
+        totals=event.totals,
+        attachments=event.attachments,
+        previous_revision=event.previous_revision,
+        changes=changes,
+    )
+    round_ = await _open_round(store, event, planned, submitted, kept=kept, now=now)
+    if round_.status == domain.RoundStatus.APPROVED:
+        # nothing a department owns changed and each of them approved the revision before
+        await _approve(store, submitted=submitted, round_=round_, at=now)
+        log.info("order approved: every approval kept", order_id=str(event.order_id))
+        return
+    await _request_reviews(
+        store, submitted=submitted, round_=round_, requests=round_.pending(), at=now
+    )
 
+
+async def _since_previous(
+    store: Store,
+    event: OrderSubmitted,
+    previous: domain.Round | None,
+    planned: domain.PlannedRound,
+    rules: Rules,
+) -> tuple[list[FieldChange], dict[str, domain.Kept]]:
+    """What changed since the previous revision, and whose approval of it stands. The
+    changes are intake's (`order.submitted`'s `changes`, which the departments get as they
+    are); a revision announced without any is compared here with the document the previous
+    round stored, fields only."""
+    changes = list(event.changes)
+    if previous is None:
+        return changes, {}
+    if not changes:
+        before = await store.order_of_round(round_id=previous.id)
+        changes = domain.changes_between(before, event.order)
+    kept = domain.kept_approvals(
+        previous=previous,
+        plan=planned.plan,
+        policy=rules.policy,
+        changed=[c.pointer for c in changes],
+    )
+    return changes, kept
+
+
+async def _open_round(
+    store: Store,
+    event: OrderSubmitted,
+    planned: domain.PlannedRound,
+    submitted: Submitted,
+    *,
+    kept: Mapping[str, domain.Kept],
+    now: datetime,
+) -> domain.Round:
+    """Store the revision's new round (`review.round_opened`); nobody is asked yet."""
     round_ = domain.open_round(
         round_id=uuid.uuid4(),
         order_id=event.order_id,
@@ -254,20 +287,14 @@ async def on_order_submitted(
         deadlines=planned.deadlines,
         kept=kept,
     )
-    await repository.insert_round(
-        conn,
+    await store.insert_round(
         round_=round_,
         plan=planned.plan,
-        order=event.order,
-        totals=event.totals,
+        submitted=submitted,
         opened_at=now,
         policy_version=planned.policy_version,
-        attachments=event.attachments,
-        previous_revision=event.previous_revision,
-        changes=changes,
     )
-    await outbox.enqueue(
-        conn,
+    await store.publish_event(
         ReviewRoundOpened(
             round_id=round_.id,
             order_id=round_.order_id,
@@ -276,17 +303,7 @@ async def on_order_submitted(
             opened_at=now,
             policy_version=planned.policy_version,
         ),
-        exchange=topology.EVENTS,
         correlation_id=round_.order_id,
-    )
-    loaded = repository.LoadedRound(
-        round=round_,
-        order=event.order,
-        totals=event.totals,
-        plan=planned.plan,
-        attachments=list(event.attachments),
-        previous_revision=event.previous_revision,
-        changes=changes,
     )
     log.info(
         "review round opened",
@@ -296,16 +313,11 @@ async def on_order_submitted(
         departments=planned.plan.departments,
         kept=sorted(kept),
     )
-    if round_.status == domain.RoundStatus.APPROVED:
-        # nothing a department owns changed and each of them approved the revision before
-        await _approve(conn, loaded=loaded, round_=round_, at=now)
-        log.info("order approved: every approval kept", order_id=str(event.order_id))
-        return
-    await _request_reviews(conn, loaded=loaded, round_=round_, requests=round_.pending(), at=now)
+    return round_
 
 
 async def _record_withdrawn_submission(
-    conn: Connection, event: OrderSubmitted, *, now: datetime, rules: Rules
+    store: Store, event: OrderSubmitted, *, now: datetime, rules: Rules
 ) -> None:
     """A submission that arrives after its order was withdrawn (the two travel in separate
     queues): its round is recorded, closed as withdrawn from the start; nobody is asked."""
@@ -323,20 +335,20 @@ async def _record_withdrawn_submission(
     )
     # its requests are stored unsent; none is ever sent
     closed = replace(opened, status=domain.RoundStatus.WITHDRAWN)
-    await repository.insert_round(
-        conn,
+    await store.insert_round(
         round_=closed,
         plan=planned.plan,
-        order=event.order,
-        totals=event.totals,
+        submitted=Submitted(
+            order=event.order,
+            totals=event.totals,
+            attachments=event.attachments,
+            previous_revision=event.previous_revision,
+            changes=event.changes,
+        ),
         opened_at=now,
         policy_version=planned.policy_version,
-        attachments=event.attachments,
-        previous_revision=event.previous_revision,
-        changes=event.changes,
     )
-    await repository.update_round(
-        conn,
+    await store.update_round(
         round_=closed,
         decision={"reason": "the order was withdrawn before its submission arrived"},
     )
@@ -348,25 +360,25 @@ async def _record_withdrawn_submission(
 
 
 async def on_withdrawal_requested(
-    conn: Connection, event: OrderWithdrawalRequested, *, now: datetime
+    conn: Connection | Store, event: OrderWithdrawalRequested, *, now: datetime
 ) -> domain.WithdrawalOutcome:
     """Decide a withdrawal against the round's decision, under the order's lock and the
     round rows' locks (the ones a verdict takes): either the withdrawal wins (the round is
     closed, the departments still reviewing are told to stop, `order.withdrawn`) or the
     approval came first (`order.withdrawal_refused`). No approval follows a withdrawal."""
-    await repository.lock_order(conn, order_id=event.order_id)
-    existing = await repository.rounds_of_order(conn, order_id=event.order_id)
+    store = repository.store_of(conn)
+    await store.lock_order(order_id=event.order_id)
+    existing = await store.rounds_of_order(order_id=event.order_id)
     decided = domain.decide_withdrawal(existing)
     if decided.outcome is domain.WithdrawalOutcome.REFUSED:
-        await _refuse_withdrawal(conn, event, decided, now=now)
+        await _refuse_withdrawal(store, event, decided, now=now)
         return decided.outcome
     reason = "order withdrawn" + (f": {event.reason}" if event.reason else "")
     for round_ in decided.close:
-        await _close(conn, round_, status=domain.RoundStatus.WITHDRAWN, reason=reason, at=now)
-    await _stop_lingering(conn, existing, reason=reason, at=now)
-    await _record_withdrawal(conn, event, decided, now=now)
-    await outbox.enqueue(
-        conn,
+        await _close(store, round_, status=domain.RoundStatus.WITHDRAWN, reason=reason, at=now)
+    await _stop_lingering(store, existing, reason=reason, at=now)
+    await _record_withdrawal(store, event, decided, now=now)
+    await store.publish_event(
         OrderWithdrawn(
             order_id=event.order_id,
             revision=event.revision,
@@ -375,7 +387,6 @@ async def on_withdrawal_requested(
             requested_by=event.requested_by,
             salesperson=event.salesperson,
         ),
-        exchange=topology.EVENTS,
         correlation_id=event.order_id,
     )
     log.info(
@@ -388,15 +399,14 @@ async def on_withdrawal_requested(
 
 
 async def _record_withdrawal(
-    conn: Connection,
+    store: Store,
     event: OrderWithdrawalRequested,
     decided: domain.WithdrawalDecision,
     *,
     now: datetime,
 ) -> None:
     """Keep the decision: a withdrawn one is the tombstone a later submission meets."""
-    await repository.record_withdrawal(
-        conn,
+    await store.record_withdrawal(
         order_id=event.order_id,
         revision=event.revision,
         outcome=decided.outcome,
@@ -410,7 +420,7 @@ async def _record_withdrawal(
 
 
 async def _refuse_withdrawal(
-    conn: Connection,
+    store: Store,
     event: OrderWithdrawalRequested,
     decided: domain.WithdrawalDecision,
     *,
@@ -419,9 +429,8 @@ async def _refuse_withdrawal(
     assert decided.decided is not None
     assert decided.reason is not None
     round_ = decided.decided
-    await _record_withdrawal(conn, event, decided, now=now)
-    await outbox.enqueue(
-        conn,
+    await _record_withdrawal(store, event, decided, now=now)
+    await store.publish_event(
         OrderWithdrawalRefused(
             order_id=event.order_id,
             revision=event.revision,
@@ -434,7 +443,6 @@ async def _refuse_withdrawal(
             refused_at=now,
             salesperson=event.salesperson,
         ),
-        exchange=topology.EVENTS,
         correlation_id=event.order_id,
     )
     log.info(
@@ -445,8 +453,18 @@ async def _refuse_withdrawal(
     )
 
 
-def _authorize(rules: Rules, sender: Sender, *, department: str, kind: str) -> None:
+@contextmanager
+def _refused() -> Iterator[None]:
+    """A department message that can never be applied is refused (dead-lettered with its
+    code and problems), not retried."""
     try:
+        yield
+    except (domain.VerdictMismatch, domain.Unauthorized) as exc:
+        raise PermanentError(str(exc), exc.problems, code=exc.code) from exc
+
+
+def _authorize(rules: Rules, sender: Sender, *, department: str, kind: str) -> None:
+    with _refused():
         domain.authorize(
             rules.access,
             user_id=sender.user_id,
@@ -454,34 +472,34 @@ def _authorize(rules: Rules, sender: Sender, *, department: str, kind: str) -> N
             routing_key=sender.routing_key,
             kind=kind,
         )
-    except domain.Unauthorized as exc:
-        raise PermanentError(str(exc), exc.problems, code=exc.code) from exc
 
 
-async def _round_of(conn: Connection, review_id: uuid.UUID) -> repository.LoadedRound:
-    round_id = await repository.round_of_review(conn, review_id=review_id)
+async def _round_of(store: Store, review_id: uuid.UUID) -> LoadedRound:
+    round_id = await store.round_of_review(review_id=review_id)
     if round_id is None:
         raise PermanentError(
             f"unknown review_id {review_id}",
             [Problem(pointer="/review_id", detail="no review was requested with this id")],
             code=refusals.UNKNOWN_REVIEW,
         )
-    return await repository.lock_round(conn, round_id=round_id)
+    return await store.lock_round(round_id=round_id)
 
 
 async def on_verdict(
-    conn: Connection, verdict: VerdictGiven, *, sender: Sender, now: datetime, rules: Rules
+    conn: Connection | Store,
+    verdict: VerdictGiven,
+    *,
+    sender: Sender,
+    now: datetime,
+    rules: Rules,
 ) -> domain.VerdictOutcome:
     """Record a department's verdict and, when it completes a stage, move the round on."""
+    store = repository.store_of(conn)
     _authorize(rules, sender, department=verdict.department, kind="verdict")
-    loaded = await _round_of(conn, verdict.review_id)
-    try:
+    loaded = await _round_of(store, verdict.review_id)
+    with _refused():
         step = domain.apply_verdict(loaded.round, verdict)
-    except domain.VerdictMismatch as exc:
-        raise PermanentError(str(exc), exc.problems, code=exc.code) from exc
-
-    verdict_id = await repository.record_verdict(
-        conn,
+    verdict_id = await store.record_verdict(
         verdict=verdict,
         message_id=sender.message_id,
         round_id=loaded.round.id,
@@ -502,87 +520,99 @@ async def on_verdict(
         bound.info("verdict changes nothing")
         return step.outcome
 
-    await repository.mark_answered(
-        conn,
+    await store.mark_answered(
         review_id=step.answered.review_id,
         status=step.answered.status,
         verdict_id=verdict_id,
         at=now,
     )
-    order_id = verdict.order_id
-    await outbox.enqueue(
-        conn,
-        VerdictRecorded(
-            review_id=verdict.review_id,
-            order_id=order_id,
-            revision=verdict.revision,
-            department=verdict.department,
-            decision=verdict.decision,
-            reviewer=verdict.reviewer,
-            comment=verdict.comment,
-            annotations=verdict.annotations,
-            recorded_at=now,
-            on_behalf_of=verdict.on_behalf_of,
-        ),
-        exchange=topology.EVENTS,
-        correlation_id=order_id,
-    )
+    await store.publish_event(_recorded(verdict, at=now), correlation_id=verdict.order_id)
     if step.cancelled:
         await _cancel(
-            conn,
+            store,
             step.round,
             step.cancelled,
             reason=f"the round was decided: {verdict.department} asked for changes",
             at=now,
         )
+    await _move_on(store, loaded, step, at=now, log=bound)
+    return step.outcome
 
+
+def _recorded(verdict: VerdictGiven, *, at: datetime) -> VerdictRecorded:
+    return VerdictRecorded(
+        review_id=verdict.review_id,
+        order_id=verdict.order_id,
+        revision=verdict.revision,
+        department=verdict.department,
+        decision=verdict.decision,
+        reviewer=verdict.reviewer,
+        comment=verdict.comment,
+        annotations=verdict.annotations,
+        recorded_at=at,
+        on_behalf_of=verdict.on_behalf_of,
+    )
+
+
+async def _move_on(
+    store: Store,
+    loaded: LoadedRound,
+    step: domain.Step,
+    *,
+    at: datetime,
+    log: structlog.typing.FilteringBoundLogger,
+) -> None:
+    """What a counted verdict does to its round: the next stage asked, the order approved,
+    or the changes requested; or nothing yet, while its stage waits for others."""
+    round_ = step.round
     if step.opened:
-        await repository.update_round(conn, round_=step.round)
-        await _request_reviews(conn, loaded=loaded, round_=step.round, requests=step.opened, at=now)
-        bound.info("stage opened", stage=step.round.current_stage)
+        await store.update_round(round_=round_)
+        await _request_reviews(
+            store, submitted=loaded.submitted, round_=round_, requests=step.opened, at=at
+        )
+        log.info("stage opened", stage=round_.current_stage)
     elif step.decision == domain.RoundStatus.APPROVED:
-        await _approve(conn, loaded=loaded, round_=step.round, at=now)
-        bound.info("order approved")
+        await _approve(store, submitted=loaded.submitted, round_=round_, at=at)
+        log.info("order approved")
     elif step.decision == domain.RoundStatus.CHANGES_REQUESTED:
-        await repository.update_round(
-            conn,
-            round_=step.round,
-            decided_at=now,
+        await store.update_round(
+            round_=round_,
+            decided_at=at,
             decision={
                 "feedback": [f.model_dump(mode="json") for f in step.feedback],
                 "annotations": [a.model_dump(mode="json") for a in step.annotations],
             },
         )
-        await outbox.enqueue(
-            conn,
+        await store.publish_event(
             OrderChangesRequested(
-                order_id=order_id,
-                revision=verdict.revision,
-                salesperson=loaded.order.salesperson,
+                order_id=round_.order_id,
+                revision=round_.revision,
+                salesperson=loaded.submitted.salesperson,
                 feedback=list(step.feedback),
                 annotations=step.annotations,
-                decided_at=now,
+                decided_at=at,
             ),
-            exchange=topology.EVENTS,
-            correlation_id=order_id,
+            correlation_id=round_.order_id,
         )
-        bound.info("changes requested", annotations=len(step.annotations))
-    return step.outcome
+        log.info("changes requested", annotations=len(step.annotations))
 
 
 async def on_annotations(
-    conn: Connection, command: ReviewAnnotated, *, sender: Sender, now: datetime, rules: Rules
+    conn: Connection | Store,
+    command: ReviewAnnotated,
+    *,
+    sender: Sender,
+    now: datetime,
+    rules: Rules,
 ) -> domain.VerdictOutcome:
     """Record a department's remarks made while reviewing; they go to the salesperson with
     the round's change request."""
+    store = repository.store_of(conn)
     _authorize(rules, sender, department=command.department, kind="annotation")
-    loaded = await _round_of(conn, command.review_id)
-    try:
+    loaded = await _round_of(store, command.review_id)
+    with _refused():
         noted = domain.apply_annotations(loaded.round, command, command.annotations)
-    except domain.VerdictMismatch as exc:
-        raise PermanentError(str(exc), exc.problems, code=exc.code) from exc
-    await repository.record_annotations(
-        conn,
+    await store.record_annotations(
         message_id=sender.message_id,
         review_id=command.review_id,
         round_id=loaded.round.id,
@@ -595,8 +625,7 @@ async def on_annotations(
         received_at=now,
     )
     if noted.outcome in (domain.VerdictOutcome.ACCEPTED, domain.VerdictOutcome.AFTER_DECISION):
-        await outbox.enqueue(
-            conn,
+        await store.publish_event(
             ReviewAnnotationRecorded(
                 review_id=command.review_id,
                 order_id=command.order_id,
@@ -607,7 +636,6 @@ async def on_annotations(
                 annotations=command.annotations,
                 recorded_at=now,
             ),
-            exchange=topology.EVENTS,
             correlation_id=command.order_id,
         )
     log.info(
@@ -622,17 +650,20 @@ async def on_annotations(
 
 
 async def on_reassign(
-    conn: Connection, command: ReassignReview, *, sender: Sender, now: datetime, rules: Rules
+    conn: Connection | Store,
+    command: ReassignReview,
+    *,
+    sender: Sender,
+    now: datetime,
+    rules: Rules,
 ) -> domain.VerdictOutcome:
     """Hand a pending review to another reviewer of the department."""
+    store = repository.store_of(conn)
     _authorize(rules, sender, department=command.department, kind="reassignment")
-    loaded = await _round_of(conn, command.review_id)
-    try:
+    loaded = await _round_of(store, command.review_id)
+    with _refused():
         outcome, _ = domain.reassignment(loaded.round, command)
-    except domain.VerdictMismatch as exc:
-        raise PermanentError(str(exc), exc.problems, code=exc.code) from exc
-    await repository.record_assignment(
-        conn,
+    await store.record_assignment(
         message_id=sender.message_id,
         review_id=command.review_id,
         round_id=loaded.round.id,
@@ -645,8 +676,7 @@ async def on_reassign(
         received_at=now,
     )
     if outcome == domain.VerdictOutcome.ACCEPTED:
-        await outbox.enqueue(
-            conn,
+        await store.publish_event(
             ReviewReassigned(
                 review_id=command.review_id,
                 order_id=command.order_id,
@@ -657,7 +687,6 @@ async def on_reassign(
                 reason=command.reason,
                 reassigned_at=now,
             ),
-            exchange=topology.EVENTS,
             correlation_id=command.order_id,
         )
     log.info(
@@ -671,49 +700,58 @@ async def on_reassign(
     return outcome
 
 
-async def on_timer(conn: Connection, timer: repository.Timer, *, now: datetime) -> str:
+async def on_timer(conn: Connection | Store, timer: Timer, *, now: datetime) -> str:
     """A review's deadline passed: remind (`review.overdue`), and later escalate to the
     department's contact (`review.escalated`), while it is still pending. Returns what was
     done."""
-    loaded = await _round_of(conn, timer.review_id)
+    store = repository.store_of(conn)
+    loaded = await _round_of(store, timer.review_id)
     request = loaded.round.request(timer.review_id)
     if request is None or request.status != domain.RequestStatus.PENDING:
         return f"skipped: review {request.status.value if request else 'missing'}"
-    round_ = loaded.round
     if timer.kind == "overdue":
-        await outbox.enqueue(
-            conn,
-            ReviewOverdue(
-                review_id=request.review_id,
-                order_id=round_.order_id,
-                revision=round_.revision,
-                department=request.department,
-                due_at=timer.due_at,
-            ),
-            exchange=topology.EVENTS,
-            correlation_id=round_.order_id,
-        )
-        deadline = request.deadline
-        if deadline and deadline.escalate_after_hours and deadline.escalate_to:
-            await repository.schedule(
-                conn,
-                review_id=request.review_id,
-                kind="escalate",
-                due_at=timer.due_at,
-                fire_at=now + timedelta(hours=deadline.escalate_after_hours),
-            )
-        log.info(
-            "review overdue",
-            order_id=str(round_.order_id),
-            department=request.department,
-            review_id=str(request.review_id),
-        )
+        await _overdue(store, loaded.round, request, timer, now=now)
         return "sent"
+    return await _escalate(store, loaded.round, request, timer, now=now)
+
+
+async def _overdue(
+    store: Store, round_: domain.Round, request: domain.Request, timer: Timer, *, now: datetime
+) -> None:
+    """The reminder, and the escalation timer when the department has a contact."""
+    await store.publish_event(
+        ReviewOverdue(
+            review_id=request.review_id,
+            order_id=round_.order_id,
+            revision=round_.revision,
+            department=request.department,
+            due_at=timer.due_at,
+        ),
+        correlation_id=round_.order_id,
+    )
+    deadline = request.deadline
+    if deadline and deadline.escalate_after_hours and deadline.escalate_to:
+        await store.schedule(
+            review_id=request.review_id,
+            kind="escalate",
+            due_at=timer.due_at,
+            fire_at=now + timedelta(hours=deadline.escalate_after_hours),
+        )
+    log.info(
+        "review overdue",
+        order_id=str(round_.order_id),
+        department=request.department,
+        review_id=str(request.review_id),
+    )
+
+
+async def _escalate(
+    store: Store, round_: domain.Round, request: domain.Request, timer: Timer, *, now: datetime
+) -> str:
     contact = request.deadline.escalate_to if request.deadline else None
     if not contact:
         return "skipped: no contact to escalate to"
-    await outbox.enqueue(
-        conn,
+    await store.publish_event(
         ReviewEscalated(
             review_id=request.review_id,
             order_id=round_.order_id,
@@ -723,7 +761,6 @@ async def on_timer(conn: Connection, timer: repository.Timer, *, now: datetime) 
             escalate_to=contact,
             escalated_at=now,
         ),
-        exchange=topology.EVENTS,
         correlation_id=round_.order_id,
     )
     log.warning(

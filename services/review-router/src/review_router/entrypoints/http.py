@@ -36,12 +36,12 @@ from orderflow.messages import (
     FieldChange,
     OrderDocument,
     Reviewer,
+    Timestamp,
     Totals,
 )
-from orderflow.messages.base import Timestamp
 
 from .. import domain
-from ..adapters import repository
+from ..adapters import reads
 from ..handlers import Rules
 from ..policy import Completion
 
@@ -208,8 +208,24 @@ def _pool(request: Request) -> Pool:
     return request.app.state.runtime.pool  # type: ignore[no-any-return]
 
 
-def _not_found(what: str, detail: str) -> HttpProblem:
-    return HttpProblem(404, f"{what} not found", detail, type_="urn:orderflow:problem:not-found")
+def _rules(request: Request) -> Rules:
+    return request.app.state.rules  # type: ignore[no-any-return]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+PoolDep = Annotated[Pool, Depends(_pool)]
+RulesDep = Annotated[Rules, Depends(_rules)]
+Now = Annotated[datetime, Depends(_now)]
+
+
+class NotFound(HttpProblem):
+    """404, answered by the app's problem handler (as for anything a caller may not see)."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(404, f"{what} not found", detail, type_="urn:orderflow:problem:not-found")
 
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -249,89 +265,98 @@ def _owner_side(caller: Caller, salesperson_id: str | None) -> bool:
 
 @router.get("/rounds", responses=NOT_FOUND)
 async def list_rounds(
-    request: Request,
+    pool: PoolDep,
     caller: Reader,
     order_id: Annotated[UUID, Query(description="The order whose rounds to list")],
 ) -> RoundList:
     """An order's review rounds, oldest revision first, with their requests and verdicts.
     404 for a caller who may see none of them (as for an order they do not have)."""
-    rounds = await repository.rounds_with_details(_pool(request), order_id=order_id)
-    seen = [r for r in rounds if _sees_round(caller, r["salesperson_id"])]
+    rounds = await reads.rounds_with_details(pool, order_id=order_id)
+    seen = [r for r in rounds if _sees_round(caller, r.salesperson_id)]
     if not seen and not caller.has(REVIEWS_READ, ANY_REVIEWER):
-        raise _not_found("Rounds", f"no review rounds of order {order_id}")
-    return RoundList(order_id=order_id, items=[RoundView.model_validate(r) for r in seen])
+        raise NotFound("Rounds", f"no review rounds of order {order_id}")
+    return RoundList(
+        order_id=order_id,
+        items=[RoundView.model_validate(r, from_attributes=True) for r in seen],
+    )
 
 
 @router.get("/rounds/{round_id}", responses=NOT_FOUND)
-async def get_round(request: Request, caller: Reader, round_id: UUID) -> RoundView:
+async def get_round(pool: PoolDep, caller: Reader, round_id: UUID) -> RoundView:
     """One review round: its status, plan, requests and verdicts."""
-    found = await repository.round_with_details(_pool(request), round_id=round_id)
-    if found is None or not _sees_round(caller, found["salesperson_id"]):
-        raise _not_found("Round", f"no round {round_id}")
-    return RoundView.model_validate(found)
+    found = await reads.round_with_details(pool, round_id=round_id)
+    if found is None or not _sees_round(caller, found.salesperson_id):
+        raise NotFound("Round", f"no round {round_id}")
+    return RoundView.model_validate(found, from_attributes=True)
 
 
-def _history(review: dict[str, Any]) -> list[HistoryEntry]:
+def _history(review: reads.ReviewRecord) -> list[HistoryEntry]:
+    """Everything that happened to a review, in order: its own moments, then what its
+    department sent and what its timers did, sorted by time."""
     entries: list[HistoryEntry] = []
-    if review["carried_from"] is not None and review["answered_at"] is not None:
+    if review.carried_from is not None and review.answered_at is not None:
         entries.append(
             HistoryEntry(
-                at=review["answered_at"],
+                at=review.answered_at,
                 kind="kept",
-                detail={"carried_from": str(review["carried_from"])},
+                detail={"carried_from": str(review.carried_from)},
             )
         )
-    if review["requested_at"] is not None:
+    if review.requested_at is not None:
         entries.append(
             HistoryEntry(
-                at=review["requested_at"],
-                kind="requested",
-                detail={"due_at": _time(review["due_at"])},
+                at=review.requested_at, kind="requested", detail={"due_at": _time(review.due_at)}
             )
         )
-    for a in review["annotations"]:
-        entries.append(
-            HistoryEntry(
-                at=a["received_at"],
-                kind="annotated",
-                actor=a["reviewer"],
-                on_behalf_of=a["on_behalf_of"],
-                detail={"annotations": a["annotations"], "outcome": a["outcome"]},
-            )
-        )
-    for a in review["assignments"]:
-        entries.append(
-            HistoryEntry(
-                at=a["received_at"],
-                kind="reassigned",
-                actor=a["assigned_by"],
-                detail={"assignee": a["assignee"], "reason": a["reason"], "outcome": a["outcome"]},
-            )
-        )
-    for v in review["verdicts"]:
-        entries.append(
-            HistoryEntry(
-                at=v["received_at"],
-                kind="verdict",
-                actor=v["reviewer"],
-                on_behalf_of=v["on_behalf_of"],
-                detail={
-                    "decision": v["decision"],
-                    "comment": v["comment"],
-                    "annotations": v["annotations"],
-                    "outcome": v["outcome"],
-                },
-            )
-        )
-    for t in review["timers"]:
-        if t["fired_at"] is not None and t["outcome"] == "sent":
-            kind = "overdue" if t["kind"] == "overdue" else "escalated"
+    entries.extend(_sent(review))
+    for t in review.timers:
+        if t.fired_at is not None and t.outcome == "sent":
+            kind = "overdue" if t.kind == "overdue" else "escalated"
             entries.append(
-                HistoryEntry(at=t["fired_at"], kind=kind, detail={"due_at": _time(t["due_at"])})
+                HistoryEntry(at=t.fired_at, kind=kind, detail={"due_at": _time(t.due_at)})
             )
-    if review["cancelled_at"] is not None:
-        entries.append(HistoryEntry(at=review["cancelled_at"], kind="cancelled"))
+    if review.cancelled_at is not None:
+        entries.append(HistoryEntry(at=review.cancelled_at, kind="cancelled"))
     return sorted(entries, key=lambda e: e.at)
+
+
+def _sent(review: reads.ReviewRecord) -> list[HistoryEntry]:
+    """What the department sent about the review: annotations, reassignments, verdicts."""
+    entries = [
+        HistoryEntry(
+            at=a.received_at,
+            kind="annotated",
+            actor=a.reviewer,
+            on_behalf_of=a.on_behalf_of,
+            detail={"annotations": a.annotations, "outcome": a.outcome},
+        )
+        for a in review.annotations
+    ]
+    entries.extend(
+        HistoryEntry(
+            at=a.received_at,
+            kind="reassigned",
+            actor=a.assigned_by,
+            detail={"assignee": a.assignee, "reason": a.reason, "outcome": a.outcome},
+        )
+        for a in review.assignments
+    )
+    entries.extend(
+        HistoryEntry(
+            at=v.received_at,
+            kind="verdict",
+            actor=v.reviewer,
+            on_behalf_of=v.on_behalf_of,
+            detail={
+                "decision": v.decision,
+                "comment": v.comment,
+                "annotations": v.annotations,
+                "outcome": v.outcome,
+            },
+        )
+        for v in review.verdicts
+    )
+    return entries
 
 
 def _time(value: datetime | None) -> str | None:
@@ -340,21 +365,22 @@ def _time(value: datetime | None) -> str | None:
 
 
 @router.get("/reviews/{review_id}", responses=NOT_FOUND)
-async def get_review(request: Request, caller: Reader, review_id: UUID) -> ReviewView:
+async def get_review(pool: PoolDep, caller: Reader, review_id: UUID) -> ReviewView:
     """One review request with the order as submitted and its whole history: annotations,
     reassignments, verdicts (who decided, for whom), reminders and escalations."""
-    review = await repository.review_with_details(_pool(request), review_id=review_id)
-    if review is None or not _sees_review(caller, review["department"], review["salesperson_id"]):
-        raise _not_found("Review", f"no review {review_id}")
-    review["order"] = review.pop("order_document")
-    review["history"] = _history(review)
-    return ReviewView.model_validate(review)
+    review = await reads.review_with_details(pool, review_id=review_id)
+    if review is None or not _sees_review(caller, review.department, review.salesperson_id):
+        raise NotFound("Review", f"no review {review_id}")
+    return ReviewView.model_validate(
+        {**vars(review), "history": _history(review)}, from_attributes=True
+    )
 
 
 @router.get("/departments/{department}/pending")
 async def list_pending(
-    request: Request,
+    pool: PoolDep,
     caller: DepartmentReader,
+    now: Now,
     department: DepartmentName,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
@@ -367,17 +393,17 @@ async def list_pending(
     department's reviewers and reviews:read)."""
     if not (caller.has(REVIEWS_READ) or caller.reviews_for(department)):
         raise forbidden(f"the pending reviews of {department} are for its reviewers")
-    rows, total = await repository.pending_for(
-        _pool(request),
+    rows, total = await reads.pending_for(
+        pool,
         department=department,
         limit=limit,
         offset=offset,
         assignee=assignee,
-        overdue_at=datetime.now(UTC) if overdue else None,
+        overdue_at=now if overdue else None,
     )
     return PendingPage(
         department=department,
-        items=[ReviewRequestView.model_validate(r) for r in rows],
+        items=[ReviewRequestView.model_validate(r, from_attributes=True) for r in rows],
         total=total,
         limit=limit,
         offset=offset,
@@ -385,9 +411,8 @@ async def list_pending(
 
 
 @router.get("/policy")
-async def get_policy(request: Request, caller: CallerDep) -> PolicyView:
+async def get_policy(rules: RulesDep, caller: CallerDep) -> PolicyView:
     """The review policy the router plans rounds with."""
-    rules: Rules = request.app.state.rules
     return PolicyView(
         version=rules.policy.version,
         description=rules.policy.description,
