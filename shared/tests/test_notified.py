@@ -84,6 +84,18 @@ async def test_stop_lets_the_step_finish_and_draining_goes_on_until_no_work() ->
     assert loop.steps == 2
 
 
+async def test_draining_looks_once_more_after_a_step_that_began_before_stop() -> None:
+    loop = Scripted(drain_on_stop=True)
+    loop.start()
+    await next_step(loop)  # this step looked before stop() was called
+    stopping = asyncio.create_task(loop.stop())
+    await loop.release.put(False)
+    assert await next_step(loop) == 2  # so it looks again: work may have come since
+    await loop.release.put(False)
+    await asyncio.wait_for(stopping, timeout=5)
+    assert loop.steps == 2
+
+
 async def test_stop_without_draining_ends_after_the_step_in_hand() -> None:
     loop = Scripted()
     loop.start()

@@ -150,6 +150,7 @@ class NotifiedLoop(abc.ABC):
             if self.listener is not None and not self.stopping:
                 await self.listener.ensure()
             self._wake.clear()  # before the step: a notice during it means "look again"
+            began_stopping = self.stopping
             try:
                 more = await self.step()
             except asyncio.CancelledError:
@@ -164,7 +165,9 @@ class NotifiedLoop(abc.ABC):
                     await asyncio.wait_for(self._stopped.wait(), timeout=self._poll)
                 continue
             if self.stopping and not more:
-                return
+                if began_stopping or not self._drain_on_stop:
+                    return
+                continue  # this step looked before stop(): what came after must go too
             if not more:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
