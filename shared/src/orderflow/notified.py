@@ -156,9 +156,8 @@ class NotifiedLoop(abc.ABC):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database or broker is away: pause, then again
+                # a lost listening connection is taken up by `ensure()` at the next turn
                 log.warning(f"{self.name} error", error=repr(exc))
-                if self.listener is not None:
-                    await self.listener.close()
                 if self.stopping:
                     return
                 with contextlib.suppress(TimeoutError):
