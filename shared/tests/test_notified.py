@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from orderflow.notified import NotifiedLoop
+import asyncpg
+
+from orderflow.notified import Listener, NotifiedLoop
 
 LONG_POLL = 30.0  # far beyond every wait below: a test passing never waited for the poll
 
@@ -113,3 +115,16 @@ async def test_an_error_pauses_and_stop_ends_the_pause() -> None:
     await loop.release.put(False)  # the step raises: the loop pauses for the poll interval
     await asyncio.wait_for(loop.stop(), timeout=5)
     assert loop.steps == 1
+
+
+class ReleasedProxy:
+    """A pooled connection the pool took back after the server went away."""
+
+    def is_closed(self) -> bool:
+        raise asyncpg.InterfaceError("connection has been released back to the pool")
+
+
+async def test_a_listening_connection_the_pool_took_back_counts_as_lost() -> None:
+    listener = Listener(lambda: None, "x_outbox", lambda _: None)  # type: ignore[arg-type,return-value]
+    listener._conn = ReleasedProxy()  # type: ignore[assignment]
+    assert not listener.listening

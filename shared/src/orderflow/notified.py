@@ -51,7 +51,12 @@ class Listener:
 
     @property
     def listening(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
+        if self._conn is None:
+            return False
+        try:
+            return not self._conn.is_closed()
+        except asyncpg.InterfaceError:  # the pool took the lost connection back already
+            return False
 
     async def ensure(self) -> bool:
         """Listen if not already; False (and logged) when the database is away."""
@@ -147,11 +152,11 @@ class NotifiedLoop(abc.ABC):
 
     async def _run(self) -> None:
         while not self.stopping or self._drain_on_stop:
-            if self.listener is not None and not self.stopping:
-                await self.listener.ensure()
             self._wake.clear()  # before the step: a notice during it means "look again"
             began_stopping = self.stopping
             try:
+                if self.listener is not None and not self.stopping:
+                    await self.listener.ensure()
                 more = await self.step()
             except asyncio.CancelledError:
                 raise
