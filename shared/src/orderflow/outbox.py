@@ -8,7 +8,6 @@ soon as a transaction commits, and polling backs it up when a notification is mi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +18,7 @@ from prometheus_client import Counter, Gauge
 
 from .db import Connection, Pool
 from .messages.base import Message
+from .notified import Listener, NotifiedLoop
 from .publisher import Publisher, PublishError
 from .topology import EVENTS
 from .tracing import new_traceparent
@@ -93,8 +93,13 @@ async def publish_event(
     return await enqueue(conn, event, exchange=EVENTS, correlation_id=correlation_id)
 
 
-class OutboxRelay:
-    """Publishes pending outbox rows with confirms and marks them sent."""
+class OutboxRelay(NotifiedLoop):
+    """Publishes pending outbox rows with confirms and marks them sent.
+
+    A batch is published at once: every publish is issued in id order on the publisher's
+    one channel (so the broker receives one batch's messages, and so each order's, in the
+    order they were written) and their confirms are awaited together; the confirmed rows
+    are marked sent in one statement and the others retried later, each on its own."""
 
     def __init__(
         self,
@@ -106,136 +111,76 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         max_backoff: float = 60.0,
     ) -> None:
+        super().__init__(
+            name=f"outbox-relay-{schema}",
+            poll_interval=poll_interval,
+            listener=Listener(
+                lambda: pool, channel_name(schema), lambda _: self.wake(), on_lost=self.wake
+            ),
+            drain_on_stop=True,  # stop() publishes what is already due first
+            stop_timeout=10.0,
+        )
         self._pool = pool
         self._publisher = publisher
         self._schema = schema
         self._batch = batch
-        self._poll = poll_interval
         self._max_backoff = max_backoff
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: Connection | None = None
-        self._stopping = False
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
-
-    async def stop(self) -> None:
-        """Publish what is already due, then stop."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-        await self._unlisten()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            listener = await self._pool.acquire()
-            self._listener = listener
-            await listener.add_listener(channel_name(self._schema), self._on_notify)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("outbox listen failed, polling only", error=repr(exc))
-            await self._unlisten()
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(channel_name(self._schema), self._on_notify)
-        with contextlib.suppress(Exception):
-            await self._pool.release(conn)
-
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._listen()
-                published = await self.drain_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: back off and try again
-                log.warning("outbox relay error", error=repr(exc))
-                await self._unlisten()
-                published = 0
-                if self._stopping:
-                    return
-                await asyncio.sleep(self._poll)
-            if self._stopping and published == 0:
-                return
-            if published < self._batch:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+    async def step(self) -> bool:
+        taken, _ = await self._drain()
+        return taken == self._batch  # a full batch: more may be due
 
     async def drain_once(self) -> int:
         """Publish one batch; returns how many messages were confirmed."""
+        _, confirmed = await self._drain()
+        return confirmed
+
+    async def _drain(self) -> tuple[int, int]:
+        """Publish one batch; how many rows it took and how many of them were confirmed."""
         if not self._publisher.is_connected:
             # the robust connection is coming back by itself; attempts are not counted
-            return 0
+            return 0, 0
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT id, message_id, exchange, routing_key, message_type, correlation_id,
-                          reply_to, mandatory, headers, body, created_at, attempts
-                   FROM outbox
-                   WHERE sent_at IS NULL AND next_attempt_at <= now()
-                   ORDER BY id
-                   LIMIT $1
-                   FOR UPDATE SKIP LOCKED""",
-                self._batch,
-            )
+            rows = await conn.fetch(_CLAIM, self._batch)
             if not rows:
-                OUTBOX_PENDING.set(
-                    await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-                )
-                return 0
-            # issued in id order on one channel, so the broker receives them in that order;
-            # the confirms are awaited together
+                OUTBOX_PENDING.set(await conn.fetchval(_PENDING))
+                return 0, 0
             results = await asyncio.gather(
                 *(self._publish(row) for row in rows), return_exceptions=True
             )
-            sent = [row["id"] for row, res in zip(rows, results, strict=True) if res is None]
+            sent = [row for row, res in zip(rows, results, strict=True) if res is None]
             if sent:
-                await conn.execute(
-                    "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 "
-                    "WHERE id = ANY($1::bigint[])",
-                    sent,
-                )
-            for row, res in zip(rows, results, strict=True):
-                if res is None:
+                await conn.execute(_MARK_SENT, [row["id"] for row in sent])
+                for row in sent:
                     OUTBOX_PUBLISHED.labels(row["message_type"]).inc()
-                    continue
-                OUTBOX_FAILED.inc()
-                backoff = min(self._max_backoff, 0.5 * 2 ** min(row["attempts"], 10))
-                log.warning(
-                    "outbox publish failed",
-                    message_id=str(row["message_id"]),
-                    message_type=row["message_type"],
-                    attempts=row["attempts"] + 1,
-                    retry_in=backoff,
-                    error=str(res),
-                )
-                await conn.execute(
-                    """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-                              next_attempt_at = now() + make_interval(secs => $3)
-                       WHERE id = $1""",
-                    row["id"],
-                    str(res)[:2000],
-                    backoff,
-                )
-            return len(sent)
+            failed = [(row, res) for row, res in zip(rows, results, strict=True) if res is not None]
+            if failed:
+                await self._retry_later(conn, failed)
+            return len(rows), len(sent)
+
+    async def _retry_later(
+        self, conn: Connection, failed: list[tuple[asyncpg.Record, BaseException]]
+    ) -> None:
+        """Each failed row is tried again after its own back-off (one statement for all)."""
+        backoffs = []
+        for row, error in failed:
+            OUTBOX_FAILED.inc()
+            backoff = min(self._max_backoff, 0.5 * 2 ** min(row["attempts"], 10))
+            backoffs.append(backoff)
+            log.warning(
+                "outbox publish failed",
+                message_id=str(row["message_id"]),
+                message_type=row["message_type"],
+                attempts=row["attempts"] + 1,
+                retry_in=backoff,
+                error=str(error),
+            )
+        await conn.execute(
+            _RETRY_LATER,
+            [row["id"] for row, _ in failed],
+            [str(error)[:2000] for _, error in failed],
+            backoffs,
+        )
 
     async def _publish(self, row: asyncpg.Record) -> None:
         if not self._publisher.is_connected:
@@ -253,6 +198,25 @@ class OutboxRelay:
             timestamp=created.astimezone(UTC),
             mandatory=row["mandatory"],
         )
+
+
+# The due rows in id order; `outbox_due` (id WHERE sent_at IS NULL) walks them in that order,
+# so the plan reads only pending rows however many sent ones the table keeps.
+_CLAIM = """SELECT id, message_id, exchange, routing_key, message_type, correlation_id,
+                   reply_to, mandatory, headers, body, created_at, attempts
+            FROM outbox
+            WHERE sent_at IS NULL AND next_attempt_at <= now()
+            ORDER BY id
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED"""
+_PENDING = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
+_MARK_SENT = (
+    "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])"
+)
+_RETRY_LATER = """UPDATE outbox SET attempts = attempts + 1, last_error = f.error,
+                         next_attempt_at = now() + make_interval(secs => f.backoff)
+                  FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS f(id, error, backoff)
+                  WHERE outbox.id = f.id"""
 
 
 async def purge_sent(pool: Pool, *, older_than_days: int = 7) -> int:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
+import aiormq
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 log = structlog.get_logger(__name__)
@@ -32,7 +33,6 @@ class Publisher:
         self._timeout = timeout
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -71,14 +71,6 @@ class Publisher:
             await self._connection.close()
         self._connection = None
         self._channel = None
-        self._exchanges.clear()
-
-    async def _exchange(self, name: str) -> AbstractExchange:
-        if name == "":
-            return self.channel.default_exchange
-        if name not in self._exchanges:
-            self._exchanges[name] = await self.channel.get_exchange(name, ensure=False)
-        return self._exchanges[name]
 
     async def publish(
         self,
@@ -109,10 +101,22 @@ class Publisher:
             user_id=user_id or self.user_id,
         )
         try:
-            target = await asyncio.wait_for(self._exchange(exchange), self._timeout)
-            confirmation = await target.publish(
-                message, routing_key=routing_key, mandatory=mandatory, timeout=self._timeout
-            )
+            # one timeout over both steps (the robust channel waits while it reconnects),
+            # with no task per publish: the calls of a batch reach the channel's lock, and
+            # so the socket, in the order they were made
+            async with asyncio.timeout(self._timeout):
+                # the concrete channel: its basic_publish takes `wait`, the abstract one not
+                channel = cast(aiormq.Channel, await self.channel.get_underlay_channel())
+                # wait=False: no socket drain per message, so a batch's frames go out
+                # together; the broker's confirm (or return) is still awaited
+                confirmation = await channel.basic_publish(
+                    message.body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=message.properties,
+                    mandatory=mandatory,
+                    wait=False,
+                )
         except (aio_pika.exceptions.DeliveryError, aio_pika.exceptions.PublishError) as exc:
             raise PublishError(
                 f"{exchange or '(default)'}/{routing_key}: refused by the broker "
@@ -123,8 +127,6 @@ class Publisher:
                 f"{exchange}/{routing_key}: no confirm within {self._timeout}s"
             ) from exc
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            # the exchange cache may hold a channel that died; start afresh next time
-            self._exchanges.clear()
             raise PublishError(f"{exchange}/{routing_key}: {exc!r}") from exc
         if isinstance(confirmation, DeliveredMessage):
             raise PublishError(f"{exchange}/{routing_key}: returned by the broker as unroutable")

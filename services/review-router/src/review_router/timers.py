@@ -9,8 +9,6 @@ later with back-off, and given up (kept with the error) after a few attempts.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +16,7 @@ import structlog
 from prometheus_client import Counter
 
 from orderflow.db import Connection, Pool
+from orderflow.notified import NotifiedLoop
 
 from . import handlers
 from .adapters import repository
@@ -37,8 +36,9 @@ async def _fire(conn: Connection, timer: repository.Timer) -> str:
     return await handlers.on_timer(conn, timer, now=datetime.now(UTC))
 
 
-class TimerLoop:
-    """Polls the timers table every `interval` seconds until stopped."""
+class TimerLoop(NotifiedLoop):
+    """Looks at the timers table every `interval` seconds until stopped. Nothing notifies
+    it: a timer is written long before it is due, so only the clock says when to look."""
 
     def __init__(
         self,
@@ -48,45 +48,18 @@ class TimerLoop:
         batch: int = 100,
         fire: Fire = _fire,
     ) -> None:
+        super().__init__(name="review-timers", poll_interval=interval, stop_timeout=10.0)
         self._pool = pool
-        self._interval = interval
         self._batch = batch
         self._fire = fire
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
 
-    def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="review-timers")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                fired = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: try again at the next tick
-                log.warning("timer loop error", error=repr(exc))
-                fired = 0
-            if fired < self._batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+    async def step(self) -> bool:
+        return await self.run_once() >= self._batch
 
     async def run_once(self) -> int:
         """Fire up to `batch` due timers, each in its own transaction; how many fired."""
         fired = 0
-        while fired < self._batch and not self._stopping.is_set():
+        while fired < self._batch and not self.stopping:
             async with self._pool().acquire() as conn, conn.transaction():
                 now = datetime.now(UTC)
                 timer = await repository.claim_due_timer(conn, now=now)

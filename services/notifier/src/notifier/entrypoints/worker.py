@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 
-import asyncpg
 import structlog
 
-from orderflow.db import Connection, Pool
+from orderflow.db import Pool
+from orderflow.notified import Listener, NotifiedLoop
 
 from .. import handlers
 from ..adapters.outgoing import Channel
@@ -30,6 +30,50 @@ def notify_channel(schema: str) -> str:
     return f"{schema}_deliveries"
 
 
+class _ChannelWorkers(NotifiedLoop):
+    """`concurrency` workers sending one channel's due deliveries, one at a time each."""
+
+    def __init__(
+        self,
+        pool: Callable[[], Pool],
+        channel: Channel,
+        *,
+        policy: handlers.DeliveryPolicy,
+        concurrency: int,
+        poll_interval: float,
+    ) -> None:
+        super().__init__(
+            name=f"deliver-{channel.name}",
+            poll_interval=poll_interval,
+            workers=concurrency,
+            stop_timeout=policy.timeout + 2,  # a send in flight is bounded by its timeout
+        )
+        self._pool = pool
+        self._channel = channel
+        self._policy = policy
+
+    async def step(self) -> bool:
+        return await handlers.deliver_next(self._pool(), self._channel, policy=self._policy)
+
+
+class _Sweep(NotifiedLoop):
+    """Now and then: listen again after the database was away, and end the deliveries of
+    channels no longer configured."""
+
+    def __init__(
+        self, pool: Callable[[], Pool], listener: Listener, channels: list[str], *, every: float
+    ) -> None:
+        super().__init__(name="deliveries-sweep", poll_interval=every, listener=listener)
+        self._pool = pool
+        self._channels = channels
+
+    async def step(self) -> bool:
+        failed = await handlers.fail_unroutable(self._pool(), channels=self._channels)
+        if failed:
+            log.warning("deliveries on unconfigured channels marked failed", count=failed)
+        return False
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -41,106 +85,50 @@ class DeliveryWorker:
         poll_interval: float,
         schema: str = "notifier",
     ) -> None:
-        self._pool = pool
         self._channels = {c.name: c for c in channels}
-        self._policy = policy
-        self._concurrency = concurrency
-        self._poll = poll_interval
-        self._schema = schema
-        self._wake = {name: asyncio.Event() for name in self._channels}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._listener: Connection | None = None
-        self._stopping = False
-        self._stopped = asyncio.Event()
+        self._workers = {
+            c.name: _ChannelWorkers(
+                pool, c, policy=policy, concurrency=concurrency, poll_interval=poll_interval
+            )
+            for c in channels
+        }
+        self._listener = Listener(
+            pool,
+            notify_channel(schema),
+            lambda payload: self.wake(payload or None),
+            on_lost=self._on_listener_lost,
+        )
+        self._sweep = _Sweep(
+            pool, self._listener, self.channels, every=min(SWEEP_EVERY, poll_interval * 10)
+        )
 
     @property
     def channels(self) -> list[str]:
         return list(self._channels)
 
     async def start(self) -> None:
-        await self._listen()
-        for name, channel in self._channels.items():
-            for i in range(self._concurrency):
-                self._tasks.append(
-                    asyncio.create_task(self._run(channel), name=f"deliver-{name}-{i}")
-                )
-        self._tasks.append(asyncio.create_task(self._sweep(), name="deliveries-sweep"))
+        # listening before the first look, so nothing committed in between waits for a poll
+        await self._listener.ensure()
+        for workers in self._workers.values():
+            workers.start()
+        self._sweep.start()
         log.info("delivery worker started", channels=self.channels)
 
     async def stop(self) -> None:
         """Let sends in flight finish (each is bounded by its timeout), then stop."""
-        self._stopping = True
-        self._stopped.set()
-        for event in self._wake.values():
-            event.set()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=self._policy.timeout + 2)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        self._tasks.clear()
-        await self._unlisten()
+        await asyncio.gather(*(w.stop() for w in self._workers.values()), self._sweep.stop())
+        await self._listener.close()
         for channel in self._channels.values():
             with contextlib.suppress(Exception):
                 await channel.close()
         log.info("delivery worker stopped")
 
     def wake(self, channel: str | None = None) -> None:
-        for name, event in self._wake.items():
+        for name, workers in self._workers.items():
             if channel is None or channel == name:
-                event.set()
+                workers.wake()
 
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            listener = await self._pool().acquire()
-            self._listener = listener
-            await listener.add_listener(notify_channel(self._schema), self._on_notify)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("deliveries listen failed, polling only", error=repr(exc))
-            await self._unlisten()
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(notify_channel(self._schema), self._on_notify)
-        with contextlib.suppress(Exception):
-            await self._pool().release(conn)
-
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self.wake(str(payload) if payload else None)
-
-    async def _run(self, channel: Channel) -> None:
-        wake = self._wake[channel.name]
-        while not self._stopping:
-            try:
-                worked = await handlers.deliver_next(self._pool(), channel, policy=self._policy)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: back off and look again
-                log.warning("delivery worker error", channel=channel.name, error=repr(exc))
-                worked = False
-            if worked:
-                continue
-            wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=self._poll)
-
-    async def _sweep(self) -> None:
-        while not self._stopping:
-            try:
-                await self._listen()  # again, after the database was away
-                failed = await handlers.fail_unroutable(self._pool(), channels=self.channels)
-                if failed:
-                    log.warning("deliveries on unconfigured channels marked failed", count=failed)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("deliveries sweep error", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopped.wait(), timeout=min(SWEEP_EVERY, self._poll * 10)
-                )
+    def _on_listener_lost(self) -> None:
+        # notifications sent while away are gone: look for work at once, and listen again
+        self._sweep.wake()
+        self.wake()
