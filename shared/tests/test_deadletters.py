@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from faststream.middlewares import AckPolicy
-from faststream.rabbit.annotations import RabbitMessage
 
 from orderflow import deadletters, dlq_cli, refusals, topology
-from orderflow.consumer import PermanentError, apply_once
+from orderflow.consumer import Delivery, PermanentError
+from orderflow.db import Connection
 from orderflow.http import create_service_app
 from orderflow.messages import OrderWithdrawn
 from orderflow.service import ServiceRuntime
@@ -39,18 +38,13 @@ def probe_app(infra: Infra, applied: list[Any], broken: dict[str, bool]) -> Any:
         declares_dead_letter_queues=True,
     )
 
-    @runtime.broker.subscriber(
-        QUEUE.rabbit_queue(), topology.exchange(topology.EVENTS), ack_policy=AckPolicy.MANUAL
-    )
-    async def on_withdrawn(event: OrderWithdrawn, msg: RabbitMessage) -> None:
+    async def on_withdrawn(conn: Connection, event: OrderWithdrawn, _: Delivery) -> None:
         if broken["yes"]:
             raise PermanentError(f"order {event.order_id} unknown", code=refusals.UNKNOWN_ORDER)
+        applied.append(event.order_id)
 
-        async def effect(conn: Any) -> None:
-            applied.append(event.order_id)
-
-        await apply_once(runtime.pool, msg, consumer="probe", effect=effect)
-
+    # a probe's queue is of no contract: no producer to check
+    runtime.consume(QUEUE, on_withdrawn, check_producer=False)
     return create_service_app(runtime, title="probe", description="probe")
 
 

@@ -12,11 +12,10 @@ from urllib.parse import quote, urlsplit
 
 import aio_pika
 import httpx
-from faststream.middlewares import AckPolicy
-from faststream.rabbit.annotations import RabbitMessage
 
 from orderflow import outbox, refusals, times, topology
-from orderflow.consumer import PermanentError, RetryPolicy, apply_once
+from orderflow.consumer import Delivery, PermanentError, RetryPolicy
+from orderflow.db import Connection
 from orderflow.messages import OrderWithdrawn
 from orderflow.service import ServiceRuntime
 from orderflow.settings import ServiceSettings
@@ -43,19 +42,14 @@ def make_runtime(infra: Infra, seen: list[Any]) -> ServiceRuntime:
         retry_policy=RetryPolicy(transient_for=2, unexpected_attempts=2, base=0.01, cap=0.05),
     )
 
-    @runtime.broker.subscriber(
-        PROBE.rabbit_queue(), topology.exchange(topology.EVENTS), ack_policy=AckPolicy.MANUAL
-    )
-    async def on_withdrawn(event: OrderWithdrawn, msg: RabbitMessage) -> None:
+    async def on_withdrawn(conn: Connection, event: OrderWithdrawn, _: Delivery) -> None:
         if event.reason == "poison":
             raise PermanentError("unknown order", code=refusals.UNKNOWN_ORDER)
+        seen.append(event.order_id)
+        await conn.execute("SELECT 1")
 
-        async def effect(conn: Any) -> None:
-            seen.append(event.order_id)
-            await conn.execute("SELECT 1")
-
-        await apply_once(runtime.pool, msg, consumer="probe.withdrawn", effect=effect)
-
+    # a probe's queue is of no contract: no producer to check
+    runtime.consume(PROBE, on_withdrawn, check_producer=False)
     return runtime
 
 
@@ -248,21 +242,16 @@ def make_flaky_runtime(
     )
     attempts = {"n": 0}
 
-    @runtime.broker.subscriber(
-        PROBE.rabbit_queue(), topology.exchange(topology.EVENTS), ack_policy=AckPolicy.MANUAL
-    )
-    async def on_withdrawn(event: OrderWithdrawn, msg: RabbitMessage) -> None:
-        async def effect(conn: Any) -> None:
-            attempts["n"] += 1
-            if attempts["n"] <= failures:
-                raise ConnectionResetError("database connection lost")
-            started.set()
-            await asyncio.sleep(delay)
-            await conn.execute("SELECT 1")
-            effects.append(event.order_id)
+    async def on_withdrawn(conn: Connection, event: OrderWithdrawn, _: Delivery) -> None:
+        attempts["n"] += 1
+        if attempts["n"] <= failures:
+            raise ConnectionResetError("database connection lost")
+        started.set()
+        await asyncio.sleep(delay)
+        await conn.execute("SELECT 1")
+        effects.append(event.order_id)
 
-        await apply_once(runtime.pool, msg, consumer="probe.withdrawn", effect=effect)
-
+    runtime.consume(PROBE, on_withdrawn, check_producer=False)
     return runtime
 
 

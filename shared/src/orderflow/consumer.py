@@ -9,10 +9,12 @@ the same behaviour; subscribers use `AckPolicy.MANUAL` and leave acknowledging t
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -103,6 +105,8 @@ class ConsumerRuntime(Protocol):
     service: str
     trust: busaccess.Trust
     accepts: dict[str, tuple[str, ...] | None]
+    #: queue -> what a refused message's sender gets on `reply_to` (else `refusals.reply_for`)
+    replies: dict[str, refusals.ReplyBuilder]
 
     @property
     def pool(self) -> Pool: ...
@@ -370,19 +374,21 @@ class ReliableConsumer(BaseMiddleware):
         bound.warning("message dead-lettered", reason=reason, code=refused.code)
         CONSUMED.labels(queue, "dead_lettered").inc()
         if raw.reply_to:
-            await self._reply_refused(msg, refused, bound)
+            await self._reply_refused(msg, queue, refused, bound)
         await msg.ack()
 
     async def _reply_refused(
         self,
         msg: StreamMessage[Any],
+        queue: str,
         refused: refusals.Refused,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
         """The sender waiting on `reply_to` learns at once why its message was refused: the
-        reply its message type has (`refusals.REPLIES`), else a `message.refused`."""
+        reply its queue's subscriber was given (`reply=`), else `refusals.reply_for`'s."""
         raw = msg.raw_message
-        reply = refusals.reply_for(
+        build = self.runtime.replies.get(queue, refusals.reply_for)
+        reply = build(
             refused, refusals.RefusedMessage(message_id=raw.message_id, message_type=raw.type)
         )
         try:
@@ -407,23 +413,132 @@ async def apply_once(
     consumer: str,
     effect: Callable[[Connection], Awaitable[None]],
 ) -> bool:
-    """Run `effect` in one transaction with the inbox claim; False for a duplicate."""
-    # the AMQP property itself: faststream would invent an id for a message without one,
-    # and a made-up id cannot catch a redelivery
+    """Run `effect` in one transaction with the inbox claim; False for a duplicate. (The
+    consume path of `ServiceRuntime.consume` does this itself, keyed by the queue's name.)"""
     message_id = msg.raw_message.message_id
     if not message_id:
         raise PermanentError(
             "message has no message_id (required for de-duplication)",
             code=refusals.MISSING_MESSAGE_ID,
         )
-    async with pool.acquire() as conn, conn.transaction():
-        if not await inbox.claim(
-            conn,
-            consumer=consumer,
-            message_id=message_id,
-            message_type=msg.raw_message.type,
-        ):
-            log.info("duplicate message ignored", consumer=consumer, message_id=message_id)
-            return False
-        await effect(conn)
-    return True
+    run = claimed(pool, queue=consumer, message_id=message_id, message_type=msg.raw_message.type)
+    return await run(effect)
+
+
+# --- the consume path: a queue's subscriber from its spec and typed handlers -----------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler may need of a message besides its body: its AMQP properties, and who
+    produced it (`producer`: the `user_id`, or for a replay the user recorded at dead-
+    lettering). `apply_once` claims it in the queue's inbox with an effect, for a handler
+    that works before its transaction (`ServiceRuntime.consume_in_steps`)."""
+
+    queue: str
+    message_id: str
+    message_type: str | None
+    correlation_id: str | None
+    reply_to: str | None
+    user_id: str | None
+    producer: str | None
+    routing_key: str | None
+    timestamp: datetime | None
+    headers: Mapping[str, Any]
+    pool: Pool = field(repr=False)
+
+    async def apply_once(self, effect: Callable[[Connection], Awaitable[None]]) -> bool:
+        """Run `effect` in one transaction with the inbox claim; False for a duplicate."""
+        return await claimed(
+            self.pool, queue=self.queue, message_id=self.message_id, message_type=self.message_type
+        )(effect)
+
+
+#: A handler of a queue's messages, run inside the inbox transaction.
+Handler = Callable[[Connection, Any, Delivery], Awaitable[None]]
+#: A handler that opens its own transaction(s) with `delivery.apply_once`.
+StepsHandler = Callable[[Any, Delivery], Awaitable[None]]
+
+
+def claimed(
+    pool: Pool, *, queue: str, message_id: str, message_type: str | None
+) -> Callable[[Callable[[Connection], Awaitable[None]]], Awaitable[bool]]:
+    async def run(effect: Callable[[Connection], Awaitable[None]]) -> bool:
+        async with pool.acquire() as conn, conn.transaction():
+            if not await inbox.claim(
+                conn, consumer=queue, message_id=message_id, message_type=message_type
+            ):
+                log.info("duplicate message ignored", consumer=queue, message_id=message_id)
+                return False
+            await effect(conn)
+        return True
+
+    return run
+
+
+def delivery_of(
+    msg: StreamMessage[Any], *, queue: str, pool: Pool, trust: busaccess.Trust
+) -> Delivery:
+    """The handler's view of a message; refused when it has no `message_id`, which the
+    inbox needs (the AMQP property itself: faststream would invent one for a message
+    without it, and a made-up id cannot catch a redelivery)."""
+    raw = msg.raw_message
+    if not raw.message_id:
+        raise PermanentError(
+            "message has no message_id (required for de-duplication)",
+            code=refusals.MISSING_MESSAGE_ID,
+        )
+    headers = raw.headers or {}
+    return Delivery(
+        queue=queue,
+        message_id=str(raw.message_id),
+        message_type=raw.type,
+        correlation_id=raw.correlation_id,
+        reply_to=raw.reply_to,
+        user_id=raw.user_id,
+        producer=trust.producer_of(raw.user_id, headers),
+        routing_key=raw.routing_key,
+        timestamp=raw.timestamp,
+        headers=headers,
+        pool=pool,
+    )
+
+
+def body_parser(model: Any) -> Callable[[bytes], Any]:
+    """`body -> model`, straight from the bytes (pydantic's JSON parser, no `json.loads`
+    first). A body that is not JSON is refused as before, as `not_json` with the standard
+    library's words, which only the refused body pays for."""
+    if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+        validate: Callable[[bytes], Any] = model.model_validate_json
+    else:
+        validate = pydantic.TypeAdapter(model).validate_json
+
+    def parse(body: bytes) -> Any:
+        try:
+            return validate(body)
+        except pydantic.ValidationError as exc:
+            if any(e["type"] == "json_invalid" for e in exc.errors()):
+                json.loads(body)  # raises JSONDecodeError or UnicodeDecodeError
+            raise
+
+    return parse
+
+
+def model_of(handler: Callable[..., Any], position: int) -> Any:
+    """The annotation of the handler's parameter at `position`: the message model. Only
+    that one is resolved (its other annotations may name types of `TYPE_CHECKING` only)."""
+    params = list(inspect.signature(handler).parameters.values())
+    annotation = params[position].annotation if len(params) > position else inspect.Parameter.empty
+    if annotation is inspect.Parameter.empty:
+        name = getattr(handler, "__name__", handler)
+        raise TypeError(f"{name}: parameter {position + 1} must be annotated with its model")
+    if isinstance(annotation, str):  # `from __future__ import annotations`
+        scope = {**getattr(handler, "__globals__", {}), **inspect.getclosurevars(handler).nonlocals}
+        annotation = eval(annotation, scope)  # noqa: S307  # the handler's own source text
+    return annotation
+
+
+async def as_is(msg: StreamMessage[Any]) -> StreamMessage[Any]:
+    """faststream's decoder for the consume path: the message itself, undecoded; the
+    subscriber parses the body with its model (faststream's `json.loads` is not needed)."""
+    return msg

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,12 +14,12 @@ import asyncpg
 import structlog
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
-from faststream.rabbit.subscriber import RabbitSubscriber
 
-from . import busaccess, topology
+from . import busaccess, consumer, refusals, topology
 from .auth import store as auth_store
 from .consumer import ReliableConsumer, RetryPolicy
 from .db import Pool, create_pool, migrate
+from .messages import Message, Problem
 from .outbox import OutboxRelay
 from .publisher import Publisher
 from .settings import ServiceSettings
@@ -57,6 +57,9 @@ class ServiceRuntime:
         )
         #: queue -> the message types its subscriber takes (None: any event)
         self.accepts: dict[str, tuple[str, ...] | None] = {}
+        #: queue -> the refusal reply its subscriber was given (else `refusals.reply_for`)
+        self.replies: dict[str, refusals.ReplyBuilder] = {}
+        self._consumed: set[str] = set()
         self._pool: Pool | None = None
         self._publisher: Publisher | None = None
         self.relay: OutboxRelay | None = None
@@ -66,25 +69,124 @@ class ServiceRuntime:
             graceful_timeout=settings.graceful_timeout,
             default_channel=Channel(prefetch_count=settings.prefetch),
             middlewares=[ReliableConsumer.factory(self, retry_policy)],
+            # no fast_depends: each subscriber parses its body with its model itself, so a
+            # message costs no dependency resolution (and no thread hop for `Context`)
+            apply_types=False,
             reconnect_interval=2.0,
             log_level=logging.DEBUG,  # one line per message only when asked for
             # a logger of ours, so its lines pass the redaction of orderflow.logging
             logger=logging.getLogger(f"orderflow.broker.{service}"),
         )
 
-    def subscriber(self, spec: topology.QueueSpec, **options: Any) -> RabbitSubscriber:
-        """`@runtime.subscriber(spec)`: consume a queue of the topology, with the arguments it
-        was declared with; the `ReliableConsumer` middleware checks the producer and
-        acknowledges (after the handler's transaction committed), and replies go through
-        the outbox, never back from the handler."""
-        self.accepts[spec.name] = busaccess.accepted_types(spec)
-        return self.broker.subscriber(
+    # --- the consume path: one subscriber per queue of the topology ---------------------
+
+    def consume(
+        self,
+        spec: topology.QueueSpec,
+        handler: consumer.Handler,
+        *,
+        model: Any = None,
+        reply: refusals.ReplyBuilder | None = None,
+        check_producer: bool = True,
+    ) -> None:
+        """Consume `spec` with `handler(conn, message, delivery)`, run inside the inbox
+        transaction keyed by the queue's name (a redelivery does nothing). `message` is the
+        body parsed as `model`, by default the annotation of the handler's second parameter.
+        `reply` builds what a refused message's sender gets on `reply_to` (default
+        `refusals.reply_for`). The producer is checked against the contract before the body
+        is read; `check_producer=False` is for a queue of no contract (a test's probe)."""
+        parse = consumer.body_parser(model if model is not None else consumer.model_of(handler, 1))
+
+        async def call(msg: Any) -> None:
+            message = parse(msg.body)
+            delivery = self._delivery(spec, msg)
+            await delivery.apply_once(lambda conn: handler(conn, message, delivery))
+
+        self._subscribe(spec, call, handler, reply=reply, check_producer=check_producer)
+
+    def consume_each(
+        self,
+        spec: topology.QueueSpec,
+        routes: Mapping[type[Message], consumer.Handler],
+        *,
+        ignore_unknown: bool = False,
+        reply: refusals.ReplyBuilder | None = None,
+        check_producer: bool = True,
+    ) -> None:
+        """Consume a queue that carries several message types, told apart by the AMQP
+        `type`: each model's handler, as in `consume`. A type not in `routes` is refused
+        (`unexpected_type`), or with `ignore_unknown` acknowledged and left alone (an event
+        of a newer service on a `#` queue), without an inbox row."""
+        parsers = {m.message_type: (consumer.body_parser(m), h) for m, h in routes.items()}
+        known = ", ".join(parsers)
+
+        async def call(msg: Any) -> None:
+            kind = msg.raw_message.type
+            route = parsers.get(kind or "")
+            if route is None:
+                if ignore_unknown:
+                    log.debug("message type not handled", queue=spec.name, message_type=kind)
+                    return
+                raise consumer.PermanentError(
+                    f"unknown message type {kind!r} on {spec.exchange}: expected one of {known}",
+                    [Problem(pointer="", detail=f"the AMQP type must be one of {known}")],
+                    code=refusals.UNEXPECTED_TYPE,
+                )
+            parse, handler = route
+            message = parse(msg.body)
+            delivery = self._delivery(spec, msg)
+            await delivery.apply_once(lambda conn: handler(conn, message, delivery))
+
+        self._subscribe(spec, call, None, reply=reply, check_producer=check_producer)
+
+    def consume_in_steps(
+        self,
+        spec: topology.QueueSpec,
+        handler: consumer.StepsHandler,
+        *,
+        model: Any = None,
+        reply: refusals.ReplyBuilder | None = None,
+        check_producer: bool = True,
+    ) -> None:
+        """As `consume`, for a handler that must work outside the transaction first (fetch
+        files, wait for a decision): `handler(message, delivery)` opens its transaction
+        with `delivery.apply_once(effect)`, claimed in the same inbox."""
+        parse = consumer.body_parser(model if model is not None else consumer.model_of(handler, 0))
+
+        async def call(msg: Any) -> None:
+            message = parse(msg.body)
+            await handler(message, self._delivery(spec, msg))
+
+        self._subscribe(spec, call, handler, reply=reply, check_producer=check_producer)
+
+    def _delivery(self, spec: topology.QueueSpec, msg: Any) -> consumer.Delivery:
+        return consumer.delivery_of(msg, queue=spec.name, pool=self.pool, trust=self.trust)
+
+    def _subscribe(
+        self,
+        spec: topology.QueueSpec,
+        call: Callable[[Any], Awaitable[None]],
+        handler: Callable[..., Any] | None,
+        *,
+        reply: refusals.ReplyBuilder | None,
+        check_producer: bool,
+    ) -> None:
+        if spec.name in self._consumed:
+            raise ValueError(f"{spec.name} is consumed already: one subscriber per queue")
+        self._consumed.add(spec.name)
+        if check_producer:
+            self.accepts[spec.name] = busaccess.accepted_types(spec)
+        if reply is not None:
+            self.replies[spec.name] = reply
+        # named after the handler (or the queue), for faststream's log lines
+        call.__name__ = call.__qualname__ = getattr(handler, "__name__", spec.name)
+        self.broker.subscriber(
             spec.rabbit_queue(),
             topology.exchange(spec.exchange),
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            **options,
-        )
+            ack_policy=AckPolicy.MANUAL,  # ReliableConsumer acknowledges after the commit
+            no_reply=True,  # replies go through the outbox, never back from the handler
+            decoder=consumer.as_is,  # the body is parsed once, by the model, in `call`
+        )(call)
 
     @property
     def queues(self) -> Sequence[topology.QueueSpec]:

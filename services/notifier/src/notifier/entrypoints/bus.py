@@ -1,19 +1,12 @@
-"""Bus subscribers: parse, then call a handler inside the inbox transaction."""
+"""Bus subscribers: each queue's handler, run by the runtime inside the inbox transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from faststream.rabbit.annotations import RabbitMessage
-
 from orderflow import topology
-from orderflow.consumer import apply_once
+from orderflow.consumer import Delivery
 from orderflow.db import Connection
 from orderflow.messages import (
     ContractDrafted,
-    NotificationDelivered,
-    NotificationFailed,
     OrderApproved,
     OrderChangesRequested,
     OrderWithdrawalRefused,
@@ -24,8 +17,6 @@ from orderflow.messages import (
 from orderflow.service import ServiceRuntime
 
 from .. import handlers
-
-EVENTS = topology.exchange(topology.EVENTS)
 
 QUEUES = (
     topology.NOTIFIER_CHANGES_REQUESTED,
@@ -39,95 +30,46 @@ QUEUES = (
 
 
 def register(runtime: ServiceRuntime, deps: handlers.Notifying) -> None:
-    broker = runtime.broker
-
-    async def once(
-        msg: RabbitMessage,
-        consumer: str,
-        handle: Callable[[Connection, str], Awaitable[None]],
+    async def order_changes_requested(
+        conn: Connection, event: OrderChangesRequested, delivery: Delivery
     ) -> None:
-        event_id = str(msg.raw_message.message_id)
-
-        async def effect(conn: Connection) -> None:
-            await handle(conn, event_id)
-
-        await apply_once(runtime.pool, msg, consumer=consumer, effect=effect)
-
-    @runtime.subscriber(topology.NOTIFIER_CHANGES_REQUESTED)
-    async def order_changes_requested(event: OrderChangesRequested, msg: RabbitMessage) -> None:
         """Tell the salesperson what every department asked to change."""
-        await once(
-            msg,
-            "notifier.changes-requested",
-            lambda conn, eid: handlers.on_changes_requested(conn, event, event_id=eid, deps=deps),
-        )
+        await handlers.on_changes_requested(conn, event, event_id=delivery.message_id, deps=deps)
 
-    @runtime.subscriber(topology.NOTIFIER_APPROVED)
-    async def order_approved(event: OrderApproved, msg: RabbitMessage) -> None:
+    async def order_approved(conn: Connection, event: OrderApproved, delivery: Delivery) -> None:
         """Tell the salesperson the order passed review."""
-        await once(
-            msg,
-            "notifier.approved",
-            lambda conn, eid: handlers.on_approved(conn, event, event_id=eid, deps=deps),
-        )
+        await handlers.on_approved(conn, event, event_id=delivery.message_id, deps=deps)
 
-    @runtime.subscriber(topology.NOTIFIER_CONTRACT_DRAFTED)
-    async def contract_drafted(event: ContractDrafted, msg: RabbitMessage) -> None:
+    async def contract_drafted(
+        conn: Connection, event: ContractDrafted, delivery: Delivery
+    ) -> None:
         """Tell the salesperson the contract is ready."""
-        await once(
-            msg,
-            "notifier.contract-drafted",
-            lambda conn, eid: handlers.on_contract_drafted(conn, event, event_id=eid, deps=deps),
-        )
+        await handlers.on_contract_drafted(conn, event, event_id=delivery.message_id, deps=deps)
 
-    @runtime.subscriber(topology.NOTIFIER_REVIEW_SENT)
-    async def review_sent(event: ReviewSent, msg: RabbitMessage) -> None:
+    async def review_sent(conn: Connection, event: ReviewSent, delivery: Delivery) -> None:
         """Tell the department's contacts that a review was sent to them."""
-        await once(
-            msg,
-            "notifier.review-sent",
-            lambda conn, eid: handlers.on_review_sent(conn, event, event_id=eid, deps=deps),
-        )
+        await handlers.on_review_sent(conn, event, event_id=delivery.message_id, deps=deps)
 
-    @runtime.subscriber(topology.NOTIFIER_REVIEW_OVERDUE)
-    async def review_overdue(event: ReviewOverdue, msg: RabbitMessage) -> None:
+    async def review_overdue(conn: Connection, event: ReviewOverdue, delivery: Delivery) -> None:
         """Remind the department's contacts that a review is overdue."""
-        await once(
-            msg,
-            "notifier.review-overdue",
-            lambda conn, eid: handlers.on_review_overdue(conn, event, event_id=eid, deps=deps),
-        )
+        await handlers.on_review_overdue(conn, event, event_id=delivery.message_id, deps=deps)
 
-    @runtime.subscriber(topology.NOTIFIER_REVIEW_ESCALATED)
-    async def review_escalated(event: ReviewEscalated, msg: RabbitMessage) -> None:
+    async def review_escalated(
+        conn: Connection, event: ReviewEscalated, delivery: Delivery
+    ) -> None:
         """Tell the department's escalation contacts (and the policy's) a review is late."""
-        await once(
-            msg,
-            "notifier.review-escalated",
-            lambda conn, eid: handlers.on_review_escalated(conn, event, event_id=eid, deps=deps),
-        )
+        await handlers.on_review_escalated(conn, event, event_id=delivery.message_id, deps=deps)
 
-    @runtime.subscriber(topology.NOTIFIER_WITHDRAWAL_REFUSED)
-    async def order_withdrawal_refused(event: OrderWithdrawalRefused, msg: RabbitMessage) -> None:
+    async def order_withdrawal_refused(
+        conn: Connection, event: OrderWithdrawalRefused, delivery: Delivery
+    ) -> None:
         """Tell the salesperson their withdrawal was refused: the order was approved first."""
-        await once(
-            msg,
-            "notifier.withdrawal-refused",
-            lambda conn, eid: handlers.on_withdrawal_refused(conn, event, event_id=eid, deps=deps),
-        )
+        await handlers.on_withdrawal_refused(conn, event, event_id=delivery.message_id, deps=deps)
 
-    # documentation of what the outbox publishes (AsyncAPI); publishing goes through the outbox
-    documented: list[tuple[Any, str]] = [
-        (NotificationDelivered, "A notification reached its recipient on a channel."),
-        (NotificationFailed, "A notification could not be delivered after its last attempt."),
-    ]
-    for model, description in documented:
-        broker.publisher(
-            "",
-            EVENTS,
-            routing_key=model.message_type,
-            schema=model,
-            title=model.message_type,
-            description=description,
-            include_in_schema=True,
-        )
+    runtime.consume(topology.NOTIFIER_CHANGES_REQUESTED, order_changes_requested)
+    runtime.consume(topology.NOTIFIER_APPROVED, order_approved)
+    runtime.consume(topology.NOTIFIER_CONTRACT_DRAFTED, contract_drafted)
+    runtime.consume(topology.NOTIFIER_REVIEW_SENT, review_sent)
+    runtime.consume(topology.NOTIFIER_REVIEW_OVERDUE, review_overdue)
+    runtime.consume(topology.NOTIFIER_REVIEW_ESCALATED, review_escalated)
+    runtime.consume(topology.NOTIFIER_WITHDRAWAL_REFUSED, order_withdrawal_refused)
