@@ -45,7 +45,7 @@ def probe_runtime(infra: Infra | None, queues: list[topology.QueueSpec]) -> Serv
 
 
 async def as_before_the_upgrade(database_url: str, *, old_rows: dict[str, str]) -> None:
-    """The schema as a version before 0002 left it: migration 0001 applied, and inbox rows
+    """The schema as a version before 0002 and 0003 left it: migration 0001 applied, and inbox rows
     under the consumers' old names (consumer -> message id)."""
     name = "0001_outbox_inbox.sql"
     sql = resources.files("orderflow").joinpath("migrations", name).read_text(encoding="utf-8")
