@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import string
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -42,6 +43,20 @@ class ContractStatus(StrEnum):
     SIGNED = "signed"
     VOIDED = "voided"
     SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class PendingRender:
+    """A numbered contract waiting for its document: the counter and sequence number its
+    number came from, and the approval's delivery, so the approval can be dead-lettered
+    and the number handed back should the document never typeset."""
+
+    contract_id: UUID
+    content: ContractContent
+    attempts: int
+    number_key: int
+    number_seq: int
+    delivery: dict[str, Any] | None
 
 
 #: Only a draft is replaced by a later revision's contract: once a contract has gone to the

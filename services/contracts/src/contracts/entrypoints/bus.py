@@ -52,7 +52,9 @@ def register(runtime: ServiceRuntime, renderer: handlers.Renderer) -> None:
         """Draft the contract of the approved revision."""
 
         async def effect(conn: Connection) -> None:
-            await handlers.on_order_approved(conn, event, drafting=drafting)
+            await handlers.on_order_approved(
+                conn, event, drafting=drafting, delivery=handlers.Delivery.of(msg.raw_message)
+            )
 
         await apply_once(runtime.pool, msg, consumer=CONSUMER, effect=effect)
 
