@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from orderflow import outbox, refusals, topology
+from orderflow import outbox, refusals
 from orderflow.consumer import PermanentError
 from orderflow.db import Connection, Pool, transaction
 from orderflow.messages import (
@@ -288,7 +288,7 @@ async def send(conn: Connection, *, contract_id: uuid.UUID, by: Actor, now: date
     """The contract went to the customer for signature."""
     row = await _act(conn, contract_id, domain.Action.SEND)
     await repository.mark_sent(conn, contract_id=contract_id, at=now, by=by["id"])
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         ContractSent(
             contract_id=contract_id,
@@ -298,7 +298,6 @@ async def send(conn: Connection, *, contract_id: uuid.UUID, by: Actor, now: date
             sent_at=now,
             sent_by=by["id"],
         ),
-        exchange=topology.EVENTS,
         correlation_id=row["order_id"],
     )
     log.info(
@@ -333,7 +332,7 @@ async def sign(
         at=now,
     )
     await repository.mark_signed(conn, contract_id=contract_id, at=now, signed_copy_sha256=digest)
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         ContractSigned(
             contract_id=contract_id,
@@ -343,7 +342,6 @@ async def sign(
             signed_at=now,
             signed_copy_sha256=digest,
         ),
-        exchange=topology.EVENTS,
         correlation_id=row["order_id"],
     )
     log.info(
@@ -362,7 +360,7 @@ async def void(
     """The contract will not be signed."""
     row = await _act(conn, contract_id, domain.Action.VOID)
     await repository.mark_voided(conn, contract_id=contract_id, at=now, reason=reason, by=by["id"])
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         ContractVoided(
             contract_id=contract_id,
@@ -373,7 +371,6 @@ async def void(
             reason=reason,
             voided_by=by["id"],
         ),
-        exchange=topology.EVENTS,
         correlation_id=row["order_id"],
     )
     log.info(

@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, renderer: TypstRenderer | None 
         "gaps, and follows it to signature.",
     )
     app.include_router(http.router)
+    http.install_error_handlers(app)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -226,7 +226,8 @@ class TypstRenderer:
 
 
 def specimen(order_type: OrderType, language: Language) -> domain.ContractContent:
-    """A contract with every clause filled in (in both scripts), to try a template with."""
+    """A contract with every clause filled in (in both scripts), to try a template with.
+    Longer than most functions: it is one literal, every clause of a contract."""
     drafted = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     return domain.ContractContent(
         number="SPECIMEN-1",
