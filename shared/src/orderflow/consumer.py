@@ -446,6 +446,10 @@ class Delivery:
     timestamp: datetime | None
     headers: Mapping[str, Any]
     pool: Pool = field(repr=False)
+    #: the body as it arrived and where it was published, for a handler that keeps the
+    #: message to dead-letter it after its transaction committed (contracts' renders)
+    body: bytes = field(default=b"", repr=False)
+    exchange: str | None = None
 
     async def apply_once(self, effect: Callable[[Connection], Awaitable[None]]) -> bool:
         """Run `effect` in one transaction with the inbox claim; False for a duplicate."""
@@ -501,6 +505,8 @@ def delivery_of(
         timestamp=raw.timestamp,
         headers=headers,
         pool=pool,
+        body=bytes(raw.body),
+        exchange=raw.exchange,
     )
 
 

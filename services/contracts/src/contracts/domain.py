@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import string
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -26,6 +27,7 @@ from orderflow.messages import (
     Problem,
     Salesperson,
     Timestamp,
+    Totals,
 )
 
 DEFAULT_NUMBER_PATTERN = "HT-{year}-{seq:06d}"
@@ -42,6 +44,20 @@ class ContractStatus(StrEnum):
     SIGNED = "signed"
     VOIDED = "voided"
     SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class PendingRender:
+    """A numbered contract waiting for its document: the counter and sequence number its
+    number came from, and the approval's delivery, so the approval can be dead-lettered
+    and the number handed back should the document never typeset."""
+
+    contract_id: UUID
+    content: ContractContent
+    attempts: int
+    number_key: int
+    number_seq: int
+    delivery: dict[str, Any] | None
 
 
 #: Only a draft is replaced by a later revision's contract: once a contract has gone to the
@@ -471,37 +487,55 @@ def draft(
                 detail=f"{totals.currency} differs from the order's {order.currency}",
             )
         )
-    # the totals were computed at submission and approved as they are (the tax with the
-    # rounding finance saw); they must still add up to the cent, or the contract would
-    # contradict itself
     if not problems:
-        subtotal = sum((c.amount for c in lines), Decimal("0.00"))
-        if subtotal != totals.subtotal:
-            problems.append(
-                Problem(
-                    pointer="/totals/subtotal",
-                    detail=f"{totals.subtotal} is not the sum of the lines ({subtotal})",
-                )
-            )
-        if totals.subtotal + totals.tax != totals.total:
-            problems.append(
-                Problem(
-                    pointer="/totals/total",
-                    detail=f"{totals.total} is not subtotal plus tax "
-                    f"({totals.subtotal + totals.tax})",
-                )
-            )
-        if totals.total > MAX_CAPITAL - _CENT:
-            problems.append(
-                Problem(
-                    pointer="/totals/total",
-                    detail=f"{totals.total} is too large to be written in capital numerals",
-                )
-            )
+        problems.extend(_totals_problems(lines, totals))
     if problems:
         raise IncompleteOrder(problems)
     assert customer.name is not None
+    return _content(event, lines, number=number, seller=seller, drafted_at=drafted_at)
 
+
+def _totals_problems(lines: list[ContractLine], totals: Totals) -> list[Problem]:
+    """The totals were computed at submission and approved as they are (the tax with the
+    rounding finance saw); they must still add up to the cent, or the contract would
+    contradict itself."""
+    problems: list[Problem] = []
+    subtotal = sum((c.amount for c in lines), Decimal("0.00"))
+    if subtotal != totals.subtotal:
+        problems.append(
+            Problem(
+                pointer="/totals/subtotal",
+                detail=f"{totals.subtotal} is not the sum of the lines ({subtotal})",
+            )
+        )
+    if totals.subtotal + totals.tax != totals.total:
+        problems.append(
+            Problem(
+                pointer="/totals/total",
+                detail=f"{totals.total} is not subtotal plus tax ({totals.subtotal + totals.tax})",
+            )
+        )
+    if totals.total > MAX_CAPITAL - _CENT:
+        problems.append(
+            Problem(
+                pointer="/totals/total",
+                detail=f"{totals.total} is too large to be written in capital numerals",
+            )
+        )
+    return problems
+
+
+def _content(
+    event: OrderApproved,
+    lines: list[ContractLine],
+    *,
+    number: str,
+    seller: Party,
+    drafted_at: dt.datetime,
+) -> ContractContent:
+    """The terms of a checked order."""
+    order, totals, customer = event.order, event.totals, event.order.customer
+    assert customer.name is not None  # checked by `draft`
     return ContractContent(
         number=number,
         order_id=event.order_id,
@@ -534,43 +568,55 @@ def draft(
             terms=order.payment.terms,
             settlement_days=order.payment.settlement_days,
         ),
-        service_terms=[
-            ServiceClause(
-                line_no=i + 1,
-                item=line.item or "",
-                content=line.service.content,
-                standard=line.service.standard,
-                period_start=line.service.period_start,
-                period_end=line.service.period_end,
-            )
-            for i, line in enumerate(order.lines)
-            if line.service is not None
-        ],
+        service_terms=_service_terms(event),
         technical_requirements=order.technical_requirements,
-        attachments=[
-            AnnexFile(
-                name=a.name,
-                kind=a.kind.value,
-                content_type=a.content_type,
-                size=a.size,
-                sha256=a.sha256,
-            )
-            for a in event.attachments
-            if a.kind in ANNEX_KINDS
-        ],
-        technical_reviews=[
-            TechnicalReview(
-                reviewer=f.reviewer.name or f.reviewer.id,
-                comment=f.comment,
-                notes=[
-                    TechnicalNote(field=a.field, message=a.message, severity=a.severity.value)
-                    for a in f.annotations
-                ],
-            )
-            for f in event.approvals
-            if f.department == TECHNICAL
-        ],
+        attachments=_annexes(event),
+        technical_reviews=_technical_reviews(event),
     )
+
+
+def _service_terms(event: OrderApproved) -> list[ServiceClause]:
+    return [
+        ServiceClause(
+            line_no=i + 1,
+            item=line.item or "",
+            content=line.service.content,
+            standard=line.service.standard,
+            period_start=line.service.period_start,
+            period_end=line.service.period_end,
+        )
+        for i, line in enumerate(event.order.lines)
+        if line.service is not None
+    ]
+
+
+def _annexes(event: OrderApproved) -> list[AnnexFile]:
+    return [
+        AnnexFile(
+            name=a.name,
+            kind=a.kind.value,
+            content_type=a.content_type,
+            size=a.size,
+            sha256=a.sha256,
+        )
+        for a in event.attachments
+        if a.kind in ANNEX_KINDS
+    ]
+
+
+def _technical_reviews(event: OrderApproved) -> list[TechnicalReview]:
+    return [
+        TechnicalReview(
+            reviewer=f.reviewer.name or f.reviewer.id,
+            comment=f.comment,
+            notes=[
+                TechnicalNote(field=a.field, message=a.message, severity=a.severity.value)
+                for a in f.annotations
+            ],
+        )
+        for f in event.approvals
+        if f.department == TECHNICAL
+    ]
 
 
 def stored(content: ContractContent) -> dict[str, Any]:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
 import structlog
 
-from orderflow import outbox, refusals, topology
+from orderflow import consumer, outbox, refusals, topology
 from orderflow.consumer import PermanentError
-from orderflow.db import Connection, Pool
+from orderflow.db import Connection, Pool, transaction
 from orderflow.messages import (
     ContractDrafted,
     ContractSent,
@@ -55,6 +55,52 @@ class DocumentNotFound(Exception):
         self.kind = kind
 
 
+#: The inbox's name for the approvals' consumer: its queue's (decision 0027).
+APPROVALS_CONSUMER = topology.CONTRACTS_APPROVED.name
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The approval's message as it arrived, kept with its contract so that it can be
+    dead-lettered after its transaction committed."""
+
+    message_id: str
+    body: str
+    message_type: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    user_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, received: consumer.Delivery) -> Delivery:
+        """From the runtime's delivery of the approval."""
+        return cls(
+            message_id=received.message_id,
+            body=received.body.decode("utf-8", "replace"),
+            message_type=received.message_type,
+            correlation_id=received.correlation_id,
+            reply_to=received.reply_to,
+            exchange=received.exchange,
+            routing_key=received.routing_key,
+            user_id=received.user_id,
+            headers={str(k): str(v) for k, v in received.headers.items()},
+        )
+
+    def stored(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any] | None) -> Delivery | None:
+        return cls(**data) if data else None
+
+
+class DeadLetterSink(Protocol):
+    async def __call__(self, delivery: Delivery, exc: BaseException) -> None: ...
+
+
 @dataclass(frozen=True)
 class StoredDocument:
     data: bytes
@@ -65,10 +111,16 @@ class StoredDocument:
 
 
 async def on_order_approved(
-    conn: Connection, event: OrderApproved, *, drafting: Drafting
+    conn: Connection,
+    event: OrderApproved,
+    *,
+    drafting: Drafting,
+    delivery: Delivery | None = None,
 ) -> uuid.UUID | None:
-    """Draft the approved revision's contract; the new contract's id, None when there is
-    nothing to draft."""
+    """Number the approved revision's contract and leave it to be typeset (`render_pending`),
+    in the caller's short transaction; the new contract's id, None when there is nothing
+    to draft. The counter's row is held only for this transaction, never while a document
+    is typeset (decision 0026)."""
     bound = log.bind(order_id=str(event.order_id), revision=event.revision)
     await repository.lock_order(conn, order_id=event.order_id)
     drafted = await repository.revisions(conn, order_id=event.order_id)
@@ -84,7 +136,8 @@ async def on_order_approved(
     now = datetime.now(UTC)
     year = now.astimezone(drafting.timezone).year
     pattern = drafting.number_pattern
-    seq = await repository.next_number(conn, key=domain.sequence_key(pattern, year=year))
+    key = domain.sequence_key(pattern, year=year)
+    seq = await repository.take_number(conn, key=key)
     try:
         content = domain.draft(
             event,
@@ -97,59 +150,123 @@ async def on_order_approved(
         raise PermanentError(
             f"cannot draft a contract: {exc}", problems=exc.problems, code=refusals.INCOMPLETE_ORDER
         ) from exc
-
-    # Typeset here, inside the transaction and after the number is taken: the number is
-    # printed on every page and exists only once this transaction has taken it from the
-    # counter (a number taken in a transaction of its own would be lost, leaving a gap,
-    # whenever typesetting then failed). So a `contract.drafted` always has its document,
-    # and a template that fails rolls the number back with everything else; the message is
-    # retried and then dead-lettered with the template's error, to be replayed once the
-    # template is fixed. The price: the counter's row stays locked while the document is
-    # typeset (30 to 120 ms a contract, measured on two shared cores), which caps drafting
-    # at some 10 to 30 contracts a second per counter across all replicas: far above the
-    # rate at which orders are approved.
-    pdf = await drafting.renderer.render(content)
-    digest = domain.sha256(pdf)
-
     contract_id = uuid.uuid4()
-    await repository.add(conn, contract_id=contract_id, content=content, document_sha256=digest)
-    await repository.add_document(
+    await repository.add_pending(
         conn,
-        document_id=uuid.uuid4(),
         contract_id=contract_id,
-        kind=domain.DocumentKind.DRAFTED,
-        media_type=domain.PDF_MEDIA_TYPE,
-        file_name=None,
-        data=pdf,
-        sha256=digest,
-        at=now,
+        content=content,
+        key=key,
+        seq=seq,
+        delivery=delivery.stored() if delivery else None,
     )
-    superseded = await repository.supersede(
-        conn, order_id=event.order_id, before_revision=event.revision, by=contract_id, at=now
-    )
-    await outbox.enqueue(
-        conn,
-        ContractDrafted(
+    bound.info("contract numbered", contract_number=content.number)
+    return contract_id
+
+
+async def store_rendered(pool: Pool, pending: domain.PendingRender, pdf: bytes) -> bool:
+    """Store a typeset document and publish `contract.drafted`, in one short transaction;
+    False when another renderer stored it first (nothing is then written twice)."""
+    content, contract_id = pending.content, pending.contract_id
+    digest = domain.sha256(pdf)
+    async with transaction(pool) as conn:
+        if not await repository.take_pending(conn, contract_id=contract_id):
+            return False
+        # one order's contracts are stored one after the other, so that whichever revision
+        # is typeset last, the newest supersedes the others
+        await repository.lock_order(conn, order_id=content.order_id)
+        now = datetime.now(UTC)
+        await repository.add(conn, contract_id=contract_id, content=content, document_sha256=digest)
+        await repository.add_document(
+            conn,
+            document_id=uuid.uuid4(),
             contract_id=contract_id,
-            contract_number=content.number,
-            order_id=event.order_id,
-            revision=event.revision,
-            salesperson=content.salesperson,
-            customer_name=content.buyer.name,
-            currency=content.currency,
-            total=content.total,
-            drafted_at=now,
-        ),
-        exchange=topology.EVENTS,
-        correlation_id=event.order_id,
-    )
-    bound.info(
+            kind=domain.DocumentKind.DRAFTED,
+            media_type=domain.PDF_MEDIA_TYPE,
+            file_name=None,
+            data=pdf,
+            sha256=digest,
+            at=now,
+        )
+        superseded = await _supersede(conn, content, contract_id=contract_id, at=now)
+        await outbox.publish_event(
+            conn, _drafted(content, contract_id), correlation_id=content.order_id
+        )
+    log.info(
         "contract drafted",
+        order_id=str(content.order_id),
         contract_number=content.number,
         superseded=superseded,
         document_bytes=len(pdf),
     )
-    return contract_id
+    return True
+
+
+async def _supersede(
+    conn: Connection, content: domain.ContractContent, *, contract_id: uuid.UUID, at: datetime
+) -> list[str]:
+    """The newest revision's contract supersedes the order's earlier drafts; an earlier one
+    typeset after it (documents are typeset in parallel) is superseded as soon as drafted."""
+    newest_id, newest_revision = await repository.newest_of_order(conn, order_id=content.order_id)
+    if newest_id != contract_id:
+        by, before = newest_id, newest_revision
+    else:
+        by, before = contract_id, content.revision
+    return await repository.supersede(
+        conn, order_id=content.order_id, before_revision=before, by=by, at=at
+    )
+
+
+def _drafted(content: domain.ContractContent, contract_id: uuid.UUID) -> ContractDrafted:
+    return ContractDrafted(
+        contract_id=contract_id,
+        contract_number=content.number,
+        order_id=content.order_id,
+        revision=content.revision,
+        salesperson=content.salesperson,
+        customer_name=content.buyer.name,
+        currency=content.currency,
+        total=content.total,
+        drafted_at=content.drafted_at,
+    )
+
+
+async def render_failed(
+    pool: Pool,
+    pending: domain.PendingRender,
+    exc: BaseException,
+    *,
+    attempts: int,
+    dead_letter: DeadLetterSink,
+) -> None:
+    """A document that failed to typeset is tried again; after `attempts` tries the approval
+    is dead-lettered with the reason, as it would have been when typesetting still happened
+    in its transaction, the contract is dropped and its number handed back, for the next
+    draft to take."""
+    async with transaction(pool) as conn:
+        tried = await repository.render_failed(
+            conn, contract_id=pending.contract_id, retry_in=0.2 * 2**pending.attempts
+        )
+    bound = log.bind(contract_number=pending.content.number, attempts=tried)
+    if tried < attempts:
+        bound.warning("contract document failed to typeset, retrying", error=str(exc))
+        return
+    bound.error(
+        "contract document keeps failing to typeset; approval dead-lettered", error=str(exc)
+    )
+    delivery = Delivery.from_stored(pending.delivery)
+    if delivery is not None:
+        # first the dead letter, then the release: a crash between the two leaves the
+        # contract pending, to be tried (and dead-lettered) again; a dead letter sent twice
+        # is one approval again, which the inbox makes one contract
+        await dead_letter(delivery, exc)
+    async with transaction(pool) as conn:
+        if not await repository.take_pending(conn, contract_id=pending.contract_id):
+            return
+        await repository.release_number(conn, key=pending.number_key, seq=pending.number_seq)
+        if delivery is not None:
+            await repository.forget_delivery(
+                conn, consumer=APPROVALS_CONSUMER, message_id=delivery.message_id
+            )
 
 
 # --- the contract's life after drafting: sent, signed or voided ---------------------------
@@ -171,7 +288,7 @@ async def send(conn: Connection, *, contract_id: uuid.UUID, by: Actor, now: date
     """The contract went to the customer for signature."""
     row = await _act(conn, contract_id, domain.Action.SEND)
     await repository.mark_sent(conn, contract_id=contract_id, at=now, by=by["id"])
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         ContractSent(
             contract_id=contract_id,
@@ -181,7 +298,6 @@ async def send(conn: Connection, *, contract_id: uuid.UUID, by: Actor, now: date
             sent_at=now,
             sent_by=by["id"],
         ),
-        exchange=topology.EVENTS,
         correlation_id=row["order_id"],
     )
     log.info(
@@ -216,7 +332,7 @@ async def sign(
         at=now,
     )
     await repository.mark_signed(conn, contract_id=contract_id, at=now, signed_copy_sha256=digest)
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         ContractSigned(
             contract_id=contract_id,
@@ -226,7 +342,6 @@ async def sign(
             signed_at=now,
             signed_copy_sha256=digest,
         ),
-        exchange=topology.EVENTS,
         correlation_id=row["order_id"],
     )
     log.info(
@@ -245,7 +360,7 @@ async def void(
     """The contract will not be signed."""
     row = await _act(conn, contract_id, domain.Action.VOID)
     await repository.mark_voided(conn, contract_id=contract_id, at=now, reason=reason, by=by["id"])
-    await outbox.enqueue(
+    await outbox.publish_event(
         conn,
         ContractVoided(
             contract_id=contract_id,
@@ -256,7 +371,6 @@ async def void(
             reason=reason,
             voided_by=by["id"],
         ),
-        exchange=topology.EVENTS,
         correlation_id=row["order_id"],
     )
     log.info(

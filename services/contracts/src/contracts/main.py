@@ -14,6 +14,7 @@ from orderflow.service import ServiceRuntime
 
 from .adapters.documents import TypstRenderer
 from .entrypoints import bus, http
+from .entrypoints.renderer import RenderWorker
 from .settings import Settings
 
 SERVICE = "contracts"
@@ -39,14 +40,25 @@ def create_app(settings: Settings | None = None, renderer: TypstRenderer | None 
         "gaps, and follows it to signature.",
     )
     app.include_router(http.router)
+    http.install_error_handlers(app)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # every template is typeset once before the service consumes anything: an edited
         # template with a mistake, or missing fonts, stop the start instead of every draft
         await asyncio.to_thread(renderer.check)
-        async with runtime.lifespan(app):
-            yield
+        # documents are typeset on one worker process per core, outside any transaction
+        renderer.start_workers()
+        try:
+            async with runtime.lifespan(app):
+                worker = RenderWorker(runtime, renderer, capacity=2 * renderer.workers)
+                worker.start()
+                try:
+                    yield
+                finally:
+                    await worker.stop()
+        finally:
+            renderer.close()
 
     app.router.lifespan_context = lifespan
     return app

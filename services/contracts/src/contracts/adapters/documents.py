@@ -26,6 +26,7 @@ from prometheus_client import Histogram
 from orderflow.messages import Language, OrderType, Salesperson
 
 from .. import domain
+from .rendering import RenderPool
 
 log = structlog.get_logger(__name__)
 
@@ -129,6 +130,7 @@ class TypstRenderer:
         self.timezone = timezone
         self._fonts: typst.Fonts | None = None
         self._lock = threading.Lock()
+        self._pool: RenderPool | None = None
 
     def fonts(self) -> typst.Fonts:
         with self._lock:
@@ -141,6 +143,15 @@ class TypstRenderer:
                     font_paths=[str(d) for d in self.font_dirs],
                 )
             return self._fonts
+
+    def __getstate__(self) -> dict[str, Any]:
+        # sent to a worker process without its fonts and lock: each process loads its own
+        state = dict(self.__dict__)
+        state.update(_fonts=None, _lock=None, _pool=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def _compile(self, content: domain.ContractContent) -> tuple[bytes, list[str]]:
         name = template_name(content.order_type, content.language)
@@ -169,8 +180,28 @@ class TypstRenderer:
         return pdf
 
     async def render(self, content: domain.ContractContent) -> bytes:
-        """The contract as PDF; typesetting is CPU work, so it runs off the event loop."""
+        """The contract as PDF; typesetting is CPU work, so it runs off the event loop: on
+        the worker processes once started, else on a thread."""
+        if self._pool is not None:
+            return await self._pool.render(content)
         return await asyncio.to_thread(self.render_sync, content)
+
+    def start_workers(self, workers: int | None = None) -> None:
+        """Typeset on `workers` processes (default: one per core) from now on."""
+        if self._pool is None:
+            twin = TypstRenderer(
+                template_dir=self.template_dir, font_dirs=self.font_dirs, timezone=self.timezone
+            )
+            self._pool = RenderPool(twin, workers=workers)
+
+    @property
+    def workers(self) -> int:
+        return self._pool.workers if self._pool is not None else 1
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def check(self) -> None:
         """Typeset every template once with a specimen contract; RenderError saying what is
@@ -195,7 +226,8 @@ class TypstRenderer:
 
 
 def specimen(order_type: OrderType, language: Language) -> domain.ContractContent:
-    """A contract with every clause filled in (in both scripts), to try a template with."""
+    """A contract with every clause filled in (in both scripts), to try a template with.
+    Longer than most functions: it is one literal, every clause of a contract."""
     drafted = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     return domain.ContractContent(
         number="SPECIMEN-1",

@@ -8,7 +8,17 @@ from uuid import UUID
 
 from orderflow.db import Connection, Pool
 
-from ..domain import SUPERSEDABLE, ContractContent, ContractStatus, DocumentKind, stored
+from ..domain import (
+    SUPERSEDABLE,
+    ContractContent,
+    ContractStatus,
+    DocumentKind,
+    PendingRender,
+    stored,
+)
+
+#: Notified when a contract waits to be typeset.
+RENDER_CHANNEL = "contracts_render"
 
 _COLUMNS = """id, number, order_id, revision, status, content, content_version, language,
               salesperson_id, currency, total, drafted_at, status_changed_at, superseded_by,
@@ -23,8 +33,12 @@ async def lock_order(conn: Connection, *, order_id: UUID) -> None:
 
 
 async def revisions(conn: Connection, *, order_id: UUID) -> list[int]:
-    """The revisions of the order that already have a contract."""
-    rows = await conn.fetch("SELECT revision FROM contracts WHERE order_id = $1", order_id)
+    """The revisions of the order that already have a contract, typeset or not."""
+    rows = await conn.fetch(
+        """SELECT revision FROM contracts WHERE order_id = $1
+           UNION ALL SELECT revision FROM contract_renders WHERE order_id = $1""",
+        order_id,
+    )
     return [int(r["revision"]) for r in rows]
 
 
@@ -41,6 +55,124 @@ async def next_number(conn: Connection, *, key: int) -> int:
         key,
     )
     return seq
+
+
+async def take_number(conn: Connection, *, key: int) -> int:
+    """The lowest number handed back to the counter, else the counter's next one; either
+    way inside the caller's (short) transaction, so a rollback gives the number back."""
+    released: int | None = await conn.fetchval(
+        """DELETE FROM contract_numbers_released
+           WHERE (year, seq) = (SELECT year, seq FROM contract_numbers_released
+                                WHERE year = $1 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+           RETURNING seq""",
+        key,
+    )
+    return released if released is not None else await next_number(conn, key=key)
+
+
+async def release_number(conn: Connection, *, key: int, seq: int) -> None:
+    await conn.execute(
+        "INSERT INTO contract_numbers_released (year, seq) VALUES ($1, $2)", key, seq
+    )
+
+
+async def add_pending(
+    conn: Connection,
+    *,
+    contract_id: UUID,
+    content: ContractContent,
+    key: int,
+    seq: int,
+    delivery: dict[str, Any] | None,
+) -> None:
+    """A numbered contract whose document is still to be typeset."""
+    await conn.execute(
+        """INSERT INTO contract_renders (id, number, order_id, revision, content, number_key,
+                                         number_seq, delivery)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        contract_id,
+        content.number,
+        content.order_id,
+        content.revision,
+        stored(content),
+        key,
+        seq,
+        delivery,
+    )
+    # heard by every replica's renderer once this transaction commits
+    await conn.execute("SELECT pg_notify($1, '')", RENDER_CHANNEL)
+
+
+async def claim_renders(pool: Pool, *, limit: int, lease_seconds: float) -> list[PendingRender]:
+    """Up to `limit` contracts waiting for their document, leased to the caller; replicas
+    skip each other's rows, and take a lease over once it has run out (a crashed renderer)."""
+    rows = await pool.fetch(
+        """UPDATE contract_renders SET claimed_until = now() + make_interval(secs => $2)
+           WHERE id IN (SELECT id FROM contract_renders
+                        WHERE claimed_until IS NULL OR claimed_until < now()
+                        ORDER BY number LIMIT $1 FOR UPDATE SKIP LOCKED)
+           RETURNING id, content, attempts, number_key, number_seq, delivery""",
+        limit,
+        lease_seconds,
+    )
+    return [
+        PendingRender(
+            contract_id=r["id"],
+            content=ContractContent.model_validate(r["content"]),
+            attempts=int(r["attempts"]),
+            number_key=int(r["number_key"]),
+            number_seq=int(r["number_seq"]),
+            delivery=r["delivery"],
+        )
+        for r in rows
+    ]
+
+
+async def release_leases(pool: Pool, *, contract_ids: list[UUID]) -> None:
+    """Give claimed renders back at once (a clean stop), rather than after their lease."""
+    await pool.execute(
+        "UPDATE contract_renders SET claimed_until = NULL WHERE id = ANY($1::uuid[])",
+        contract_ids,
+    )
+
+
+async def take_pending(conn: Connection, *, contract_id: UUID) -> bool:
+    """Remove a contract from those waiting for their document, in the transaction that
+    stores it or gives it up; False when it is not waiting any more (another replica, whose
+    lease had run out, stored it first)."""
+    taken = await conn.fetchval(
+        "DELETE FROM contract_renders WHERE id = $1 RETURNING true", contract_id
+    )
+    return bool(taken)
+
+
+async def render_failed(conn: Connection, *, contract_id: UUID, retry_in: float) -> int:
+    """Count a failed typesetting and let the contract be tried again after `retry_in` s."""
+    attempts: int = await conn.fetchval(
+        """UPDATE contract_renders SET attempts = attempts + 1,
+                                       claimed_until = now() + make_interval(secs => $2)
+           WHERE id = $1 RETURNING attempts""",
+        contract_id,
+        retry_in,
+    )
+    return attempts
+
+
+async def forget_delivery(conn: Connection, *, consumer: str, message_id: str) -> None:
+    """Take the approval out of the inbox, so that its dead letter, once replayed, drafts."""
+    await conn.execute(
+        "DELETE FROM inbox WHERE consumer = $1 AND message_id = $2", consumer, message_id
+    )
+
+
+async def newest_of_order(conn: Connection, *, order_id: UUID) -> tuple[UUID, int]:
+    """The id and revision of the order's latest drafted contract."""
+    row = await conn.fetchrow(
+        "SELECT id, revision FROM contracts WHERE order_id = $1 ORDER BY revision DESC LIMIT 1",
+        order_id,
+    )
+    assert row is not None, "called for an order with a contract"
+    return row["id"], int(row["revision"])
 
 
 async def add(

@@ -26,8 +26,10 @@ def register(runtime: ServiceRuntime, renderer: handlers.Renderer) -> None:
         renderer=renderer,
     )
 
-    async def order_approved(conn: Connection, event: OrderApproved, _: Delivery) -> None:
-        """Draft the contract of the approved revision."""
-        await handlers.on_order_approved(conn, event, drafting=drafting)
+    async def order_approved(conn: Connection, event: OrderApproved, delivery: Delivery) -> None:
+        """Number the contract of the approved revision; its document is typeset after."""
+        await handlers.on_order_approved(
+            conn, event, drafting=drafting, delivery=handlers.Delivery.of(delivery)
+        )
 
     runtime.consume(topology.CONTRACTS_APPROVED, order_approved)

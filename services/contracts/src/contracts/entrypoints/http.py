@@ -16,7 +16,7 @@ from urllib.parse import quote
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.datastructures import UploadFile
 
@@ -24,7 +24,13 @@ from orderflow import limits
 from orderflow.auth import AUTH_RESPONSES, Caller, forbidden, require
 from orderflow.auth.identity import CONTRACTS_READ, CONTRACTS_WRITE, SALES_MANAGER, SALESPERSON
 from orderflow.db import Pool, transaction
-from orderflow.http import PROBLEM_RESPONSES, FieldProblem, Problem, ProblemDetails
+from orderflow.http import (
+    PROBLEM_RESPONSES,
+    FieldProblem,
+    Problem,
+    ProblemDetails,
+    problem_response,
+)
 from orderflow.messages import Language
 from orderflow.messages.base import Chars, Timestamp
 
@@ -111,6 +117,15 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+DbPool = Annotated[Pool, Depends(_pool)]
+ServiceSettings = Annotated[Settings, Depends(_settings)]
+Now = Annotated[datetime, Depends(_now)]
+
+
 def _contract(row: dict[str, Any]) -> Contract:
     base = f"{API}/contracts/{row['id']}"
     document = signed = None
@@ -128,6 +143,46 @@ def _not_found(exc: handlers.ContractNotFound | handlers.DocumentNotFound) -> Pr
         else "Contract document not found"
     )
     return Problem(404, title, str(exc), type_="urn:orderflow:problem:not-found")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """What the handlers raise, answered the same way by every route: registered once."""
+
+    async def not_found(
+        request: Request, exc: handlers.ContractNotFound | handlers.DocumentNotFound
+    ) -> Response:
+        return problem_response(_not_found(exc), request)
+
+    async def conflict(request: Request, exc: domain.InvalidTransition) -> Response:
+        return problem_response(_conflict(exc), request)
+
+    async def corrupt(request: Request, exc: domain.DocumentCorrupt) -> Response:
+        return problem_response(_corrupt(request, exc), request)
+
+    app.add_exception_handler(handlers.ContractNotFound, not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(handlers.DocumentNotFound, not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(domain.InvalidTransition, conflict)  # type: ignore[arg-type]
+    app.add_exception_handler(domain.DocumentCorrupt, corrupt)  # type: ignore[arg-type]
+
+
+def _corrupt(request: Request, exc: domain.DocumentCorrupt) -> Problem:
+    contract_id = request.path_params.get("contract_id")
+    kind = "signed copy" if request.url.path.endswith("/signed-copy") else "drafted"
+    log.error(
+        "stored contract document does not match its hash; not served",
+        contract_id=str(contract_id),
+        kind=kind.replace(" ", "_"),
+        expected_sha256=exc.expected,
+        actual_sha256=exc.actual,
+    )
+    return Problem(
+        500,
+        "Stored document is corrupt",
+        f"the stored {kind} of contract {contract_id} does not "
+        "match the SHA-256 recorded when it was stored, so it is not served; "
+        "operations have been alerted by the service log",
+        type_="urn:orderflow:problem:document-corrupt",
+    )
 
 
 def _missing(contract_id: UUID) -> Problem:
@@ -229,28 +284,7 @@ def content_disposition(file_name: str) -> str:
 
 
 async def _serve(request: Request, contract_id: UUID, kind: DocumentKind) -> Response:
-    try:
-        document = await handlers.stored_document(
-            _pool(request), contract_id=contract_id, kind=kind
-        )
-    except (handlers.ContractNotFound, handlers.DocumentNotFound) as exc:
-        raise _not_found(exc) from exc
-    except domain.DocumentCorrupt as exc:
-        log.error(
-            "stored contract document does not match its hash; not served",
-            contract_id=str(contract_id),
-            kind=kind.value,
-            expected_sha256=exc.expected,
-            actual_sha256=exc.actual,
-        )
-        raise Problem(
-            500,
-            "Stored document is corrupt",
-            f"the stored {kind.value.replace('_', ' ')} of contract {contract_id} does not "
-            "match the SHA-256 recorded when it was stored, so it is not served; "
-            "operations have been alerted by the service log",
-            type_="urn:orderflow:problem:document-corrupt",
-        ) from exc
+    document = await handlers.stored_document(_pool(request), contract_id=contract_id, kind=kind)
     suffix = "-signed" if kind is DocumentKind.SIGNED_COPY else ""
     return Response(
         document.data,
@@ -286,40 +320,31 @@ async def download_signed_copy(request: Request, caller: Reader, contract_id: UU
 
 
 @router.post("/contracts/{contract_id}/send", responses={**NOT_FOUND, **CONFLICT})
-async def send_contract(request: Request, caller: Sender, contract_id: UUID) -> Contract:
+async def send_contract(
+    request: Request, caller: Sender, contract_id: UUID, pool: DbPool, now: Now
+) -> Contract:
     """Record that the drafted contract went to the customer for signature (by the caller)."""
     await _changeable(request, caller, contract_id)
-    try:
-        async with transaction(_pool(request)) as conn:
-            await handlers.send(
-                conn, contract_id=contract_id, by=caller.audit(), now=datetime.now(UTC)
-            )
-    except handlers.ContractNotFound as exc:
-        raise _not_found(exc) from exc
-    except domain.InvalidTransition as exc:
-        raise _conflict(exc) from exc
+    async with transaction(pool) as conn:
+        await handlers.send(conn, contract_id=contract_id, by=caller.audit(), now=now)
     return await _reload(request, contract_id)
 
 
 @router.post("/contracts/{contract_id}/void", responses={**NOT_FOUND, **CONFLICT})
 async def void_contract(
-    request: Request, caller: Voider, contract_id: UUID, command: VoidContract
+    request: Request,
+    caller: Voider,
+    contract_id: UUID,
+    command: VoidContract,
+    pool: DbPool,
+    now: Now,
 ) -> Contract:
     """Void a contract that will not be signed, saying why (by the caller)."""
     await _changeable(request, caller, contract_id, managers_only=True)
-    try:
-        async with transaction(_pool(request)) as conn:
-            await handlers.void(
-                conn,
-                contract_id=contract_id,
-                reason=command.reason,
-                by=caller.audit(),
-                now=datetime.now(UTC),
-            )
-    except handlers.ContractNotFound as exc:
-        raise _not_found(exc) from exc
-    except domain.InvalidTransition as exc:
-        raise _conflict(exc) from exc
+    async with transaction(pool) as conn:
+        await handlers.void(
+            conn, contract_id=contract_id, reason=command.reason, by=caller.audit(), now=now
+        )
     return await _reload(request, contract_id)
 
 
@@ -395,25 +420,26 @@ async def _read_upload(request: Request, limit: int) -> tuple[bytes, str | None]
     },
 )
 async def upload_signed_copy(
-    request: Request, response: Response, caller: Sender, contract_id: UUID
+    request: Request,
+    response: Response,
+    caller: Sender,
+    contract_id: UUID,
+    pool: DbPool,
+    settings: ServiceSettings,
+    now: Now,
 ) -> Contract:
     """Upload the copy the customer signed: its SHA-256 is recorded and the contract is signed."""
     # checked before the upload is read: a refused caller's bytes are never taken in
     await _changeable(request, caller, contract_id)
-    data, file_name = await _read_upload(request, _settings(request).signed_copy_max_bytes)
-    try:
-        async with transaction(_pool(request)) as conn:
-            await handlers.sign(
-                conn,
-                contract_id=contract_id,
-                signed_copy=data,
-                file_name=file_name,
-                by=caller.audit(),
-                now=datetime.now(UTC),
-            )
-    except handlers.ContractNotFound as exc:
-        raise _not_found(exc) from exc
-    except domain.InvalidTransition as exc:
-        raise _conflict(exc) from exc
+    data, file_name = await _read_upload(request, settings.signed_copy_max_bytes)
+    async with transaction(pool) as conn:
+        await handlers.sign(
+            conn,
+            contract_id=contract_id,
+            signed_copy=data,
+            file_name=file_name,
+            by=caller.audit(),
+            now=now,
+        )
     response.headers["Location"] = f"{API}/contracts/{contract_id}/signed-copy"
     return await _reload(request, contract_id)
