@@ -233,8 +233,8 @@ async def get_delivery(pool: PoolDep, caller: Operator, delivery_id: UUID) -> De
 
 @router.post("/deliveries/{delivery_id}/retry", status_code=202, tags=["deliveries"])
 async def retry_delivery(pool: PoolDep, caller: Operator, delivery_id: UUID) -> Delivery:
-    """Send a failed delivery again, now, with a fresh set of attempts (409 when it is not
-    failed: see `install`)."""
+    """Send a failed delivery again, now, with a fresh set of attempts."""
+    # one that is not failed is answered 409 by the handler `install` registers
     retried = await handlers.retry_delivery(pool, delivery_id=delivery_id)
     if retried is None:
         raise _delivery_not_found(delivery_id)
