@@ -1,12 +1,10 @@
 """Who hears of a review, without broker or database: the handlers with the real contacts
-directory and templates, and a fake store in place of PostgreSQL."""
+directory and templates, and the in-memory store in place of PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -14,6 +12,8 @@ from notifier import domain, handlers
 from notifier.adapters.templates import Templates
 from notifier.contacts import ContactsFile, Directory
 from orderflow.messages import ReviewEscalated, ReviewOverdue, ReviewSent
+
+from .fakes import FakeStore
 
 CONTACTS = {
     "people": [
@@ -29,43 +29,13 @@ CONTACTS = {
 }
 
 
-@dataclass
-class Store:
-    """What `repository.add` would keep: one notification per (event, recipient, channel)."""
-
-    rows: dict[tuple[str, str, str], domain.Notice] = field(default_factory=dict)
-    delivered: list[str] = field(default_factory=list)
-
-    async def add(
-        self, conn: Any, *, event_id: str, notice: domain.Notice, recipient_name: str | None
-    ) -> dict[str, Any] | None:
-        key = (event_id, notice.recipient, notice.channel)
-        if key in self.rows:
-            return None
-        self.rows[key] = notice
-        status = "delivered" if notice.channel == domain.INBOX else "pending"
-        return {"status": status, "id": key}
-
-    async def delivered_event(self, conn: Any, row: dict[str, Any]) -> None:
-        self.delivered.append(row["id"][1])
-
-    def notices(self, recipient: str | None = None) -> list[domain.Notice]:
-        return [n for n in self.rows.values() if recipient is None or n.recipient == recipient]
-
-    def who(self) -> list[tuple[str, str]]:
-        return sorted((n.recipient, n.channel) for n in self.rows.values())
+@pytest.fixture
+def store() -> FakeStore:
+    return FakeStore()
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> Store:
-    fake = Store()
-    monkeypatch.setattr(handlers.repository, "add", fake.add)
-    monkeypatch.setattr(handlers, "_delivered_event", fake.delivered_event)
-    return fake
-
-
-@pytest.fixture
-def deps() -> handlers.Notifying:
+def deps(store: FakeStore) -> handlers.Notifying:
     templates = Templates()
     templates.check()
     return handlers.Notifying(
@@ -73,6 +43,7 @@ def deps() -> handlers.Notifying:
         templates=templates,
         console="http://console.example",
         email_enabled=True,
+        store=store,
     )
 
 
@@ -105,7 +76,7 @@ def escalated(department: str = "finance", escalate_to: str = "finance.head") ->
 
 
 async def test_a_sent_review_reaches_the_departments_contacts_only(
-    store: Store, deps: handlers.Notifying
+    store: FakeStore, deps: handlers.Notifying
 ) -> None:
     event = sent()
     await handlers.on_review_sent(None, event, event_id="m1", deps=deps)  # type: ignore[arg-type]
@@ -122,7 +93,7 @@ async def test_a_sent_review_reaches_the_departments_contacts_only(
 
 
 async def test_a_review_without_a_deadline_and_in_english(
-    store: Store, deps: handlers.Notifying
+    store: FakeStore, deps: handlers.Notifying
 ) -> None:
     event = sent("production", due_at=None)
     await handlers.on_review_sent(None, event, event_id="m1", deps=deps)  # type: ignore[arg-type]
@@ -133,14 +104,14 @@ async def test_a_review_without_a_deadline_and_in_english(
 
 
 async def test_a_department_without_contacts_hears_nothing(
-    store: Store, deps: handlers.Notifying
+    store: FakeStore, deps: handlers.Notifying
 ) -> None:
     await handlers.on_review_sent(None, sent("technical"), event_id="m1", deps=deps)  # type: ignore[arg-type]
     assert store.who() == []
 
 
 async def test_overdue_reminds_the_contacts_and_leaves_escalation_to_later(
-    store: Store, deps: handlers.Notifying
+    store: FakeStore, deps: handlers.Notifying
 ) -> None:
     event = ReviewOverdue(
         review_id=uuid.uuid4(), order_id=uuid.uuid4(), revision=1, department="finance", due_at=DUE
@@ -152,7 +123,7 @@ async def test_overdue_reminds_the_contacts_and_leaves_escalation_to_later(
 
 
 async def test_an_escalation_reaches_the_escalation_contacts_and_the_policys(
-    store: Store, deps: handlers.Notifying
+    store: FakeStore, deps: handlers.Notifying
 ) -> None:
     event = escalated()
     await handlers.on_review_escalated(None, event, event_id="m1", deps=deps)  # type: ignore[arg-type]
@@ -171,7 +142,7 @@ async def test_an_escalation_reaches_the_escalation_contacts_and_the_policys(
 
 
 async def test_an_escalation_is_told_once_however_often_it_arrives(
-    store: Store, deps: handlers.Notifying
+    store: FakeStore, deps: handlers.Notifying
 ) -> None:
     event = escalated("production", escalate_to="li.qiang")
     for _ in range(3):

@@ -185,9 +185,6 @@ class ServiceSettings(BaseSettings):
     graceful_timeout: float = Field(
         default=20.0, gt=0, description="Seconds in-flight messages get to finish on shutdown"
     )
-    console_base_url: str = Field(
-        default="http://127.0.0.1:8000", description="Base URL of the console, for deep links"
-    )
 
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="Sign-in, from ORDERFLOW_AUTH_* (all services)"

@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import structlog
 from prometheus_client import Counter
 
-from orderflow import limits, outbox, topology
+from orderflow import limits, outbox
 from orderflow.db import Connection, Pool
 from orderflow.logging import redact
 from orderflow.messages import (
@@ -35,6 +34,8 @@ from .adapters import repository
 from .adapters.outgoing import Channel, Outgoing, SendError
 from .adapters.templates import Rendered, Templates
 from .contacts import Directory
+from .records import DELIVERED, Delivery
+from .store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +60,8 @@ class Notifying:
     email_enabled: bool
     #: people already named in the "no email address configured" hint (once per process)
     hinted: set[str] = field(default_factory=set, compare=False)
+    #: where notifications are kept: PostgreSQL, or memory in a unit test
+    store: Store = field(default_factory=repository.PostgresStore, compare=False)
 
     @property
     def webhooks(self) -> list[str]:
@@ -121,14 +124,14 @@ async def _notify(
             not_before=r.not_before,
             data=domain.event_data(ctx),
         )
-        row = await repository.add(
+        kept = await deps.store.add(
             conn, event_id=event_id, notice=notice, recipient_name=person.name
         )
-        if row is None:
+        if kept is None:
             continue  # this event was already turned into this notification
-        if row["status"] == repository.DELIVERED:
+        if kept.status == DELIVERED:
             # the in-app inbox is delivered the moment the row is committed
-            await _delivered_event(conn, row)
+            await deps.store.publish(conn, delivered_event(kept), correlation_id=kept.order_id)
 
 
 async def _notify_salesperson(
@@ -314,19 +317,14 @@ async def on_review_escalated(
 # --- deliveries out ----------------------------------------------------------------------
 
 
-async def _delivered_event(conn: Connection, row: asyncpg.Record) -> None:
-    await outbox.enqueue(
-        conn,
-        NotificationDelivered(
-            notification_id=row["id"],
-            order_id=row["order_id"],
-            recipient=row["recipient"],
-            channel=row["channel"],
-            event_type=row["event_type"],
-            delivered_at=row["delivered_at"] or datetime.now(UTC),
-        ),
-        exchange=topology.EVENTS,
-        correlation_id=row["order_id"],
+def delivered_event(delivery: Delivery) -> NotificationDelivered:
+    return NotificationDelivered(
+        notification_id=delivery.id,
+        order_id=delivery.order_id,
+        recipient=delivery.recipient,
+        channel=delivery.channel,
+        event_type=delivery.event_type,
+        delivered_at=delivery.delivered_at or datetime.now(UTC),
     )
 
 
@@ -337,21 +335,20 @@ def _error_text(error: str | None) -> str:
     return text[: limits.TEXT].strip() or "failed"
 
 
-async def _failed_event(conn: Connection, row: asyncpg.Record) -> None:
-    await outbox.enqueue(
-        conn,
-        NotificationFailed(
-            notification_id=row["id"],
-            order_id=row["order_id"],
-            recipient=row["recipient"],
-            channel=row["channel"],
-            event_type=row["event_type"],
-            error=_error_text(row["last_error"]),
-            failed_at=row["failed_at"] or datetime.now(UTC),
-        ),
-        exchange=topology.EVENTS,
-        correlation_id=row["order_id"],
+def failed_event(delivery: Delivery) -> NotificationFailed:
+    return NotificationFailed(
+        notification_id=delivery.id,
+        order_id=delivery.order_id,
+        recipient=delivery.recipient,
+        channel=delivery.channel,
+        event_type=delivery.event_type,
+        error=_error_text(delivery.last_error),
+        failed_at=delivery.failed_at or datetime.now(UTC),
     )
+
+
+async def _publish(conn: Connection, event: NotificationDelivered | NotificationFailed) -> None:
+    await outbox.publish_event(conn, event, correlation_id=event.order_id)
 
 
 async def deliver_next(pool: Pool, channel: Channel, *, policy: DeliveryPolicy) -> bool:
@@ -363,8 +360,8 @@ async def deliver_next(pool: Pool, channel: Channel, *, policy: DeliveryPolicy) 
     with the same delivery id for the receiver to de-duplicate.
     """
     async with pool.acquire() as conn, conn.transaction():
-        row = await repository.next_due(conn, channel=channel.name)
-        if row is None:
+        due = await repository.next_due(conn, channel=channel.name)
+        if due is None:
             return False
         if channel.rate_limit is not None and channel.rate_key is not None:
             await repository.lock_target(conn, target=channel.rate_key)
@@ -377,62 +374,75 @@ async def deliver_next(pool: Pool, channel: Channel, *, policy: DeliveryPolicy) 
             )
             if free_at is not None:
                 # over the robot's limit: the message waits its turn, it is never dropped
-                await repository.postpone(conn, delivery_id=row["id"], until=free_at)
+                await repository.postpone(conn, delivery_id=due.id, until=free_at)
                 DELIVERIES.labels(channel.name, "rate_limited").inc()
                 return True
-            await repository.take_slot(conn, target=channel.rate_key, delivery_id=row["id"])
-        attempt = await repository.start_sending(conn, delivery_id=row["id"], lease=policy.lease)
+            await repository.take_slot(conn, target=channel.rate_key, delivery_id=due.id)
+        attempt = await repository.start_sending(conn, delivery_id=due.id, lease=policy.lease)
 
-    message = Outgoing.from_row(row)
-    error: SendError | None = None
+    error = await _send(channel, Outgoing.of(due), timeout=policy.timeout)
+    async with pool.acquire() as conn, conn.transaction():
+        outcome = await _settle(conn, channel, due.id, attempt=attempt, error=error, policy=policy)
+    DELIVERIES.labels(channel.name, outcome).inc()
+    return True
+
+
+async def _send(channel: Channel, message: Outgoing, *, timeout: float) -> SendError | None:
+    """The send's failure, if it failed, in words fit to store and log; None when sent."""
     try:
-        async with asyncio.timeout(policy.timeout):
+        async with asyncio.timeout(timeout):
             await channel.send(message)
+        return None
     except SendError as exc:
         error = exc
     except TimeoutError:
-        error = SendError(f"no answer within {policy.timeout:g}s")
+        error = SendError(f"no answer within {timeout:g}s")
     except Exception as exc:  # a fault of ours while sending: retried like any other
         log.exception("sending failed unexpectedly", delivery_id=str(message.id))
         error = SendError(f"unexpected {type(exc).__name__}")
-    if error is not None:
-        # what is stored and logged: short, and without any secret the text may hold
-        error = SendError(
-            redact(str(error))[:ERROR_MAX],
-            permanent=error.permanent,
-            retry_after=error.retry_after,
-        )
+    # what is stored and logged: short, and without any secret the text may hold
+    return SendError(
+        redact(str(error))[:ERROR_MAX], permanent=error.permanent, retry_after=error.retry_after
+    )
 
-    async with pool.acquire() as conn, conn.transaction():
-        if channel.rate_key is not None:
-            await repository.finish_slot(conn, delivery_id=message.id)
-        if error is None:
-            done = await repository.mark_delivered(conn, delivery_id=message.id, attempt=attempt)
-            if done is not None:
-                await _delivered_event(conn, done)
-            DELIVERIES.labels(channel.name, "delivered").inc()
-            return True
-        bound = log.bind(delivery_id=str(message.id), channel=channel.name, attempt=attempt)
-        if error.permanent or attempt >= policy.max_attempts:
-            failed = await repository.mark_failed(
-                conn, delivery_id=message.id, attempt=attempt, error=str(error)
-            )
-            if failed is not None:
-                await _failed_event(conn, failed)
-                bound.warning("delivery failed", error=str(error), permanent=error.permanent)
-            DELIVERIES.labels(channel.name, "failed").inc()
-            return True
-        delay = (
-            min(error.retry_after, policy.backoff_max)
-            if error.retry_after is not None
-            else domain.retry_delay(attempt, base=policy.backoff_base, cap=policy.backoff_max)
+
+async def _settle(
+    conn: Connection,
+    channel: Channel,
+    delivery_id: UUID,
+    *,
+    attempt: int,
+    error: SendError | None,
+    policy: DeliveryPolicy,
+) -> str:
+    """Record how the attempt went: delivered, failed for good, or retried later; the
+    outcome's name (for the metric)."""
+    if channel.rate_key is not None:
+        await repository.finish_slot(conn, delivery_id=delivery_id)
+    if error is None:
+        done = await repository.mark_delivered(conn, delivery_id=delivery_id, attempt=attempt)
+        if done is not None:
+            await _publish(conn, delivered_event(done))
+        return "delivered"
+    bound = log.bind(delivery_id=str(delivery_id), channel=channel.name, attempt=attempt)
+    if error.permanent or attempt >= policy.max_attempts:
+        failed = await repository.mark_failed(
+            conn, delivery_id=delivery_id, attempt=attempt, error=str(error)
         )
-        await repository.schedule_retry(
-            conn, delivery_id=message.id, attempt=attempt, delay=delay, error=str(error)
-        )
-        bound.info("delivery will be retried", error=str(error), retry_in=round(delay, 3))
-        DELIVERIES.labels(channel.name, "retried").inc()
-    return True
+        if failed is not None:
+            await _publish(conn, failed_event(failed))
+            bound.warning("delivery failed", error=str(error), permanent=error.permanent)
+        return "failed"
+    delay = (
+        min(error.retry_after, policy.backoff_max)
+        if error.retry_after is not None
+        else domain.retry_delay(attempt, base=policy.backoff_base, cap=policy.backoff_max)
+    )
+    await repository.schedule_retry(
+        conn, delivery_id=delivery_id, attempt=attempt, delay=delay, error=str(error)
+    )
+    bound.info("delivery will be retried", error=str(error), retry_in=round(delay, 3))
+    return "retried"
 
 
 #: How long a delivery on a channel this replica does not have waits before it is failed:
@@ -446,32 +456,35 @@ async def fail_unroutable(
     """Mark failed the deliveries of channels this service does not have (a robot taken
     out of the contacts file): visible and re-triable, instead of pending for ever."""
     async with pool.acquire() as conn, conn.transaction():
-        rows = await repository.unroutable(conn, channels=channels, overdue_for=overdue_for)
-        for row in rows:
+        stranded = await repository.unroutable(conn, channels=channels, overdue_for=overdue_for)
+        for delivery in stranded:
             failed = await repository.mark_failed(
                 conn,
-                delivery_id=row["id"],
+                delivery_id=delivery.id,
                 attempt=None,
-                error=f"channel {row['channel']} is not configured on this service",
+                error=f"channel {delivery.channel} is not configured on this service",
             )
             if failed is not None:
-                await _failed_event(conn, failed)
-    return len(rows)
+                await _publish(conn, failed_event(failed))
+    return len(stranded)
 
 
 class NotRetriable(Exception):
-    def __init__(self, status: str) -> None:
-        super().__init__(status)
+    """Only a failed delivery is retried; this one is `status`."""
+
+    def __init__(self, delivery_id: UUID, status: str) -> None:
+        super().__init__(f"{delivery_id} is {status}")
+        self.delivery_id = delivery_id
         self.status = status
 
 
-async def retry_delivery(pool: Pool, *, delivery_id: UUID) -> dict[str, Any] | None:
+async def retry_delivery(pool: Pool, *, delivery_id: UUID) -> Delivery | None:
     """An operator's retry of a failed delivery; None when there is no such delivery."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await repository.retry(conn, delivery_id=delivery_id)
-        if row is not None:
-            return dict(row)
+        retried = await repository.retry(conn, delivery_id=delivery_id)
+        if retried is not None:
+            return retried
         current = await repository.delivery(conn, delivery_id=delivery_id)
     if current is None:
         return None
-    raise NotRetriable(current["status"])
+    raise NotRetriable(delivery_id, current.status)

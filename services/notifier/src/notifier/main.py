@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Tells salespeople and reviewers what happened to their orders: in-app "
         "inbox, email and chat robots, delivered with retries.",
     )
-    app.include_router(http.router)
+    http.install(app)
 
     def channels() -> Sequence[Channel]:
         # built at start, not here: each robot's HTTP client belongs to the running loop

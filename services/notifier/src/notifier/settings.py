@@ -35,6 +35,12 @@ class Settings(ServiceSettings):
 
     http_port: int = 8003
 
+    # the notifier's alone (the links in its notifications), read as NOTIFIER_CONSOLE_BASE_URL
+    # as it was when every service had it
+    console_base_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL of the console, for deep links"
+    )
+
     contacts_file: Path | None = Field(
         default=None,
         description="TOML or JSON file of people, departments and chat robots; "

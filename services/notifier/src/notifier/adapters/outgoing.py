@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from ..records import Delivery
 from ..settings import RateLimit
 
 
@@ -32,25 +33,8 @@ class Outgoing:
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: Any) -> Outgoing:
-        return cls(
-            id=row["id"],
-            event_id=row["event_id"],
-            event_type=row["event_type"],
-            recipient=row["recipient"],
-            recipient_name=row["recipient_name"],
-            channel=row["channel"],
-            address=row["address"],
-            order_id=row["order_id"],
-            subject=row["subject"],
-            body=row["body"],
-            html=row["html"],
-            markdown=row["markdown"],
-            link=row["link"],
-            language=row["language"],
-            created_at=row["created_at"],
-            data=row["data"] or {},
-        )
+    def of(cls, delivery: Delivery) -> Outgoing:
+        return cls(**{f.name: getattr(delivery, f.name) for f in fields(cls)})
 
 
 class SendError(Exception):

@@ -1,32 +1,49 @@
-"""Notifications and their deliveries in PostgreSQL (schema `notifier`)."""
+"""Notifications and their deliveries in PostgreSQL (schema `notifier`), as typed records."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from orderflow import outbox
 from orderflow.db import Connection, Pool
+from orderflow.messages.base import Message
 
 from ..domain import INBOX, Notice
+from ..records import DELIVERED, FAILED, PENDING, SENDING, STATUSES, Delivery, InboxItem
 
-PENDING = "pending"
-SENDING = "sending"
-DELIVERED = "delivered"
-FAILED = "failed"
-STATUSES = (PENDING, SENDING, DELIVERED, FAILED)
+__all__ = ["DELIVERED", "FAILED", "PENDING", "SENDING", "STATUSES", "PostgresStore"]
 
 _DELIVERY_COLUMNS = """id, event_id, event_type, recipient, recipient_name, channel, address,
     order_id, title, subject, body, html, markdown, link, language, data, status, attempts,
     next_attempt_at, last_error, created_at, updated_at, delivered_at, failed_at, read_at"""
 
 
+def _delivery(row: asyncpg.Record | None) -> Delivery | None:
+    return Delivery.of(row) if row is not None else None
+
+
+class PostgresStore:
+    """The handlers' store (`handlers.Store`): notifications in the `notifier` schema, the
+    events about them in its outbox, both in the caller's transaction."""
+
+    async def add(
+        self, conn: Connection, *, event_id: str, notice: Notice, recipient_name: str | None
+    ) -> Delivery | None:
+        return await add(conn, event_id=event_id, notice=notice, recipient_name=recipient_name)
+
+    async def publish(
+        self, conn: Connection, event: Message, *, correlation_id: UUID | None
+    ) -> None:
+        await outbox.publish_event(conn, event, correlation_id=correlation_id)
+
+
 async def add(
     conn: Connection, *, event_id: str, notice: Notice, recipient_name: str | None
-) -> asyncpg.Record | None:
+) -> Delivery | None:
     """Store a notification; None when this (event, recipient, channel) already has one.
 
     The in-app inbox is delivered as it is written; every other channel waits for the
@@ -61,7 +78,7 @@ async def add(
         DELIVERED if inbox else PENDING,
         notice.not_before,
     )
-    return row
+    return _delivery(row)
 
 
 # --- the in-app inbox ----------------------------------------------------------------------
@@ -69,7 +86,7 @@ async def add(
 
 async def inbox(
     pool: Pool, *, recipient: str, unread_only: bool, limit: int, offset: int
-) -> tuple[list[dict[str, Any]], int, int]:
+) -> tuple[list[InboxItem], int, int]:
     """A page of the recipient's in-app notifications, newest first; with total and unread."""
     rows = await pool.fetch(
         """SELECT id, event_type, order_id, title, subject, body, link, language, data,
@@ -84,7 +101,7 @@ async def inbox(
         offset,
     )
     total, unread = await counts(pool, recipient=recipient)
-    return [dict(r) for r in rows], total, unread
+    return [InboxItem.of(r) for r in rows], total, unread
 
 
 async def counts(pool: Pool, *, recipient: str) -> tuple[int, int]:
@@ -128,7 +145,7 @@ async def deliveries(
     order_id: UUID | None,
     limit: int,
     offset: int,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[Delivery], int]:
     where = """($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR channel = $2)
                AND ($3::text IS NULL OR recipient = $3) AND ($4::uuid IS NULL OR order_id = $4)"""
     args = (status, channel, recipient, order_id)
@@ -140,17 +157,17 @@ async def deliveries(
         offset,
     )
     total = await pool.fetchval(f"SELECT count(*) FROM notifications WHERE {where}", *args)
-    return [dict(r) for r in rows], int(total)
+    return [Delivery.of(r) for r in rows], int(total)
 
 
-async def delivery(pool: Pool | Connection, *, delivery_id: UUID) -> dict[str, Any] | None:
+async def delivery(pool: Pool | Connection, *, delivery_id: UUID) -> Delivery | None:
     row = await pool.fetchrow(
         f"SELECT {_DELIVERY_COLUMNS} FROM notifications WHERE id = $1", delivery_id
     )
-    return dict(row) if row is not None else None
+    return _delivery(row)
 
 
-async def retry(conn: Connection, *, delivery_id: UUID) -> asyncpg.Record | None:
+async def retry(conn: Connection, *, delivery_id: UUID) -> Delivery | None:
     """A failed delivery back to pending, due now, with its attempts counted anew."""
     row: asyncpg.Record | None = await conn.fetchrow(
         f"""UPDATE notifications
@@ -160,13 +177,13 @@ async def retry(conn: Connection, *, delivery_id: UUID) -> asyncpg.Record | None
             RETURNING {_DELIVERY_COLUMNS}""",
         delivery_id,
     )
-    return row
+    return _delivery(row)
 
 
 # --- the delivery worker -------------------------------------------------------------------
 
 
-async def next_due(conn: Connection, *, channel: str) -> asyncpg.Record | None:
+async def next_due(conn: Connection, *, channel: str) -> Delivery | None:
     """The channel's next due delivery, locked; replicas skip each other's rows.
 
     A row still `sending` whose lease has run out belongs to a worker that died mid-send.
@@ -179,7 +196,7 @@ async def next_due(conn: Connection, *, channel: str) -> asyncpg.Record | None:
             FOR UPDATE SKIP LOCKED""",
         channel,
     )
-    return row
+    return _delivery(row)
 
 
 async def start_sending(conn: Connection, *, delivery_id: UUID, lease: float) -> int:
@@ -205,9 +222,7 @@ async def postpone(conn: Connection, *, delivery_id: UUID, until: datetime) -> N
     )
 
 
-async def mark_delivered(
-    conn: Connection, *, delivery_id: UUID, attempt: int
-) -> asyncpg.Record | None:
+async def mark_delivered(conn: Connection, *, delivery_id: UUID, attempt: int) -> Delivery | None:
     """None when the row is no longer this attempt's (its lease ran out and it moved on)."""
     row: asyncpg.Record | None = await conn.fetchrow(
         f"""UPDATE notifications
@@ -217,7 +232,7 @@ async def mark_delivered(
         delivery_id,
         attempt,
     )
-    return row
+    return _delivery(row)
 
 
 async def schedule_retry(
@@ -238,7 +253,7 @@ async def schedule_retry(
 
 async def mark_failed(
     conn: Connection, *, delivery_id: UUID, attempt: int | None, error: str
-) -> asyncpg.Record | None:
+) -> Delivery | None:
     row: asyncpg.Record | None = await conn.fetchrow(
         f"""UPDATE notifications
             SET status = 'failed', failed_at = now(), updated_at = now(), last_error = $3
@@ -249,27 +264,26 @@ async def mark_failed(
         attempt,
         error[:2000],
     )
-    return row
+    return _delivery(row)
 
 
 async def unroutable(
     conn: Connection, *, channels: list[str], overdue_for: float
-) -> list[asyncpg.Record]:
+) -> list[Delivery]:
     """Deliveries on channels this service does not have (a robot removed from the contacts
     file, email switched off), due for `overdue_for` seconds already, locked."""
-    return list(
-        await conn.fetch(
-            f"""SELECT {_DELIVERY_COLUMNS} FROM notifications
+    rows = await conn.fetch(
+        f"""SELECT {_DELIVERY_COLUMNS} FROM notifications
                 WHERE status IN ('pending', 'sending')
                       AND next_attempt_at <= now() - make_interval(secs => $2)
                       AND channel <> 'inbox' AND NOT (channel = ANY($1::text[]))
                 ORDER BY next_attempt_at
                 LIMIT 100
                 FOR UPDATE SKIP LOCKED""",
-            channels,
-            overdue_for,
-        )
+        channels,
+        overdue_for,
     )
+    return [Delivery.of(r) for r in rows]
 
 
 # --- rate limits of chat robots ------------------------------------------------------------

@@ -81,7 +81,6 @@ def _dumps(payload: dict[str, Any]) -> bytes:
 def payload(kind: str, message: Outgoing, *, secret: str | None, now: float) -> dict[str, Any]:
     """The JSON body the platform expects."""
     markdown = message.markdown or message.body
-    label = OPEN_ORDER.get(message.language, OPEN_ORDER["en"])
     if kind == "wecom":
         return {
             "msgtype": "markdown",
@@ -90,47 +89,64 @@ def payload(kind: str, message: Outgoing, *, secret: str | None, now: float) -> 
     if kind == "dingtalk":
         return {"msgtype": "markdown", "markdown": {"title": message.subject, "text": markdown}}
     if kind == "feishu":
-        lines = [[{"tag": "text", "text": line}] for line in message.body.splitlines()]
-        lines.append([{"tag": "a", "text": label, "href": message.link}])
-        body: dict[str, Any] = {
-            "msg_type": "post",
-            "content": {
-                "post": {
-                    "zh_cn" if message.language == "zh" else "en_us": {
-                        "title": message.subject,
-                        "content": lines,
-                    }
-                }
-            },
-        }
-        if secret:
-            timestamp = str(int(now))
-            body = {"timestamp": timestamp, "sign": feishu_sign(secret, timestamp), **body}
-        return body
+        return _feishu(message, secret=secret, now=now)
     if kind == "slack":
-        return {
-            "text": f"{message.subject} {message.link}",
-            "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": message.subject[:150]}},
-                {
-                    "type": "section",
-                    "text": {
-                        "type": "mrkdwn",
-                        "text": _slack_escape(message.body)[:SLACK_SECTION_MAX],
-                    },
+        return _slack(message)
+    return _generic(message)
+
+
+def _open_order(message: Outgoing) -> str:
+    return OPEN_ORDER.get(message.language, OPEN_ORDER["en"])
+
+
+def _feishu(message: Outgoing, *, secret: str | None, now: float) -> dict[str, Any]:
+    lines = [[{"tag": "text", "text": line}] for line in message.body.splitlines()]
+    lines.append([{"tag": "a", "text": _open_order(message), "href": message.link}])
+    body: dict[str, Any] = {
+        "msg_type": "post",
+        "content": {
+            "post": {
+                "zh_cn" if message.language == "zh" else "en_us": {
+                    "title": message.subject,
+                    "content": lines,
+                }
+            }
+        },
+    }
+    if secret:
+        timestamp = str(int(now))
+        body = {"timestamp": timestamp, "sign": feishu_sign(secret, timestamp), **body}
+    return body
+
+
+def _slack(message: Outgoing) -> dict[str, Any]:
+    return {
+        "text": f"{message.subject} {message.link}",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": message.subject[:150]}},
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _slack_escape(message.body)[:SLACK_SECTION_MAX],
                 },
-                {
-                    "type": "actions",
-                    "elements": [
-                        {
-                            "type": "button",
-                            "text": {"type": "plain_text", "text": label},
-                            "url": message.link,
-                        }
-                    ],
-                },
-            ],
-        }
+            },
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": _open_order(message)},
+                        "url": message.link,
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def _generic(message: Outgoing) -> dict[str, Any]:
+    """A generic webhook's body: the notification whole, for the receiver to use as it will."""
     return {
         "id": str(message.id),
         "event_id": message.event_id,

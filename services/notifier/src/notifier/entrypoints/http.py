@@ -9,17 +9,18 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from orderflow import limits
 from orderflow.auth import AUTH_RESPONSES, Caller, CallerDep, forbidden, require
 from orderflow.auth.identity import NOTIFICATIONS_READ, OPS
 from orderflow.db import Pool
-from orderflow.http import PROBLEM_RESPONSES, Problem
+from orderflow.http import PROBLEM_RESPONSES, Problem, problem_response
 from orderflow.messages.base import Timestamp
 
-from .. import handlers
+from .. import handlers, records
 from ..adapters import repository
 
 Status = Literal["pending", "sending", "delivered", "failed"]
@@ -77,11 +78,10 @@ class Delivery(BaseModel):
     failed_at: Timestamp | None
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> Delivery:
-        waiting = row["status"] in ("pending", "sending")
-        return cls.model_validate(
-            {**row, "next_attempt_at": row["next_attempt_at"] if waiting else None}
-        )
+    def of(cls, delivery: records.Delivery) -> Delivery:
+        # when it is next tried means something only while it waits
+        next_attempt_at = delivery.next_attempt_at if delivery.waiting else None
+        return cls.model_validate({**vars(delivery), "next_attempt_at": next_attempt_at})
 
 
 class DeliveryPage(BaseModel):
@@ -91,11 +91,34 @@ class DeliveryPage(BaseModel):
     offset: int
 
 
-def _pool(request: Request) -> Pool:
+def database(request: Request) -> Pool:
+    """The service's database pool, opened by the runtime's lifespan."""
     return request.app.state.runtime.pool  # type: ignore[no-any-return]
 
 
+PoolDep = Annotated[Pool, Depends(database)]
+
 router = APIRouter(prefix="/api/v1", responses={**PROBLEM_RESPONSES, **AUTH_RESPONSES})
+
+
+def install(app: FastAPI) -> None:
+    """The routes, and the answers to the handlers' refusals, once for the whole app."""
+    app.include_router(router)
+
+    @app.exception_handler(handlers.NotRetriable)
+    async def _not_retriable(request: Request, exc: handlers.NotRetriable) -> JSONResponse:
+        problem = Problem(
+            409,
+            "Delivery is not failed",
+            f"{exc.delivery_id} is {exc.status}; only a failed delivery can be retried",
+            type_="urn:orderflow:problem:not-retriable",
+        )
+        return problem_response(problem, request)
+
+
+def _delivery_not_found(delivery_id: UUID) -> Problem:
+    return Problem(404, "Delivery not found", str(delivery_id))
+
 
 Recipient = Annotated[str, Path(min_length=1, max_length=100)]
 Operator = Annotated[Caller, Depends(require(OPS))]
@@ -131,7 +154,7 @@ InboxOwner = Annotated[Caller, Depends(_owner)]
 
 @router.get("/inbox/{recipient}", tags=["inbox"])
 async def list_inbox(
-    request: Request,
+    pool: PoolDep,
     caller: InboxReader,
     recipient: Recipient,
     unread: Annotated[bool, Query(description="Only unread notifications")] = False,
@@ -140,10 +163,10 @@ async def list_inbox(
 ) -> InboxPage:
     """A person's in-app notifications, newest first, with the unread count."""
     rows, total, unread_count = await repository.inbox(
-        _pool(request), recipient=recipient, unread_only=unread, limit=limit, offset=offset
+        pool, recipient=recipient, unread_only=unread, limit=limit, offset=offset
     )
     return InboxPage(
-        items=[Notification.model_validate(r) for r in rows],
+        items=[Notification.model_validate(item, from_attributes=True) for item in rows],
         total=total,
         unread=unread_count,
         limit=limit,
@@ -152,32 +175,30 @@ async def list_inbox(
 
 
 @router.get("/inbox/{recipient}/unread", tags=["inbox"])
-async def unread_count(request: Request, caller: InboxReader, recipient: Recipient) -> UnreadCount:
+async def unread_count(pool: PoolDep, caller: InboxReader, recipient: Recipient) -> UnreadCount:
     """How many in-app notifications a person has, and how many are unread (for a badge)."""
-    total, unread = await repository.counts(_pool(request), recipient=recipient)
+    total, unread = await repository.counts(pool, recipient=recipient)
     return UnreadCount(total=total, unread=unread)
 
 
 @router.post("/inbox/{recipient}/read", tags=["inbox"])
-async def mark_all_read(request: Request, caller: InboxOwner, recipient: Recipient) -> MarkedRead:
+async def mark_all_read(pool: PoolDep, caller: InboxOwner, recipient: Recipient) -> MarkedRead:
     """Mark every notification of a person read."""
-    return MarkedRead(marked=await repository.mark_all_read(_pool(request), recipient=recipient))
+    return MarkedRead(marked=await repository.mark_all_read(pool, recipient=recipient))
 
 
 @router.post("/inbox/{recipient}/{notification_id}/read", status_code=204, tags=["inbox"])
 async def mark_read(
-    request: Request, caller: InboxOwner, recipient: Recipient, notification_id: UUID
+    pool: PoolDep, caller: InboxOwner, recipient: Recipient, notification_id: UUID
 ) -> None:
     """Mark one notification read."""
-    if not await repository.mark_read(
-        _pool(request), recipient=recipient, notification_id=notification_id
-    ):
+    if not await repository.mark_read(pool, recipient=recipient, notification_id=notification_id):
         raise Problem(404, "Notification not found", f"{notification_id} for {recipient}")
 
 
 @router.get("/deliveries", tags=["deliveries"])
 async def list_deliveries(
-    request: Request,
+    pool: PoolDep,
     caller: Operator,
     status: Annotated[Status | None, Query(description="e.g. failed")] = None,
     channel: Annotated[str | None, Query(max_length=100)] = None,
@@ -188,7 +209,7 @@ async def list_deliveries(
 ) -> DeliveryPage:
     """Deliveries on every channel, newest first; `status=failed` lists those to look at."""
     rows, total = await repository.deliveries(
-        _pool(request),
+        pool,
         status=status,
         channel=channel,
         recipient=recipient,
@@ -202,26 +223,19 @@ async def list_deliveries(
 
 
 @router.get("/deliveries/{delivery_id}", tags=["deliveries"])
-async def get_delivery(request: Request, caller: Operator, delivery_id: UUID) -> Delivery:
+async def get_delivery(pool: PoolDep, caller: Operator, delivery_id: UUID) -> Delivery:
     """One delivery, with its attempts and last error."""
-    row = await repository.delivery(_pool(request), delivery_id=delivery_id)
-    if row is None:
-        raise Problem(404, "Delivery not found", str(delivery_id))
-    return Delivery.of(row)
+    found = await repository.delivery(pool, delivery_id=delivery_id)
+    if found is None:
+        raise _delivery_not_found(delivery_id)
+    return Delivery.of(found)
 
 
 @router.post("/deliveries/{delivery_id}/retry", status_code=202, tags=["deliveries"])
-async def retry_delivery(request: Request, caller: Operator, delivery_id: UUID) -> Delivery:
+async def retry_delivery(pool: PoolDep, caller: Operator, delivery_id: UUID) -> Delivery:
     """Send a failed delivery again, now, with a fresh set of attempts."""
-    try:
-        row = await handlers.retry_delivery(_pool(request), delivery_id=delivery_id)
-    except handlers.NotRetriable as exc:
-        raise Problem(
-            409,
-            "Delivery is not failed",
-            f"{delivery_id} is {exc.status}; only a failed delivery can be retried",
-            type_="urn:orderflow:problem:not-retriable",
-        ) from exc
-    if row is None:
-        raise Problem(404, "Delivery not found", str(delivery_id))
-    return Delivery.of(row)
+    # one that is not failed is answered 409 by the handler `install` registers
+    retried = await handlers.retry_delivery(pool, delivery_id=delivery_id)
+    if retried is None:
+        raise _delivery_not_found(delivery_id)
+    return Delivery.of(retried)
