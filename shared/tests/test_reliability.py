@@ -20,7 +20,7 @@ from orderflow.consumer import PermanentError, RetryPolicy, apply_once
 from orderflow.messages import OrderWithdrawn
 from orderflow.service import ServiceRuntime
 from orderflow.settings import ServiceSettings
-from orderflow.testing import Infra, Servers, eventually, get_messages, publish, queue_depth
+from orderflow_testkit.testing import Infra, Servers, eventually, get_messages, publish, queue_depth
 
 PROBE = topology.QueueSpec("probe.withdrawn", topology.EVENTS, ("order.withdrawn",))
 SINK = topology.QueueSpec("probe.sink", topology.EVENTS, ("#",))

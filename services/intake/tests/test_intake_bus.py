@@ -34,7 +34,7 @@ from orderflow.messages import (
     SubmitOrderReply,
     Totals,
 )
-from orderflow.testing import eventually, get_messages, publish, queue_depth
+from orderflow_testkit.testing import eventually, get_messages, publish, queue_depth
 
 COMMAND = "order.submit"
 

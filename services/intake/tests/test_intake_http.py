@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from orderflow import topology
 from orderflow.messages import OrderSubmitted
-from orderflow.testing import get_messages, queue_depth
+from orderflow_testkit.testing import get_messages, queue_depth
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
 PROBLEM_JSON = "application/problem+json"

@@ -24,7 +24,7 @@ from orderflow.messages import (
     Salesperson,
     Totals,
 )
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     eventually,
     get_messages,

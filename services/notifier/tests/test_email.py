@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from orderflow.messages import Salesperson
-from orderflow.testing import eventually
+from orderflow_testkit.testing import eventually
 
 LINES = {
     "zh": [

@@ -40,7 +40,7 @@ from orderflow.messages import (
     Totals,
     VerdictGiven,
 )
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     ServiceProcess,
     bearer,

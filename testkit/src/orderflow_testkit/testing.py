@@ -36,10 +36,10 @@ import asyncpg
 import httpx
 import pytest
 
-from . import busaccess, provisioning, times, topology
-from .auth import identity
-from .auth import store as auth_store
-from .messages import ReviewRequested, VerdictGiven
+from orderflow import busaccess, provisioning, times, topology
+from orderflow.auth import identity
+from orderflow.auth import store as auth_store
+from orderflow.messages import ReviewRequested, VerdictGiven
 
 
 @dataclass(frozen=True)
