@@ -398,6 +398,7 @@ async def nothing_more(
     *,
     outboxes: Sequence[Any] = (),
     inputs: Sequence[str] = (),
+    through: str | None = None,
     received: Any = None,
     timeout: float = 15.0,
 ) -> None:
@@ -409,7 +410,9 @@ async def nothing_more(
     the broker and sits in `queue` if it was routed there. Then a marker published to `queue`
     after that must arrive: read from the queue, anything before it fails the test; or, for a
     queue the test consumes itself, `received()` (what its consumer collected) must come to
-    hold it, and the caller asserts on what else is there."""
+    hold it, and the caller asserts on what else is there. A marker sent `through` a
+    consumer's input queue instead comes out in `queue`, its dead-letter queue (no consumer
+    takes the marker's type), once the consumer has handled every message before it."""
 
     async def drained() -> bool:
         for name in inputs:
@@ -422,7 +425,7 @@ async def nothing_more(
     async with connection.channel(publisher_confirms=True) as channel:
         await channel.default_exchange.publish(
             aio_pika.Message(b'{"marker": true}', message_id=marker, type=MARKER_TYPE),
-            routing_key=queue,
+            routing_key=through or queue,
             mandatory=True,
         )
     if received is not None:
