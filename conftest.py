@@ -1,1 +1,1 @@
-pytest_plugins = ["orderflow.testing"]
+pytest_plugins = ["orderflow_testkit.testing"]

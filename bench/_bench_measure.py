@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from orderflow.localservers import LocalPostgres, LocalRabbit
+from orderflow_testkit.localservers import LocalPostgres, LocalRabbit
 
 #: the global counters every RabbitMQ >= 3.9 keeps without the management plugin, summed
 #: over protocols and queue types (`rabbit_global_counters:overview()`)

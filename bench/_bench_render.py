@@ -22,7 +22,7 @@ from orderflow.messages import (
     Reviewer,
     Totals,
 )
-from orderflow.testing import example_order
+from orderflow_testkit.testing import example_order
 
 SELLER = domain.Party(name="Orderflow Test Seller Ltd.")
 

@@ -38,9 +38,9 @@ import httpx
 
 from orderflow import busaccess, topology
 from orderflow.auth.identity import ORDERS_WRITE
-from orderflow.localservers import LocalPostgres, LocalRabbit
 from orderflow.messages import ReviewRequested, VerdictGiven
-from orderflow.testing import (
+from orderflow_testkit.localservers import LocalPostgres, LocalRabbit
+from orderflow_testkit.testing import (
     Infra,
     ServiceProcess,
     bearer,

@@ -35,7 +35,7 @@ from orderflow import outbox, topology
 from orderflow.db import create_pool, migrate
 from orderflow.messages import OrderWithdrawn
 from orderflow.publisher import Publisher
-from orderflow.testing import Servers, manage_vhost
+from orderflow_testkit.testing import Servers, manage_vhost
 
 SCHEMA = "bench"
 # the relay's claim (outbox.py), here too so the bench runs against older versions as well

@@ -51,8 +51,8 @@ import fault_run
 
 from orderflow import topology
 from orderflow.auth.identity import ORDERS_WRITE
-from orderflow.localservers import LocalPostgres, LocalRabbit
-from orderflow.testing import (
+from orderflow_testkit.localservers import LocalPostgres, LocalRabbit
+from orderflow_testkit.testing import (
     SERVICE_MODULES,
     Infra,
     bearer,

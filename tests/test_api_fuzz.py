@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from orderflow.testing import Infra, running
+from orderflow_testkit.testing import Infra, running
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ import pytest
 
 from orderflow.auth import passwords
 from orderflow.auth import store as auth_store
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     answer_review,
     bearer,

@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from orderflow import busaccess, topology
 from orderflow.deadletters import replay
 from orderflow.messages import OrderApproved, Totals
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     bearer,
     example_order,

@@ -22,7 +22,7 @@ import jsonschema_rs
 import pytest
 
 from orderflow import busaccess, topology
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     answer_review,
     eventually,

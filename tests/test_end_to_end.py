@@ -16,7 +16,7 @@ import pytest
 
 from orderflow import topology
 from orderflow.messages import ReviewRequested, SubmitOrderReply
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     answer_review,
     bearer,

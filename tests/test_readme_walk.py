@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from orderflow.testing import Infra, Servers, admin_broker, free_port
+from orderflow_testkit.testing import Infra, Servers, admin_broker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

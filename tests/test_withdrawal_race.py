@@ -30,7 +30,7 @@ from intake.settings import Settings as IntakeSettings
 from notifier.main import create_app as create_notifier
 from notifier.settings import Settings as NotifierSettings
 from orderflow.messages import ReviewCancelled, ReviewRequested
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     answer_review,
     eventually,

@@ -12,7 +12,7 @@ from intake.settings import Settings
 from orderflow.auth import AuthSettings, passwords
 from orderflow.auth import store as auth_store
 from orderflow.auth.identity import Caller
-from orderflow.testing import Infra, bearer, issue_key, running
+from orderflow_testkit.testing import Infra, bearer, issue_key, running
 
 PASSWORD = "correct horse battery staple"
 

@@ -19,7 +19,7 @@ from orderflow.db import Connection
 from orderflow.messages import Message, OrderWithdrawn, SubmitOrderReply
 from orderflow.service import ServiceRuntime
 from orderflow.settings import ServiceSettings
-from orderflow.testing import Infra, eventually, get_messages, publish
+from orderflow_testkit.testing import Infra, eventually, get_messages, publish
 
 SCHEMA = "probe"
 PLAIN = topology.QueueSpec("probe.plain", topology.EVENTS, ("order.withdrawn",))

@@ -26,7 +26,7 @@ from orderflow.db import Connection
 from orderflow.messages import OrderWithdrawn
 from orderflow.service import ServiceRuntime
 from orderflow.settings import ServiceSettings
-from orderflow.testing import Infra, eventually
+from orderflow_testkit.testing import Infra, eventually
 
 pytestmark = pytest.mark.slow
 

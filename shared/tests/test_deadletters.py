@@ -17,7 +17,7 @@ from orderflow.http import create_service_app
 from orderflow.messages import OrderWithdrawn
 from orderflow.service import ServiceRuntime
 from orderflow.settings import ServiceSettings
-from orderflow.testing import Infra, eventually, get_messages, publish, queue_depth, running
+from orderflow_testkit.testing import Infra, eventually, get_messages, publish, queue_depth, running
 
 QUEUE = topology.QueueSpec("probe.dlq-tools", topology.EVENTS, ("order.withdrawn",))
 

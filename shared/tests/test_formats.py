@@ -25,7 +25,7 @@ from orderflow.messages import (
     VerdictGiven,
 )
 from orderflow.messages.base import NOT_A_STRING, NOT_A_TIME
-from orderflow.testing import badly_written_times, times_in
+from orderflow_testkit.testing import badly_written_times, times_in
 
 ORDER: dict[str, Any] = {
     "order_type": "product",

@@ -15,7 +15,7 @@ from orderflow import outbox, topology
 from orderflow.db import Pool, create_pool, migrate
 from orderflow.messages import OrderWithdrawn
 from orderflow.publisher import Publisher
-from orderflow.testing import Infra, eventually, get_messages
+from orderflow_testkit.testing import Infra, eventually, get_messages
 
 SCHEMA = "relaytest"
 QUEUE = "relaytest.withdrawn"

@@ -19,7 +19,15 @@ from orderflow.db import Connection
 from orderflow.messages import OrderWithdrawn
 from orderflow.service import ServiceRuntime
 from orderflow.settings import ServiceSettings
-from orderflow.testing import Infra, Servers, eventually, get_messages, publish, queue_depth
+from orderflow_testkit.testing import (
+    Infra,
+    Servers,
+    eventually,
+    get_messages,
+    nothing_more,
+    publish,
+    queue_depth,
+)
 
 PROBE = topology.QueueSpec("probe.withdrawn", topology.EVENTS, ("order.withdrawn",))
 SINK = topology.QueueSpec("probe.sink", topology.EVENTS, ("#",))
@@ -93,7 +101,7 @@ async def test_rolled_back_transaction_publishes_nothing(infra: Infra, amqp: Any
                 raise RuntimeError("business rule failed")
         except RuntimeError:
             pass
-        await asyncio.sleep(1.5)
+        await nothing_more(amqp, SINK.name, outboxes=[runtime.pool])
         assert await queue_depth(amqp, SINK.name) == 0
         assert await runtime.pool.fetchval("SELECT count(*) FROM outbox") == 0
 
@@ -132,7 +140,7 @@ async def test_duplicate_delivery_has_one_effect(infra: Infra, amqp: Any) -> Non
                 message_type="order.withdrawn",
             )
         await eventually(lambda: len(seen) >= 1)
-        await asyncio.sleep(1.0)
+        await nothing_more(amqp, PROBE.dlq, through=PROBE.name)
         assert await queue_depth(amqp, PROBE.name) == 0
         rows = await runtime.pool.fetchval(
             "SELECT count(*) FROM inbox WHERE consumer = 'probe.withdrawn' AND message_id = $1", mid
@@ -270,7 +278,7 @@ async def test_transient_fault_is_retried_and_applied_once(infra: Infra, amqp: A
             message_type="order.withdrawn",
         )
         await eventually(lambda: effects == [event.order_id])
-        await asyncio.sleep(0.3)
+        await nothing_more(amqp, PROBE.dlq, through=PROBE.name)
         assert await queue_depth(amqp, PROBE.name) == 0
         assert await queue_depth(amqp, PROBE.dlq) == 0
         # the failed attempts rolled back their inbox claim with their effect

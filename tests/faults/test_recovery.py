@@ -3,7 +3,7 @@ orders are in flight; services reconnect by themselves, report not-ready meanwhi
 every order still reaches its contract.
 
 These tests restart servers, so they run on a RabbitMQ node and a PostgreSQL cluster of
-their own (`orderflow.localservers`), never on the machine's shared ones.
+their own (`orderflow_testkit.localservers`), never on the machine's shared ones.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import httpx
 import pytest
 
 from orderflow import topology
-from orderflow.localservers import LocalPostgres, LocalRabbit, wait_port
 from orderflow.publisher import Publisher, PublishError
-from orderflow.testing import (
+from orderflow_testkit.localservers import LocalPostgres, LocalRabbit, wait_port
+from orderflow_testkit.testing import (
     Infra,
     answer_review,
     bearer,

@@ -18,7 +18,7 @@ from contracts.settings import Settings
 from orderflow import topology
 from orderflow.db import Pool
 from orderflow.messages import ContractDrafted, OrderApproved
-from orderflow.testing import Infra, eventually, get_messages, publish, queue_depth, running
+from orderflow_testkit.testing import Infra, eventually, get_messages, publish, queue_depth, running
 
 Approve = Callable[..., OrderApproved]  # the `approve` fixture of conftest.py
 

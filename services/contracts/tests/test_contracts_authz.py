@@ -15,7 +15,7 @@ import pytest
 
 from contracts.main import create_app
 from orderflow.messages import OrderApproved
-from orderflow.testing import Infra, bearer, eventually, issue_key, person, running
+from orderflow_testkit.testing import Infra, bearer, eventually, issue_key, person, running
 
 from .test_contracts import send, settings
 

@@ -31,7 +31,7 @@ from contracts.main import create_app
 from contracts.settings import Settings
 from orderflow import topology
 from orderflow.messages import AttachmentKind, ContractDrafted, Language, OrderApproved, OrderType
-from orderflow.testing import Infra, eventually, get_messages, queue_depth, running
+from orderflow_testkit.testing import Infra, eventually, get_messages, queue_depth, running
 
 from .conftest import TECHNICAL_REVIEW, attachment, in_language
 from .test_contracts import PROBE, SELLER, contracts_of, probe, send, service, settings, year_now

@@ -22,7 +22,7 @@ from orderflow.messages import (
     Message,
     OrderApproved,
 )
-from orderflow.testing import Infra, get_messages, queue_depth
+from orderflow_testkit.testing import Infra, get_messages, queue_depth
 
 from .test_contracts import contracts_of, send, service, settled
 from .test_contracts_authz import person

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from intake.main import create_app
 from intake.settings import Settings
-from orderflow.testing import Infra, running
+from orderflow_testkit.testing import Infra, running
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
 

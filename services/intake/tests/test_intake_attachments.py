@@ -26,7 +26,7 @@ from orderflow.messages import (
     Reviewer,
     Salesperson,
 )
-from orderflow.testing import Infra, eventually, get_messages, publish, running
+from orderflow_testkit.testing import Infra, eventually, get_messages, publish, running
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -23,7 +23,7 @@ from intake import bulk, handlers
 from orderflow import topology
 from orderflow.auth import store as auth_store
 from orderflow.db import transaction
-from orderflow.testing import Infra, bearer, eventually, issue_key, publish
+from orderflow_testkit.testing import Infra, bearer, eventually, issue_key, publish
 
 #: A small but well-formed PDF.
 PDF = (

@@ -34,7 +34,7 @@ from orderflow.messages import (
     SubmitOrderReply,
     Totals,
 )
-from orderflow.testing import eventually, get_messages, publish, queue_depth
+from orderflow_testkit.testing import eventually, get_messages, nothing_more, publish, queue_depth
 
 COMMAND = "order.submit"
 
@@ -493,7 +493,9 @@ async def test_events_of_other_orders_and_types_are_acknowledged(
     [dead] = await get_messages(amqp, topology.INTAKE_PROJECTION.dlq, 1)
     assert dead.type == "order.approved"
     assert "order_id" in dead.headers["x-orderflow-reason"]
-    await asyncio.sleep(0.5)
+    await nothing_more(
+        amqp, topology.INTAKE_PROJECTION.dlq, inputs=[topology.INTAKE_PROJECTION.name]
+    )
     assert await queue_depth(amqp, topology.INTAKE_PROJECTION.dlq) == 0
     assert await queue_depth(amqp, topology.INTAKE_PROJECTION.name) == 0
     assert (

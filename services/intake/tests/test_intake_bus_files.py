@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from orderflow import topology
 from orderflow.messages import OrderSubmitted, SubmitOrderReply
-from orderflow.testing import Infra, get_messages, publish, queue_depth, running
+from orderflow_testkit.testing import Infra, get_messages, publish, queue_depth, running
 
 from .conftest import PDF, intake_app
 

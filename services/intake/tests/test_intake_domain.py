@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from intake import domain
+from intake import settings as intake_settings
 from intake.domain import Status
 from intake.settings import Settings
 from orderflow.messages import AttachmentRef, OrderDocument
@@ -434,6 +435,47 @@ PROJECTIONS: list[tuple[Status, int, str, int | None, Status | None]] = [
 ]
 
 
+#: What each case of PROJECTIONS says it did (kept on the timeline): the move, or why not.
+NO_WAY = "unchanged: {} does not go back or over to {}".format
+OLDER = "ignored: revision {} is older than the current revision {}".format
+OUTCOMES: dict[str, str] = {
+    "draft@1+order.submitted@1": "draft -> submitted",
+    "submitted@1+review.round_opened@1": "submitted -> in_review",
+    "in_review@1+order.changes_requested@1": "in_review -> changes_requested",
+    "in_review@2+order.approved@2": "in_review -> approved",
+    "approved@2+contract.drafted@2": "approved -> contract_drafted",
+    "contract_drafted@2+contract.signed@2": "contract_drafted -> contract_signed",
+    "submitted@1+order.submitted@1": "unchanged: already submitted",
+    "submitted@1+order.approved@1": "submitted -> approved",
+    "submitted@1+order.changes_requested@1": "submitted -> changes_requested",
+    "in_review@1+contract.drafted@1": "in_review -> contract_drafted",
+    "approved@1+contract.signed@1": "approved -> contract_signed",
+    "approved@1+review.round_opened@1": NO_WAY("approved", "in_review"),
+    "changes_requested@1+review.round_opened@1": NO_WAY("changes_requested", "in_review"),
+    "changes_requested@1+order.submitted@1": NO_WAY("changes_requested", "submitted"),
+    "contract_drafted@1+order.approved@1": NO_WAY("contract_drafted", "approved"),
+    "contract_signed@1+contract.drafted@1": NO_WAY("contract_signed", "contract_drafted"),
+    "in_review@1+review.round_opened@1": "unchanged: already in_review",
+    "changes_requested@1+order.approved@1": NO_WAY("changes_requested", "approved"),
+    "approved@1+order.changes_requested@1": NO_WAY("approved", "changes_requested"),
+    "submitted@2+review.round_opened@1": OLDER(1, 2),
+    "in_review@2+order.changes_requested@1": OLDER(1, 2),
+    "in_review@2+order.approved@1": OLDER(1, 2),
+    "changes_requested@3+order.withdrawn@2": OLDER(2, 3),
+    "submitted@1+order.approved@2": "ignored: revision 2 is unknown (current 1)",
+    "draft@1+order.withdrawn@1": "draft -> withdrawn",
+    "in_review@1+order.withdrawn@1": "in_review -> withdrawn",
+    "changes_requested@1+order.withdrawn@1": "changes_requested -> withdrawn",
+    "approved@1+order.withdrawn@1": NO_WAY("approved", "withdrawn"),
+    "contract_signed@1+order.withdrawn@1": NO_WAY("contract_signed", "withdrawn"),
+    "withdrawn@1+review.round_opened@1": NO_WAY("withdrawn", "in_review"),
+    "withdrawn@1+order.approved@1": NO_WAY("withdrawn", "approved"),
+    "in_review@1+review.verdict_recorded@1": "recorded",
+    "in_review@1+review.overdue@1": "recorded",
+    "approved@1+notification.delivered@None": "recorded",
+}
+
+
 @pytest.mark.parametrize(
     ("status", "current", "event_type", "revision", "expected"),
     [
@@ -448,7 +490,7 @@ def test_projection(
         status=status, current_revision=current, event_type=event_type, event_revision=revision
     )
     assert projection.status == expected
-    assert projection.outcome
+    assert projection.outcome == OUTCOMES[f"{status.value}@{current}+{event_type}@{revision}"]
     if revision is not None and revision < current:
         assert "older" in projection.outcome
 
@@ -514,9 +556,24 @@ def test_every_projected_event_is_a_known_event() -> None:
     assert set(domain.EVENT_STATUS) <= set(EVENTS)
 
 
-def test_business_day_time_zone() -> None:
+def test_business_day_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
     urls = {"database_url": "postgresql://u@db/intake", "amqp_url": "amqp://u:p@mq:5672/"}
     assert isinstance(Settings(**urls).today(), date)
+    # half past midnight UTC on 1 March: still 28 February in Los Angeles, morning in Shanghai
+    instant = datetime(2026, 3, 1, 0, 30, tzinfo=UTC)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Any:
+            return instant.astimezone(tz)
+
+    monkeypatch.setattr(intake_settings, "datetime", Clock)
+    assert Settings(**urls).today() == date(2026, 3, 1)  # Asia/Shanghai, the default
+    west = Settings(**urls, business_timezone="America/Los_Angeles")
+    assert west.today() == date(2026, 2, 28)
+    instant = datetime(2026, 2, 28, 23, 30, tzinfo=UTC)  # before midnight UTC, 1 March there
+    assert Settings(**urls).today() == date(2026, 3, 1)
+    assert west.today() == date(2026, 2, 28)
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
         Settings(**urls, business_timezone="Mars/Olympus")
 

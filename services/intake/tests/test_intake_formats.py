@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from orderflow import topology
 from orderflow.http import PROBLEM_JSON
 from orderflow.messages import SubmitOrderReply
-from orderflow.testing import badly_written_times, get_messages, publish, times_in
+from orderflow_testkit.testing import badly_written_times, get_messages, publish, times_in
 
 NUMBER_REFUSED = 'must be a decimal number written as a string, e.g. "85.50"'
 

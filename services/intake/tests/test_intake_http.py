@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from orderflow import topology
 from orderflow.messages import OrderSubmitted
-from orderflow.testing import get_messages, queue_depth
+from orderflow_testkit.testing import get_messages, nothing_more, queue_depth
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
 PROBLEM_JSON = "application/problem+json"
@@ -269,7 +269,7 @@ async def test_submit_publishes_one_order_submitted(
 
     # a second submit is refused and publishes nothing
     assert (await client.post(f"/api/v1/orders/{order['id']}/submit")).status_code == 409
-    await asyncio.sleep(1.5)
+    await nothing_more(amqp, probe, outboxes=[app[0].state.runtime.pool])
     assert await queue_depth(amqp, probe) == 0
 
     # created and submitted at once: one more event, on the router's queue too

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from intake import bulk
 from orderflow import topology
 from orderflow.messages import OrderSubmitted
-from orderflow.testing import eventually, get_messages, queue_depth
+from orderflow_testkit.testing import eventually, get_messages, queue_depth
 
 JSONL = {"content-type": "application/x-ndjson"}
 CSV = {"content-type": "text/csv; charset=utf-8"}

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from orderflow import limits, topology
 from orderflow.messages import OrderDocument, SubmitOrderReply
-from orderflow.testing import eventually, get_messages
+from orderflow_testkit.testing import eventually, get_messages
 
 from .test_intake_bus import next_reply, reply_queue, send_command
 

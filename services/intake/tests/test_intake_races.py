@@ -39,7 +39,7 @@ from orderflow.messages import (
     SubmitOrderReply,
     VerdictRecorded,
 )
-from orderflow.testing import eventually, publish, queue_depth
+from orderflow_testkit.testing import eventually, publish, queue_depth
 
 DEFAULT_TRIALS = 3
 SLOW_TRIALS = 50

@@ -30,7 +30,7 @@ from orderflow.messages import (
     Totals,
     VerdictRecorded,
 )
-from orderflow.testing import eventually, get_messages, publish
+from orderflow_testkit.testing import eventually, get_messages, publish
 
 PROBLEM_JSON = "application/problem+json"
 

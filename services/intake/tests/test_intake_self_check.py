@@ -21,7 +21,7 @@ from orderflow import topology
 from orderflow.consumer import REASON_PROBLEMS
 from orderflow.http import PROBLEM_JSON
 from orderflow.messages import SubmitOrderReply
-from orderflow.testing import get_messages, publish
+from orderflow_testkit.testing import get_messages, publish
 
 COMMAND = "order.submit"
 

@@ -41,7 +41,7 @@ from orderflow.messages import (
     Reviewer,
     Salesperson,
 )
-from orderflow.testing import Infra, eventually, free_port, publish, running
+from orderflow_testkit.testing import Infra, eventually, free_port, publish, running
 
 CONSOLE = "http://console.example"
 MAIL_FROM = "orderflow@example.com"

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from orderflow.testing import eventually
+from orderflow_testkit.testing import eventually
 
 
 def generic_hook(receiver: Any, path: str = "/hook") -> dict[str, Any]:

@@ -19,7 +19,7 @@ from orderflow.messages import (
     Reviewer,
     Salesperson,
 )
-from orderflow.testing import Infra, eventually, publish, running
+from orderflow_testkit.testing import Infra, eventually, publish, running
 
 from .test_notifier_authz import person
 

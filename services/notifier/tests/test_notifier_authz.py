@@ -16,7 +16,7 @@ from notifier.main import create_app
 from notifier.settings import Settings
 from orderflow import topology
 from orderflow.messages import ContractDrafted, Salesperson
-from orderflow.testing import Infra, bearer, eventually, issue_key, person, publish, running
+from orderflow_testkit.testing import Infra, bearer, eventually, issue_key, person, publish, running
 
 OWNER = "zhang.wei"  # the salesperson the seeded event notifies
 NUMBER = "HT-2026-000009"  # in the seeded notification's text: never in a refusal

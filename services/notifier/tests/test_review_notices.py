@@ -23,7 +23,7 @@ from orderflow.messages import (
     Salesperson,
     Totals,
 )
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     answer_review,
     eventually,

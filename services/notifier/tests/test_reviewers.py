@@ -10,7 +10,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from orderflow.messages import ReviewEscalated, ReviewOverdue, ReviewSent
-from orderflow.testing import eventually
+from orderflow_testkit.testing import eventually
 
 CONTACTS = {
     "people": [

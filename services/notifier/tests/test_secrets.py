@@ -27,7 +27,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from starlette.responses import JSONResponse, Response
 
 from notifier.contacts import ContactsError
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     Servers,
     bearer,

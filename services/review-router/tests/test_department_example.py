@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from orderflow.messages import Payment
-from orderflow.testing import Infra, Servers, eventually, running
+from orderflow_testkit.testing import Infra, Servers, eventually, running
 from review_router.main import create_app
 
 from .test_router import Events, give, product_order, rounds, settings, submit, take

@@ -19,7 +19,7 @@ import aio_pika
 import pytest
 
 from orderflow import topology
-from orderflow.testing import Infra, eventually, get_messages, publish, running
+from orderflow_testkit.testing import Infra, eventually, get_messages, publish, running
 from review_router.main import create_app
 
 from .test_router import Events, give, product_order, rounds, settings, submit, take

@@ -30,7 +30,7 @@ from orderflow.messages import (
     ReviewRequested,
     Totals,
 )
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     eventually,
     get_messages,

@@ -15,7 +15,7 @@ import pytest
 
 from orderflow import refusals, topology
 from orderflow.messages import MessageRefused, ReviewAnnotated
-from orderflow.testing import Infra, get_messages
+from orderflow_testkit.testing import Infra, get_messages
 
 from .test_router import VERDICTS_DLQ, Events, product_order, submit, take
 from .test_router import events as events  # the fixtures

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orderflow.testing import Infra, bearer, eventually, issue_key, person, running
+from orderflow_testkit.testing import Infra, bearer, eventually, issue_key, person, running
 from review_router.main import create_app
 
 from .test_router import product_order, settings, submit

@@ -40,13 +40,14 @@ from orderflow.messages import (
     Totals,
     VerdictGiven,
 )
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     ServiceProcess,
     bearer,
     eventually,
     get_messages,
     issue_key_for,
+    nothing_more,
     publish,
     queue_depth,
     running,
@@ -107,7 +108,7 @@ class Events:
     """Every event on `orderflow.events`, collected from a probe queue of the test's own."""
 
     def __init__(self, amqp: aio_pika.abc.AbstractConnection) -> None:
-        self._amqp = amqp
+        self._amqp = self.amqp = amqp
         self.received: list[aio_pika.abc.AbstractIncomingMessage] = []
 
     async def start(self) -> None:
@@ -248,12 +249,25 @@ def statuses(round_: dict[str, Any]) -> dict[str, str]:
     return {r["department"]: r["status"] for r in round_["requests"]}
 
 
+#: What the router consumes from (its timers need no queue).
+ROUTER_INPUTS = (
+    topology.ROUTER_SUBMITTED.name,
+    topology.ROUTER_WITHDRAWAL_REQUESTS.name,
+    topology.verdict_queue(()).name,
+)
+
+
 async def settle(events: Events, order_id: uuid.UUID, quiet: float = 0.8) -> None:
-    """Wait until no event of the order arrived for `quiet` seconds."""
-    seen = -1
-    while len(events.messages(order_id)) != seen:
-        seen = len(events.messages(order_id))
-        await asyncio.sleep(quiet)
+    """Wait until the router has taken every message sent to it and published what it wrote
+    (its outbox drained), and a marker sent to the probe after that has come: every event of
+    the order is in `events` by then. (`quiet` is no longer used: kept for the callers.)"""
+    await nothing_more(
+        events.amqp,
+        PROBE.name,
+        inputs=ROUTER_INPUTS,
+        outboxes=["review_router"],
+        received=lambda: events.received,
+    )
 
 
 # --- routing ---------------------------------------------------------------------------
@@ -866,7 +880,14 @@ async def test_two_router_processes_decide_each_round_once(
 
         await eventually(decided, timeout=60 + count / 5)
         elapsed = loop.time() - began
-        await asyncio.sleep(1.5)  # anything decided twice would arrive by now
+        # anything decided twice is in `events` by the time a marker behind it has come
+        await nothing_more(
+            amqp,
+            PROBE.name,
+            inputs=ROUTER_INPUTS,
+            outboxes=["review_router"],
+            received=lambda: events.received,
+        )
         approved = [e["order_id"] for e in events.of("order.approved")]
         changes = [e["order_id"] for e in events.of("order.changes_requested")]
         assert len(approved) + len(changes) == count

@@ -14,7 +14,7 @@ import pytest
 
 from orderflow import topology
 from orderflow.messages import Reviewer, VerdictGiven
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     badly_written_times,
     get_messages,

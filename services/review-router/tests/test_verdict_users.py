@@ -20,7 +20,7 @@ import pytest
 
 from orderflow import topology
 from orderflow.messages import Decision, Reviewer, ReviewRequested, VerdictGiven
-from orderflow.testing import Infra, Servers, eventually, get_messages, publish, running
+from orderflow_testkit.testing import Infra, Servers, eventually, get_messages, publish, running
 from review_router.main import create_app
 
 from .test_router import (

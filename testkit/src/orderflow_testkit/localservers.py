@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .provisioning import Rabbitmqctl
+from orderflow.provisioning import Rabbitmqctl
 
 
 def free_port() -> int:

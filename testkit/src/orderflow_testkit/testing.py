@@ -36,10 +36,10 @@ import asyncpg
 import httpx
 import pytest
 
-from . import busaccess, jsonpointer, provisioning, times, topology
-from .auth import identity
-from .auth import store as auth_store
-from .messages import ReviewRequested, VerdictGiven
+from orderflow import busaccess, jsonpointer, provisioning, times, topology
+from orderflow.auth import identity
+from orderflow.auth import store as auth_store
+from orderflow.messages import ReviewRequested, VerdictGiven
 
 
 @dataclass(frozen=True)
@@ -363,6 +363,81 @@ async def eventually(check: Any, *, timeout: float = 15.0, interval: float = 0.1
     if last is not None:
         raise last
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+#: The type of the marker `nothing_more` sends; no service handles it.
+MARKER_TYPE = "test.marker"
+
+
+async def _pending(connection: aio_pika.abc.AbstractConnection, outboxes: Sequence[Any]) -> int:
+    """Unsent rows in the outboxes: a pool (its own schema), or a schema's name in the test's
+    database."""
+    pending = 0
+    for outbox in outboxes:
+        if not isinstance(outbox, str):
+            pending += int(
+                await outbox.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            )
+            continue
+        infra = _infra_of(connection)
+        assert infra is not None, "a schema's outbox needs the test's own vhost"
+        conn = await asyncpg.connect(infra.database_url)
+        try:
+            table = f'"{outbox}".outbox'
+            pending += int(
+                await conn.fetchval(f"SELECT count(*) FROM {table} WHERE sent_at IS NULL")
+            )
+        finally:
+            await conn.close()
+    return pending
+
+
+async def nothing_more(
+    connection: aio_pika.abc.AbstractConnection,
+    queue: str,
+    *,
+    outboxes: Sequence[Any] = (),
+    inputs: Sequence[str] = (),
+    through: str | None = None,
+    received: Any = None,
+    timeout: float = 15.0,
+) -> None:
+    """The positive signal before asserting that nothing (more) came to `queue`, in place of
+    a fixed sleep that passes whenever the relay is slow.
+
+    First the services are drained: their `inputs` queues hold no ready message and their
+    `outboxes` (pools, or schema names) no unsent row, so what they committed is confirmed by
+    the broker and sits in `queue` if it was routed there. Then a marker published to `queue`
+    after that must arrive: read from the queue, anything before it fails the test; or, for a
+    queue the test consumes itself, `received()` (what its consumer collected) must come to
+    hold it, and the caller asserts on what else is there. A marker sent `through` a
+    consumer's input queue instead comes out in `queue`, its dead-letter queue (no consumer
+    takes the marker's type), once the consumer has handled every message before it."""
+
+    async def drained() -> bool:
+        for name in inputs:
+            if await queue_depth(connection, name):
+                return False
+        return await _pending(connection, outboxes) == 0
+
+    await eventually(drained, timeout=timeout)
+    marker = f"marker-{uuid.uuid4()}"
+    async with connection.channel(publisher_confirms=True) as channel:
+        await channel.default_exchange.publish(
+            aio_pika.Message(b'{"marker": true}', message_id=marker, type=MARKER_TYPE),
+            routing_key=through or queue,
+            mandatory=True,
+        )
+    if received is not None:
+        await eventually(lambda: marker in [m.message_id for m in received()], timeout=timeout)
+        return
+    before: list[str] = []
+    while True:
+        [msg] = await get_messages(connection, queue, 1, timeout=timeout)
+        if msg.message_id == marker:
+            break
+        before.append(f"{msg.type} {msg.body[:200]!r}")
+    assert not before, f"{len(before)} message(s) came to {queue} before the marker: {before}"
 
 
 async def publish(
