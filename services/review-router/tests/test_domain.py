@@ -592,13 +592,6 @@ def test_changes_between_revisions() -> None:
         FieldChange(pointer="/payment/settlement_days", old=None, new=60),
         FieldChange(pointer="/technical_requirements", old="Ra1.6", new="Ra0.8"),
     ]
-    announced = [FieldChange(pointer="/notes", old=None, new="x")]
-    # what the submitter announced only adds to what the router found
-    assert domain.changed_fields(changes, announced) == [
-        "/payment/settlement_days",
-        "/technical_requirements",
-        "/notes",
-    ]
     assert domain.changes_between(before, before) == []
 
 

@@ -471,6 +471,24 @@ async def test_a_duplicate_or_late_verdict_changes_nothing() -> None:
     assert [(c.pointer, c.new) for c in again.changes] == [("/payment/terms", "50% 预付")]
 
 
+async def test_a_revision_announced_without_changes_is_compared_with_the_stored_one() -> None:
+    store = MemoryStore()
+    event, _ = await open_order(store)
+    store.sent.clear()
+    await handlers.on_order_submitted(
+        store,
+        submitted(order_id=event.order_id, revision=2, terms="50% 预付"),
+        now=NOW,
+        rules=RULES,
+    )
+    # nothing came with revision 2: the departments get the router's own comparison
+    [again] = store.take_asked().values()
+    assert (again.revision, again.previous_revision) == (2, 1)
+    assert [(c.pointer, c.old, c.new) for c in again.changes] == [
+        ("/payment/terms", "30% 预付", "50% 预付")
+    ]
+
+
 async def test_a_verdict_for_another_department_or_review_is_refused() -> None:
     store = MemoryStore()
     _, second = await open_order(store)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from orderflow import jsonpointer
 from orderflow.messages import (
     Company,
     Customer,
@@ -404,13 +405,13 @@ def test_untouched(department: str, changed: list[str], untouched: bool) -> None
 def test_diff() -> None:
     old = {"a": 1, "lines": [{"q": "1"}, {"q": "2"}], "x/y": "s", "same": [1, 2]}
     new = {"a": 2, "lines": [{"q": "1"}], "x/y": "t", "same": [1, 2], "added": True}
-    assert list(policy.diff(old, new)) == [
+    assert list(jsonpointer.diff(old, new)) == [
         ("/a", 1, 2),
         ("/added", None, True),
         ("/lines/1", {"q": "2"}, None),
         ("/x~1y", "s", "t"),
     ]
-    assert list(policy.diff({"n": 1}, {"n": 1.0})) == [("/n", 1, 1.0)]
+    assert list(jsonpointer.diff({"n": 1}, {"n": 1.0})) == [("/n", 1, 1.0)]
 
 
 def test_customer_key_normalises_the_name() -> None:

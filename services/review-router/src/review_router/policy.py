@@ -18,7 +18,7 @@ from decimal import Decimal
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -423,10 +423,6 @@ def load(path: Path | None = None) -> Policy:
 # --- who owns what: keeping approvals across revisions -----------------------------------
 
 
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
 def touches(change: str, owned: str) -> bool:
     """A change at pointer `change` touches the field `owned` (a pointer prefix) when one
     contains the other: `/lines` replaced touches `/lines/0/unit_price`, and the other way
@@ -450,23 +446,6 @@ def untouched(department: str, changed: Sequence[str], owned: Mapping[str, Seque
         if not any(touches(change, p) for prefixes in owned.values() for p in prefixes):
             return False
     return True
-
-
-def diff(old: Any, new: Any, at: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """Every leaf that differs between two JSON documents, as (pointer, old, new); a list
-    is compared element by element, a missing key or element is None."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            yield from diff(old.get(key), new.get(key), f"{at}/{_escape(str(key))}")
-    elif isinstance(old, list) and isinstance(new, list):
-        for index in range(max(len(old), len(new))):
-            yield from diff(
-                old[index] if index < len(old) else None,
-                new[index] if index < len(new) else None,
-                f"{at}/{index}",
-            )
-    elif old != new or type(old) is not type(new):
-        yield at, old, new
 
 
 def customer_key(order: OrderDocument) -> str | None:

@@ -31,7 +31,6 @@ from .messages import (
 )
 from .revisions import (
     Submission,
-    changed_fields,
     changes_between,
     kept_approvals,
     submission,
@@ -87,7 +86,6 @@ __all__ = [
     "apply_verdict",
     "authorize",
     "cancel_pending",
-    "changed_fields",
     "changes_between",
     "check",
     "close",

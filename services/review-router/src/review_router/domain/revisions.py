@@ -2,38 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orderflow.messages import (
-    FieldChange,
-    OrderDocument,
-)
+from orderflow import jsonpointer
+from orderflow.messages import FieldChange, OrderDocument
 
 from .. import policy as policies
 from .rounds import Kept, RequestStatus, ReviewPlan, Round, RoundStatus
 
 
 def _normal(order: OrderDocument) -> dict[str, object]:
+    # without its unset fields: the two revisions then hold no null anywhere (attribute
+    # values are text, list items are objects), so a field set in one revision only is a
+    # key added or removed, never a null compared with a missing key
     return order.model_dump(mode="json", exclude_none=True)
 
 
 def changes_between(previous: OrderDocument, current: OrderDocument) -> list[FieldChange]:
-    """Every field that differs between two revisions; the router's own diff, from the
-    documents it stored, is what decides who reviews again."""
+    """Every field that differs between two revisions, from the documents the router stored:
+    what decides who reviews again when a revision was announced without its changes."""
     return [
         FieldChange(pointer=pointer, old=old, new=new)
-        for pointer, old, new in policies.diff(_normal(previous), _normal(current))
+        for pointer, old, new in jsonpointer.diff(_normal(previous), _normal(current))
     ]
-
-
-def changed_fields(computed: Iterable[FieldChange], announced: Iterable[FieldChange]) -> list[str]:
-    """The pointers of both diffs: what the submitter announced can only add reviews."""
-    pointers: list[str] = []
-    for change in (*computed, *announced):
-        if change.pointer not in pointers:
-            pointers.append(change.pointer)
-    return pointers
 
 
 def kept_approvals(
