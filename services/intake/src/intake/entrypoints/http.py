@@ -416,13 +416,17 @@ async def create_order(
             actor=caller.audit(),
             idempotency_key=idempotency_key,
         )
+        # read back on the same connection, as it commits: no second trip to the pool
+        row = await repository.get_order(conn, order_id=outcome.order_id)
+    if row is None:
+        raise order_not_found(outcome.order_id)
     if not outcome.created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = str(
         request.app.url_path_for("get_order", order_id=str(outcome.order_id))
     )
-    return await _load(pool, outcome.order_id, response)
+    return _answer(row, response)
 
 
 @router.get("/orders", response_model=OrderPage)
