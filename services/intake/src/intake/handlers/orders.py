@@ -52,6 +52,7 @@ async def submit_revision(
     attachments: list[AttachmentRef],
     channel: str,
     actor: Actor,
+    created: bool = False,
 ) -> None:
     """Freeze a revision that passed the self-check, files included, and announce it to the
     departments with what changed since the revision submitted before it."""
@@ -93,8 +94,9 @@ async def submit_revision(
         message_id=message_id,
         actor=actor,
     )
+    # one line per order: an order created and submitted at once says so here
     log.info(
-        "order submitted",
+        "order created and submitted" if created else "order submitted",
         order_id=str(order_id),
         revision=revision,
         channel=channel,
@@ -252,9 +254,11 @@ async def create_order(
             attachments=stored,
             channel=channel,
             actor=actor,
+            created=True,
         )
     await apply_pending_events(conn, order_id=order_id)
-    log.info("order created", order_id=str(order_id), channel=channel, submitted=submit)
+    if not submit:  # a submitted one was logged as created and submitted
+        log.info("order created", order_id=str(order_id), channel=channel, submitted=False)
     return Outcome(
         order_id=order_id,
         revision=1,
