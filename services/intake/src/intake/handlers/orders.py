@@ -256,7 +256,8 @@ async def create_order(
             actor=actor,
             created=True,
         )
-    await apply_pending_events(conn, order_id=order_id)
+    # made in this transaction at revision 1: read again only if events were kept for it
+    await apply_pending_events(conn, order_id=order_id, revision=1)
     if not submit:  # a submitted one was logged as created and submitted
         log.info("order created", order_id=str(order_id), channel=channel, submitted=False)
     return Outcome(
