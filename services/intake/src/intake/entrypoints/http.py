@@ -215,7 +215,9 @@ def _etag(row: repository.StoredOrder) -> str:
     return domain.etag(revision=row.current_revision, version=row.version)
 
 
-def _order(row: repository.StoredOrder) -> Order:
+def _order(row: repository.StoredOrder, document: OrderDocument | None = None) -> Order:
+    """The order as answered; `document`: the revision's document as already validated
+    in this request (the one just stored), so it is not validated a second time."""
     contract = None
     if row.contract_id is not None:
         contract = ContractReference(
@@ -232,7 +234,7 @@ def _order(row: repository.StoredOrder) -> Order:
         current_revision=row.current_revision,
         submitted_revision=row.submitted_revision,
         submitted_at=row.submitted_at,
-        document=OrderDocument.model_validate(row.document),
+        document=document if document is not None else OrderDocument.model_validate(row.document),
         totals=Totals.model_validate(row.totals),
         change_request=(
             ChangeRequest.model_validate(row.change_request) if row.change_request else None
@@ -250,9 +252,13 @@ def _order(row: repository.StoredOrder) -> Order:
     )
 
 
-def _answer(row: repository.StoredOrder, response: Response | None = None) -> Order:
+def _answer(
+    row: repository.StoredOrder,
+    response: Response | None = None,
+    document: OrderDocument | None = None,
+) -> Order:
     """The order; its ETag on the response too."""
-    order = _order(row)
+    order = _order(row, document)
     if response is not None:
         response.headers["ETag"] = order.etag
     return order
@@ -416,13 +422,18 @@ async def create_order(
             actor=caller.audit(),
             idempotency_key=idempotency_key,
         )
+        # read back on the same connection, as it commits: no second trip to the pool
+        row = await repository.get_order(conn, order_id=outcome.order_id)
+    if row is None:
+        raise order_not_found(outcome.order_id)
     if not outcome.created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = str(
         request.app.url_path_for("get_order", order_id=str(outcome.order_id))
     )
-    return await _load(pool, outcome.order_id, response)
+    # a new order's revision 1 is the document just parsed; a replay's may have moved on
+    return _answer(row, response, document if outcome.created else None)
 
 
 @router.get("/orders", response_model=OrderPage)

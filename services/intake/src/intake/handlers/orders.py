@@ -52,6 +52,7 @@ async def submit_revision(
     attachments: list[AttachmentRef],
     channel: str,
     actor: Actor,
+    created: bool = False,
 ) -> None:
     """Freeze a revision that passed the self-check, files included, and announce it to the
     departments with what changed since the revision submitted before it."""
@@ -69,7 +70,6 @@ async def submit_revision(
             new_document=document_json(document),
             new_attachments=attachments,
         )
-    await repository.mark_submitted(conn, order_id=order_id, revision=revision, submitted_at=now)
     message_id = await outbox.publish_event(
         conn,
         OrderSubmitted(
@@ -85,9 +85,18 @@ async def submit_revision(
         ),
         correlation_id=order_id,
     )
-    await repository.record_publisher(conn, message_id=message_id, actor=actor)
+    # frozen, and who caused its order.submitted, in one round trip
+    await repository.mark_submitted_by(
+        conn,
+        order_id=order_id,
+        revision=revision,
+        submitted_at=now,
+        message_id=message_id,
+        actor=actor,
+    )
+    # one line per order: an order created and submitted at once says so here
     log.info(
-        "order submitted",
+        "order created and submitted" if created else "order submitted",
         order_id=str(order_id),
         revision=revision,
         channel=channel,
@@ -102,13 +111,19 @@ async def _duplicates_of(
     order_id: UUID,
     document: OrderDocument,
     created_before: datetime | None = None,
+    creating: bool = False,
 ) -> tuple[str | None, list[UUID]]:
+    """The order's duplicate key and the other orders with it, under the key's lock;
+    `creating`: the new order's id is locked in the same round trip (`lock_for_creation`)."""
     key = domain.duplicate_key(
         customer_name=document.customer.name, external_ref=document.external_ref
     )
+    if creating:
+        await repository.lock_for_creation(conn, order_id=order_id, duplicate_key=key)
     if key is None:
         return None, []
-    await repository.lock_duplicate_key(conn, key=key)
+    if not creating:
+        await repository.lock_duplicate_key(conn, key=key)
     found = await repository.find_duplicates(
         conn, key=key, exclude=order_id, created_before=created_before
     )
@@ -156,11 +171,11 @@ async def _insert_draft(
     submit: bool,
     now: datetime,
 ) -> None:
-    """The order's row, its revision 1 and the timeline's `order.created`."""
-    await repository.insert_order(
+    """The order's row, its revision 1 and the timeline's `order.created`, in one
+    statement."""
+    await repository.insert_draft(
         conn,
         order_id=order_id,
-        status=Status.DRAFT.value,
         salesperson_id=document.salesperson.id,
         external_ref=document.external_ref,
         customer_name=document.customer.name,
@@ -168,28 +183,15 @@ async def _insert_draft(
         duplicate_key=key,
         possible_duplicate_of=duplicates,
         created_by=actor,
-    )
-    await repository.insert_revision(
-        conn,
-        order_id=order_id,
-        revision=1,
         document=document_json(document),
         totals=totals_json(document),
-        channel=channel,
-    )
-    await repository.add_activity(
-        conn,
-        order_id=order_id,
-        activity="order.created",
-        revision=1,
-        payload={
+        activity={
             "channel": channel,
             "submit": submit,
             "salesperson": salesperson_of(document),
             "possible_duplicate_of": [str(d) for d in duplicates],
         },
         occurred_at=now,
-        actor=actor,
     )
 
 
@@ -223,8 +225,9 @@ async def create_order(
         # command named by URL)
         run_self_check(document, today=today, attachments=pending_refs(order_id, files))
     now = datetime.now(UTC)
-    key, duplicates = await _duplicates_of(conn, order_id=order_id, document=document)
-    await repository.lock_order_id(conn, order_id=order_id)
+    key, duplicates = await _duplicates_of(
+        conn, order_id=order_id, document=document, creating=True
+    )
     await _insert_draft(
         conn,
         order_id=order_id,
@@ -251,9 +254,12 @@ async def create_order(
             attachments=stored,
             channel=channel,
             actor=actor,
+            created=True,
         )
-    await apply_pending_events(conn, order_id=order_id)
-    log.info("order created", order_id=str(order_id), channel=channel, submitted=submit)
+    # made in this transaction at revision 1: read again only if events were kept for it
+    await apply_pending_events(conn, order_id=order_id, revision=1)
+    if not submit:  # a submitted one was logged as created and submitted
+        log.info("order created", order_id=str(order_id), channel=channel, submitted=False)
     return Outcome(
         order_id=order_id,
         revision=1,

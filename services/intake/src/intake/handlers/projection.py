@@ -193,16 +193,26 @@ async def _keep_pending(
 
 
 async def apply_pending_events(
-    conn: Connection, *, order_id: UUID, store: ProjectionStore | None = None
+    conn: Connection,
+    *,
+    order_id: UUID,
+    store: ProjectionStore | None = None,
+    revision: int | None = None,
 ) -> int:
     """Project the kept events the order can take now (it was created, or its revision
     moved), in the order they happened, in the caller's transaction (which holds the
-    order's lock); how many."""
+    order's lock); how many. `revision`: the order's current revision when the caller
+    made it in this very transaction (a new order's 1), so the order is read only when
+    something was kept for it (rarely: two round trips saved per new order)."""
     store = _store(conn, store)
-    order = await store.relock(order_id)
-    assert order is not None
-    kept = await store.take_pending(order_id, order.current_revision)
+    order = None if revision is not None else await store.relock(order_id)
+    up_to = revision if order is None else order.current_revision
+    assert up_to is not None
+    kept = await store.take_pending(order_id, up_to)
+    if kept and order is None:
+        order = await store.relock(order_id)
     for row in kept:
+        assert order is not None
         model = EVENTS.get(row.type)
         event = model.model_validate(row.payload) if model is not None else None
         await _project(store, order=order, kept=row, event=event)
