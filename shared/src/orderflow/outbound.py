@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import re
 import socket
 from collections.abc import Iterable, Sequence
@@ -29,8 +28,9 @@ from typing import Annotated, Any
 import anyio
 import httpcore
 import httpx
-from pydantic import AfterValidator, BeforeValidator
-from pydantic_settings import NoDecode
+from pydantic import AfterValidator
+
+from .settings import EnvList
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -148,29 +148,14 @@ class OutboundPolicy:
         return infos
 
 
-def _split_allow_list(value: Any) -> Any:
-    """A comma-separated list or a JSON list, as an environment variable gives it."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
-
-
 def _checked_allow_list(value: list[str]) -> list[str]:
     OutboundPolicy.parse(value)  # a bad entry stops the service, named
     return value
 
 
-#: A service setting naming what `OutboundPolicy.parse` accepts: comma-separated or a JSON
-#: list (`NoDecode`: pydantic-settings would otherwise read the variable as JSON only).
-AllowList = Annotated[
-    list[str],
-    NoDecode,
-    BeforeValidator(_split_allow_list),
-    AfterValidator(_checked_allow_list),
-]
+#: A service's allow-list setting: comma-separated or a JSON list of what
+#: `OutboundPolicy.parse` accepts, a bad entry refused when the settings are read.
+AllowList = Annotated[EnvList, AfterValidator(_checked_allow_list)]
 
 
 def _literal(host: str) -> IPAddress | None:
