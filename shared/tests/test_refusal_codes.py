@@ -10,6 +10,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from intake.entrypoints.bus import submit_refused
 from orderflow import consumer, refusals
 from orderflow.messages import MessageRefused, Problem, SubmitOrderReply, VerdictGiven
 from orderflow.outbox import envelope_headers
@@ -45,7 +46,8 @@ def test_a_refusal_is_answered_in_the_reply_its_type_has() -> None:
     refused = refusals.Refused(
         refusals.MISSING_USER_ID, "no user_id", [Problem(pointer="", detail="no user_id")]
     )
-    submit = refusals.reply_for(refused, refusals.RefusedMessage("m1", "order.submit"))
+    # intake's commands queue is given its own reply (decision 0027)
+    submit = submit_refused(refused, refusals.RefusedMessage("m1", "order.submit"))
     assert isinstance(submit, SubmitOrderReply)
     assert (submit.accepted, submit.code, submit.reason) == (False, "missing_user_id", "no user_id")
     other = refusals.reply_for(refused, refusals.RefusedMessage("m2", VerdictGiven.message_type))

@@ -3,6 +3,7 @@ settings' repr or error, and a production deployment refuses development ones.""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,28 @@ def test_production_refuses_a_short_smtp_password() -> None:
         )
     assert "NOTIFIER_SMTP_PASSWORD is shorter than 16" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("service", "prefix"), [("intake.settings", "INTAKE"), ("notifier.settings", "NOTIFIER")]
+)
+@pytest.mark.parametrize(
+    "raw",
+    ["127.0.0.1, 10.20.0.0/16,files.internal", '["127.0.0.1", "10.20.0.0/16", "files.internal"]'],
+)
+def test_an_outbound_allow_list_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, service: str, prefix: str, raw: str
+) -> None:
+    settings_class = importlib.import_module(service).Settings
+    monkeypatch.setenv(f"{prefix}_OUTBOUND_ALLOW", raw)
+    settings = settings_class(database_url=DATABASE, amqp_url=BROKER)
+    assert settings.outbound_allow == ["127.0.0.1", "10.20.0.0/16", "files.internal"]
+    assert settings.outbound_policy.host_allowed("files.internal")
+    assert f"{prefix}_OUTBOUND_ALLOW" in settings.outbound_policy.setting
+
+    monkeypatch.setenv(f"{prefix}_OUTBOUND_ALLOW", "127.0.0.1,10.0.0.0/33")
+    with pytest.raises(ValidationError) as caught:
+        settings_class(database_url=DATABASE, amqp_url=BROKER)
+    assert "outbound_allow" in str(caught.value) and "10.0.0.0/33" in str(caught.value)
+    monkeypatch.delenv(f"{prefix}_OUTBOUND_ALLOW")
+    assert settings_class(database_url=DATABASE, amqp_url=BROKER).outbound_allow == []

@@ -202,6 +202,12 @@ def test_field_labels() -> None:
     assert domain.field_label("", "en") == ""
 
 
+def test_a_field_label_unescapes_as_rfc_6901_says() -> None:
+    # `~01` is the key `~1`, not `/`: `~1` is undone before `~0`
+    assert domain.field_label("/customer/a~01b", "en") == "Customer › a~1b"
+    assert domain.field_label("/customer/a~0~1b", "en") == "Customer › a~/b"
+
+
 # --- templates and the email itself ---------------------------------------------------------
 
 

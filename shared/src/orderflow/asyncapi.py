@@ -19,6 +19,7 @@ queue is bound with.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
@@ -122,6 +123,37 @@ def headers_schema(message: Model, direction: Direction) -> dict[str, Any]:
     }
 
 
+#: The AMQP properties every message has alike, before and after the ones that depend on it.
+_PROPERTIES_FIRST: dict[str, Any] = {
+    "content_type": {"type": "string", "const": CONTENT_TYPE, "description": "UTF-8 JSON"},
+    "delivery_mode": {
+        "type": "integer",
+        "const": PERSISTENT,
+        "description": "2, persistent: kept on disk by the broker",
+    },
+    "message_id": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "description": "A UUID; the de-duplication key: a message sent again with the "
+        "same id is applied once",
+    },
+}
+_PROPERTIES_LAST: dict[str, Any] = {
+    "timestamp": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "When the message was written, in SECONDS since the Unix epoch "
+        "(AMQP timestamp, 64-bit)",
+    },
+    "app_id": {"type": "string", "description": "The sending service"},
+    "reply_to": {
+        "type": "string",
+        "description": "Where to answer: a queue of the sender's, `<user>.<name>`",
+    },
+}
+
+
 def properties_schema(
     message: Model, direction: Direction, *, user: str, reply: bool = False
 ) -> dict[str, Any]:
@@ -129,19 +161,7 @@ def properties_schema(
     names as AMQP 0-9-1 spells them; short strings, `delivery_mode` an octet, `timestamp` a
     64-bit integer of seconds since the epoch."""
     properties: dict[str, Any] = {
-        "content_type": {"type": "string", "const": CONTENT_TYPE, "description": "UTF-8 JSON"},
-        "delivery_mode": {
-            "type": "integer",
-            "const": PERSISTENT,
-            "description": "2, persistent: kept on disk by the broker",
-        },
-        "message_id": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 255,
-            "description": "A UUID; the de-duplication key: a message sent again with the "
-            "same id is applied once",
-        },
+        **copy.deepcopy(_PROPERTIES_FIRST),
         "type": {
             "type": "string",
             "const": message.message_type,
@@ -162,17 +182,7 @@ def properties_schema(
             if reply
             else "The order id, on every message about an order",
         },
-        "timestamp": {
-            "type": "integer",
-            "minimum": 0,
-            "description": "When the message was written, in SECONDS since the Unix epoch "
-            "(AMQP timestamp, 64-bit)",
-        },
-        "app_id": {"type": "string", "description": "The sending service"},
-        "reply_to": {
-            "type": "string",
-            "description": "Where to answer: a queue of the sender's, `<user>.<name>`",
-        },
+        **copy.deepcopy(_PROPERTIES_LAST),
     }
     required = ["content_type", "delivery_mode", "message_id", "type", "user_id"]
     if direction == "from-orderflow":

@@ -319,6 +319,16 @@ def document_problems(app: FastAPI) -> None:
 
 
 def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
+    """Health, the service's own dead letters, and the metrics."""
+    _install_health_routes(app, runtime)
+    _install_dead_letter_routes(app, runtime)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics(caller: MetricsDep) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _install_health_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
     @app.get("/health/live", tags=["operations"])
     async def live() -> dict[str, str]:
         """The process is up."""
@@ -334,24 +344,26 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
             status_code=200 if ok else 503,
         )
 
-    def own() -> list[str]:
-        return sorted({spec.dlq for spec in runtime.queues})
 
-    def own_dlq(dlq: str, where: str) -> str:
-        """Only this service's own `.dlq` queues: never a work queue, nor another's."""
-        if dlq not in own():
-            raise Problem(
-                404,
-                "No such dead-letter queue",
-                f"{dlq[:200]!r} is not one of this service's dead-letter queues: "
-                f"{', '.join(own())}",
-                type_="urn:orderflow:problem:unknown-dead-letter-queue",
-                errors=[
-                    FieldProblem(pointer=where, detail="not a dead-letter queue of this service")
-                ],
-            )
-        return dlq
+def _own_dlqs(runtime: ServiceRuntime) -> list[str]:
+    return sorted({spec.dlq for spec in runtime.queues})
 
+
+def _own_dlq(runtime: ServiceRuntime, dlq: str, where: str) -> str:
+    """Only this service's own `.dlq` queues: never a work queue, nor another's."""
+    if dlq not in _own_dlqs(runtime):
+        raise Problem(
+            404,
+            "No such dead-letter queue",
+            f"{dlq[:200]!r} is not one of this service's dead-letter queues: "
+            f"{', '.join(_own_dlqs(runtime))}",
+            type_="urn:orderflow:problem:unknown-dead-letter-queue",
+            errors=[FieldProblem(pointer=where, detail="not a dead-letter queue of this service")],
+        )
+    return dlq
+
+
+def _install_dead_letter_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
     @app.get("/ops/dead-letters", tags=["operations"], responses=UNKNOWN_DLQ)
     async def dead_letters(
         caller: OpsDep,
@@ -365,7 +377,7 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
         """Dead letters of this service's queues (or of one `.dlq`), with their codes and
         reasons; `code` and `reason` (a part of the text) filter them."""
         found = []
-        for dlq in [own_dlq(queue, "query:/queue")] if queue else own():
+        for dlq in [_own_dlq(runtime, queue, "query:/queue")] if queue else _own_dlqs(runtime):
             letters = await deadletters.list_dead_letters(runtime.publisher.connection, dlq)
             found += [DeadLetterView(dlq=dlq, **d.as_dict()) for d in letters]
         return [
@@ -379,7 +391,7 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
         dlq: str, body: ReplayRequest, caller: OpsDep
     ) -> dict[str, list[str]]:
         """Send dead letters back to the queue they failed in, after a fix."""
-        own_dlq(dlq, "path:/dlq")
+        _own_dlq(runtime, dlq, "path:/dlq")
         ids = None if body.all else set(body.message_ids)
         if ids is not None and not ids:
             raise Problem(422, "Nothing to replay", "give message_ids, or all: true")
@@ -391,7 +403,7 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
         dlq: str, body: DiscardRequest, caller: OpsDep
     ) -> dict[str, list[str]]:
         """Drop dead letters for good, with a note; a copy is kept in `ops.discarded`."""
-        own_dlq(dlq, "path:/dlq")
+        _own_dlq(runtime, dlq, "path:/dlq")
         done = await deadletters.discard(
             runtime.publisher.connection,
             dlq,
@@ -400,10 +412,6 @@ def install_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
             by=caller.id,
         )
         return {"discarded": done}
-
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    async def metrics(caller: MetricsDep) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_service_app(

@@ -23,11 +23,14 @@ import re
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpcore
 import httpx
+from pydantic import AfterValidator
+
+from .settings import EnvList
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -143,6 +146,16 @@ class OutboundPolicy:
                 # one bad answer is enough: a name that also points inside is not trusted
                 raise OutboundRefused(why)
         return infos
+
+
+def _checked_allow_list(value: list[str]) -> list[str]:
+    OutboundPolicy.parse(value)  # a bad entry stops the service, named
+    return value
+
+
+#: A service's allow-list setting: comma-separated or a JSON list of what
+#: `OutboundPolicy.parse` accepts, a bad entry refused when the settings are read.
+AllowList = Annotated[EnvList, AfterValidator(_checked_allow_list)]
 
 
 def _literal(host: str) -> IPAddress | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .messages import Message, MessageRefused, Problem, SubmitOrder, SubmitOrderReply
+from .messages import Message, MessageRefused, Problem
 
 # --- before the handler: the envelope -------------------------------------------------------
 TOO_LARGE = "too_large"
@@ -87,8 +87,9 @@ class Refused:
             raise ValueError(f"unknown refusal code {self.code!r}")
 
 
-#: What a refused message's sender gets on `reply_to`, by the refused message's type; any
-#: other type gets a `message.refused`.
+#: What a refused message's sender gets on `reply_to`. A service whose senders expect their
+#: own reply passes its builder with the subscriber (intake: `order.submit.reply`, decision
+#: 0027); every other queue gets `reply_for`'s `message.refused`.
 ReplyBuilder = Callable[[Refused, "RefusedMessage"], Message]
 
 
@@ -98,13 +99,8 @@ class RefusedMessage:
     message_type: str | None
 
 
-def _submit_reply(refused: Refused, _: RefusedMessage) -> Message:
-    return SubmitOrderReply(
-        accepted=False, code=refused.code, reason=refused.reason, problems=list(refused.problems)
-    )
-
-
-def _message_refused(refused: Refused, message: RefusedMessage) -> Message:
+def reply_for(refused: Refused, message: RefusedMessage) -> Message:
+    """The refusal reply of a queue whose subscriber was given none: a `message.refused`."""
     return MessageRefused(
         code=refused.code,
         reason=refused.reason,
@@ -112,11 +108,3 @@ def _message_refused(refused: Refused, message: RefusedMessage) -> Message:
         refused_message_id=message.message_id,
         refused_type=message.message_type,
     )
-
-
-REPLIES: dict[str, ReplyBuilder] = {SubmitOrder.message_type: _submit_reply}
-
-
-def reply_for(refused: Refused, message: RefusedMessage) -> Message:
-    """The refusal reply to send to the refused message's `reply_to`."""
-    return REPLIES.get(message.message_type or "", _message_refused)(refused, message)

@@ -7,15 +7,17 @@ Secrets (every `SecretStr` setting) come from the environment, as `<VAR>` or as
 
 from __future__ import annotations
 
+import json
 import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
+    BeforeValidator,
     Field,
     PostgresDsn,
     SecretStr,
@@ -27,6 +29,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -44,6 +47,22 @@ DEVELOPMENT_LOGINS = {("guest", "guest")}
 DEVELOPMENT_MARKERS = ("-local-only", "replace_me", "replace-me", "changeme")
 
 _POSTGRES_DSN: TypeAdapter[PostgresDsn] = TypeAdapter(PostgresDsn)
+
+
+def split_list(value: Any) -> Any:
+    """`a,b` or a JSON list, as one environment variable gives a list (a shell line stays
+    readable); anything else is left to the field's type."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+#: A list setting read from one variable, comma-separated or a JSON list (`NoDecode`:
+#: pydantic-settings would otherwise take the variable as JSON only).
+EnvList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
 
 
 def is_secret_field(field: FieldInfo) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -10,7 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from orderflow.outbound import OutboundPolicy
+# AllowList at module level: with postponed annotations pydantic resolves it from here
+from orderflow.outbound import AllowList, OutboundPolicy
 from orderflow.settings import ServiceSettings
 
 OUTBOUND_SETTING = "INTAKE_OUTBOUND_ALLOW"
@@ -46,7 +46,7 @@ class Settings(ServiceSettings):
         description="The largest bulk import body, in bytes",
     )
 
-    outbound_allow: Annotated[list[str], NoDecode] = Field(
+    outbound_allow: AllowList = Field(
         default_factory=list,
         description="Hosts, addresses and networks (CIDR) that files named by URL in "
         "`order.submit` may be fetched from although they are not public (private, "
@@ -76,22 +76,6 @@ class Settings(ServiceSettings):
     def _users(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("outbound_allow", mode="before")
-    @classmethod
-    def _allow_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
-
-    @field_validator("outbound_allow")
-    @classmethod
-    def _allow_entries(cls, value: list[str]) -> list[str]:
-        OutboundPolicy.parse(value)  # a bad entry stops the service, named
         return value
 
     @property

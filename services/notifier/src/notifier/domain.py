@@ -10,6 +10,7 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 from uuid import UUID
 
+from orderflow import jsonpointer
 from orderflow.messages import (
     ContractDrafted,
     OrderApproved,
@@ -227,8 +228,9 @@ def field_label(pointer: str, language: str) -> str:
     """`/lines/0/unit_price` as `Lines › 1 › Unit price` (`明细 › 第 1 行 › 单价`)."""
     names = FIELD_NAMES.get(language, FIELD_NAMES["en"])
     parts: list[str] = []
+    # not jsonpointer.split: a malformed pointer from a department is shown as it came
     for raw in pointer.split("/")[1:]:
-        token = raw.replace("~1", "/").replace("~0", "~")
+        token = jsonpointer.unescape(raw)
         if token.isdigit():
             parts.append(f"第 {int(token) + 1} 行" if language == "zh" else f"#{int(token) + 1}")
         else:

@@ -5,8 +5,8 @@ the service at once with the problem named."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -46,8 +46,9 @@ def build_channels(settings: Settings, directory: contacts.Directory) -> list[Ch
     return channels
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]  # values come from the env
+def load_directory(settings: Settings) -> contacts.Directory:
+    """The contacts file, its secrets kept out of the logs; development ones refused in
+    production."""
     directory = contacts.load(settings.contacts_file)
     register_secrets([*settings.secret_values(), *directory.secret_values()])
     if settings.environment == "production":
@@ -57,6 +58,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f"{settings.contacts_file}: ORDERFLOW_ENVIRONMENT is production, but "
                 + "; ".join(problems)
             )
+    return directory
+
+
+def deliveries(
+    app: FastAPI, runtime: ServiceRuntime, settings: Settings, directory: contacts.Directory
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the runtime, and the delivery worker inside it."""
+    policy = DeliveryPolicy(
+        max_attempts=settings.delivery_max_attempts,
+        backoff_base=settings.delivery_backoff_base,
+        backoff_max=settings.delivery_backoff_max,
+        timeout=settings.delivery_timeout,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        async with runtime.lifespan():
+            worker = DeliveryWorker(
+                lambda: runtime.pool,
+                # built at start, not before: each robot's HTTP client belongs to the running loop
+                build_channels(settings, directory),
+                policy=policy,
+                concurrency=settings.delivery_concurrency,
+                poll_interval=settings.delivery_poll_interval,
+            )
+            app.state.delivery_worker = worker
+            await worker.start()
+            try:
+                yield
+            finally:
+                # sends in flight finish first; the runtime's relay then publishes their events
+                await worker.stop()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()  # type: ignore[call-arg]  # values come from the env
+    directory = load_directory(settings)
     templates = Templates(settings.template_dir)
     templates.check()
     deps = Notifying(
@@ -76,37 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "inbox, email and chat robots, delivered with retries.",
     )
     http.install(app)
-
-    def channels() -> Sequence[Channel]:
-        # built at start, not here: each robot's HTTP client belongs to the running loop
-        return build_channels(settings, directory)
-
-    policy = DeliveryPolicy(
-        max_attempts=settings.delivery_max_attempts,
-        backoff_base=settings.delivery_backoff_base,
-        backoff_max=settings.delivery_backoff_max,
-        timeout=settings.delivery_timeout,
-    )
-
-    @asynccontextmanager
-    async def lifespan(_: Any) -> AsyncIterator[None]:
-        async with runtime.lifespan():
-            worker = DeliveryWorker(
-                lambda: runtime.pool,
-                channels(),
-                policy=policy,
-                concurrency=settings.delivery_concurrency,
-                poll_interval=settings.delivery_poll_interval,
-            )
-            app.state.delivery_worker = worker
-            await worker.start()
-            try:
-                yield
-            finally:
-                # sends in flight finish first; the runtime's relay then publishes their events
-                await worker.stop()
-
-    app.router.lifespan_context = lifespan
+    app.router.lifespan_context = deliveries(app, runtime, settings, directory)
     return app
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from orderflow.settings import ServiceSettings
 
-from .adapters.outbound import OutboundPolicy
+# AllowList at module level: with postponed annotations pydantic resolves it from here
+from .adapters.outbound import AllowList, OutboundPolicy
 
 
 class RateLimit(BaseModel):
@@ -88,28 +88,12 @@ class Settings(ServiceSettings):
         '"window": 60}}; a robot in the contacts file may set its own',
     )
 
-    outbound_allow: Annotated[list[str], NoDecode] = Field(
+    outbound_allow: AllowList = Field(
         default_factory=list,
         description="Hosts, addresses and networks (CIDR) webhooks and SMTP may reach although "
         "they are not public (private, loopback, link-local...): comma-separated or a JSON "
         "list, e.g. 127.0.0.1,10.20.0.0/16,erp.internal; empty: public addresses only",
     )
-
-    @field_validator("outbound_allow", mode="before")
-    @classmethod
-    def _allow_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
-
-    @field_validator("outbound_allow")
-    @classmethod
-    def _allow_entries(cls, value: list[str]) -> list[str]:
-        OutboundPolicy.parse(value)  # a bad entry stops the service, named
-        return value
 
     @property
     def outbound_policy(self) -> OutboundPolicy:

@@ -3,6 +3,7 @@ decision 0015), which intake's file fetches use too."""
 
 from orderflow.outbound import (
     ALLOW_SETTING,
+    AllowList,
     GuardedBackend,
     GuardedTransport,
     IPAddress,
@@ -15,6 +16,7 @@ from orderflow.outbound import (
 
 __all__ = [
     "ALLOW_SETTING",
+    "AllowList",
     "GuardedBackend",
     "GuardedTransport",
     "IPAddress",
