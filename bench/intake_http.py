@@ -2,7 +2,7 @@
 what latency, and what each order costs in CPU (intake's process, and the PostgreSQL
 backends serving it), with every guarantee on.
 
-It starts intake as its own process (as the tests do: `orderflow.testing.start_service`)
+It starts intake as its own process (as the tests do: `orderflow_testkit.testing.start_service`)
 against the machine's PostgreSQL and RabbitMQ, on a database and a vhost of its own (named
 `bench_intake_<tag>`, removed at the end) with bus users of its own. The caller is a
 salesperson signed in with a session (`--credential session`, the console's way) or a
@@ -44,7 +44,7 @@ import httpx
 
 from orderflow import provisioning
 from orderflow.auth.identity import ORDERS_WRITE, SALESPERSON
-from orderflow.testing import (
+from orderflow_testkit.testing import (
     Infra,
     ServiceProcess,
     admin_broker,
@@ -57,7 +57,7 @@ from orderflow.testing import (
     start_service,
     wait_ready,
 )
-from orderflow.testing import Servers as TestServers
+from orderflow_testkit.testing import Servers as TestServers
 
 AMQP = os.environ.get("ORDERFLOW_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 POSTGRES = os.environ.get(
