@@ -33,11 +33,20 @@ async def create_pool(dsn: str, *, schema: str, min_size: int = 1, max_size: int
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={"search_path": f"{schema},public", "application_name": schema},
         command_timeout=60,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Nothing to undo when a connection goes back to the pool: asyncpg has already rolled
+    back an open transaction and dropped its listeners; the services set nothing on the
+    session (`SET LOCAL`, transaction-scoped advisory locks, listeners removed by their
+    owners; the migration lock is released explicitly). asyncpg's default reset (advisory
+    unlock, CLOSE ALL, UNLISTEN *, RESET ALL) is one more round trip on every release."""
 
 
 @asynccontextmanager
