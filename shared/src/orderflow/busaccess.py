@@ -59,24 +59,11 @@ DEPARTMENT_TYPES: tuple[str, ...] = (
 )
 SUBMIT_TYPE = SubmitOrder.message_type
 
-#: The queues each service consumes (and declares at start).
+#: The queues each service consumes (and declares at start): the topology's queues named
+#: `<service>.<purpose>`, so a new queue is written once, in `topology.SERVICE_QUEUES`.
 OWN_QUEUES: dict[str, tuple[topology.QueueSpec, ...]] = {
-    "intake": (topology.INTAKE_COMMANDS, topology.INTAKE_PROJECTION),
-    "review-router": (
-        topology.ROUTER_SUBMITTED,
-        topology.ROUTER_WITHDRAWAL_REQUESTS,
-        topology.verdict_queue(topology.DEFAULT_DEPARTMENTS),
-    ),
-    "contracts": (topology.CONTRACTS_APPROVED,),
-    "notifier": (
-        topology.NOTIFIER_CHANGES_REQUESTED,
-        topology.NOTIFIER_APPROVED,
-        topology.NOTIFIER_CONTRACT_DRAFTED,
-        topology.NOTIFIER_REVIEW_OVERDUE,
-        topology.NOTIFIER_REVIEW_SENT,
-        topology.NOTIFIER_REVIEW_ESCALATED,
-        topology.NOTIFIER_WITHDRAWAL_REFUSED,
-    ),
+    service: tuple(q for q in topology.SERVICE_QUEUES if q.name.split(".")[0] == service)
+    for service in SERVICES
 }
 
 #: The router owns the department queues, `review.<department>`, and declares them (a
