@@ -478,10 +478,12 @@ def stop_system(system: System, *, keep: bool) -> None:
 def groups(system: System) -> list[measure.Group]:
     def service(name: str) -> Any:
         def processes() -> list[psutil.Process]:
+            # with their children: contracts typesets on a pool of worker processes
             return [
-                psutil.Process(p.process.pid)
+                proc
                 for p in system.cluster.processes
                 if p.name == name and p.process.poll() is None
+                for proc in measure.tree(lambda p=p: psutil.Process(p.process.pid))()
             ]
 
         return processes
