@@ -169,16 +169,16 @@ async def store_rendered(begin: Begin, pending: domain.PendingRender, pdf: bytes
     """Store a typeset document and publish `contract.drafted`, in one short transaction;
     False when another renderer stored it first (nothing is then written twice)."""
     content, contract_id = pending.content, pending.contract_id
-    digest = domain.sha256(pdf)
+    document = _pdf(contract_id, domain.DocumentKind.DRAFTED, pdf, at=datetime.now(UTC))
     async with begin() as store:
         if not await store.take_pending(contract_id=contract_id):
             return False
         # one order's contracts are stored one after the other, so that whichever revision
         # is typeset last, the newest supersedes the others
         await store.lock_order(order_id=content.order_id)
-        now = datetime.now(UTC)
-        await store.add(contract_id=contract_id, content=content, document_sha256=digest)
-        await store.add_document(_pdf(contract_id, domain.DocumentKind.DRAFTED, pdf, at=now))
+        now = document.at
+        await store.add(contract_id=contract_id, content=content, document_sha256=document.sha256)
+        await store.add_document(document)
         superseded = await _supersede(store, content, contract_id=contract_id, at=now)
         await store.publish_event(_drafted(content, contract_id), correlation_id=content.order_id)
     log.info(
