@@ -10,9 +10,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from orderflow import consumer, outbox, refusals, topology
+from orderflow import consumer, refusals, topology
 from orderflow.consumer import PermanentError
-from orderflow.db import Connection, Pool, transaction
+from orderflow.db import Connection, Pool
 from orderflow.messages import (
     ContractDrafted,
     ContractSent,
@@ -23,6 +23,7 @@ from orderflow.messages import (
 
 from . import domain
 from .adapters import repository
+from .store import Begin, Contract, NewDocument, Store
 
 log = structlog.get_logger(__name__)
 
@@ -111,19 +112,21 @@ class StoredDocument:
 
 
 async def on_order_approved(
-    conn: Connection,
+    conn: Connection | Store,
     event: OrderApproved,
     *,
     drafting: Drafting,
     delivery: Delivery | None = None,
+    now: datetime | None = None,
 ) -> uuid.UUID | None:
     """Number the approved revision's contract and leave it to be typeset (`render_pending`),
     in the caller's short transaction; the new contract's id, None when there is nothing
     to draft. The counter's row is held only for this transaction, never while a document
     is typeset (decision 0026)."""
+    store = repository.store_of(conn)
     bound = log.bind(order_id=str(event.order_id), revision=event.revision)
-    await repository.lock_order(conn, order_id=event.order_id)
-    drafted = await repository.revisions(conn, order_id=event.order_id)
+    await store.lock_order(order_id=event.order_id)
+    drafted = await store.revisions(order_id=event.order_id)
     if event.revision in drafted:
         # the same approval again (a new message id for the same revision): one contract
         bound.info("contract already drafted for this revision")
@@ -133,11 +136,11 @@ async def on_order_approved(
         bound.info("approval of an older revision ignored", newest=max(drafted))
         return None
 
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     year = now.astimezone(drafting.timezone).year
     pattern = drafting.number_pattern
     key = domain.sequence_key(pattern, year=year)
-    seq = await repository.take_number(conn, key=key)
+    seq = await store.take_number(key=key)
     try:
         content = domain.draft(
             event,
@@ -151,8 +154,7 @@ async def on_order_approved(
             f"cannot draft a contract: {exc}", problems=exc.problems, code=refusals.INCOMPLETE_ORDER
         ) from exc
     contract_id = uuid.uuid4()
-    await repository.add_pending(
-        conn,
+    await store.add_pending(
         contract_id=contract_id,
         content=content,
         key=key,
@@ -163,34 +165,22 @@ async def on_order_approved(
     return contract_id
 
 
-async def store_rendered(pool: Pool, pending: domain.PendingRender, pdf: bytes) -> bool:
+async def store_rendered(begin: Begin, pending: domain.PendingRender, pdf: bytes) -> bool:
     """Store a typeset document and publish `contract.drafted`, in one short transaction;
     False when another renderer stored it first (nothing is then written twice)."""
     content, contract_id = pending.content, pending.contract_id
-    digest = domain.sha256(pdf)
-    async with transaction(pool) as conn:
-        if not await repository.take_pending(conn, contract_id=contract_id):
+    document = _pdf(contract_id, domain.DocumentKind.DRAFTED, pdf, at=datetime.now(UTC))
+    async with begin() as store:
+        if not await store.take_pending(contract_id=contract_id):
             return False
         # one order's contracts are stored one after the other, so that whichever revision
         # is typeset last, the newest supersedes the others
-        await repository.lock_order(conn, order_id=content.order_id)
-        now = datetime.now(UTC)
-        await repository.add(conn, contract_id=contract_id, content=content, document_sha256=digest)
-        await repository.add_document(
-            conn,
-            document_id=uuid.uuid4(),
-            contract_id=contract_id,
-            kind=domain.DocumentKind.DRAFTED,
-            media_type=domain.PDF_MEDIA_TYPE,
-            file_name=None,
-            data=pdf,
-            sha256=digest,
-            at=now,
-        )
-        superseded = await _supersede(conn, content, contract_id=contract_id, at=now)
-        await outbox.publish_event(
-            conn, _drafted(content, contract_id), correlation_id=content.order_id
-        )
+        await store.lock_order(order_id=content.order_id)
+        now = document.at
+        await store.add(contract_id=contract_id, content=content, document_sha256=document.sha256)
+        await store.add_document(document)
+        superseded = await _supersede(store, content, contract_id=contract_id, at=now)
+        await store.publish_event(_drafted(content, contract_id), correlation_id=content.order_id)
     log.info(
         "contract drafted",
         order_id=str(content.order_id),
@@ -201,19 +191,36 @@ async def store_rendered(pool: Pool, pending: domain.PendingRender, pdf: bytes) 
     return True
 
 
+def _pdf(
+    contract_id: uuid.UUID,
+    kind: domain.DocumentKind,
+    data: bytes,
+    *,
+    at: datetime,
+    file_name: str | None = None,
+) -> NewDocument:
+    """A PDF of the contract to store, with the hash it is checked against when served."""
+    return NewDocument(
+        id=uuid.uuid4(),
+        contract_id=contract_id,
+        kind=kind,
+        media_type=domain.PDF_MEDIA_TYPE,
+        file_name=file_name,
+        data=data,
+        sha256=domain.sha256(data),
+        at=at,
+    )
+
+
 async def _supersede(
-    conn: Connection, content: domain.ContractContent, *, contract_id: uuid.UUID, at: datetime
+    store: Store, content: domain.ContractContent, *, contract_id: uuid.UUID, at: datetime
 ) -> list[str]:
     """The newest revision's contract supersedes the order's earlier drafts; an earlier one
     typeset after it (documents are typeset in parallel) is superseded as soon as drafted."""
-    newest_id, newest_revision = await repository.newest_of_order(conn, order_id=content.order_id)
-    if newest_id != contract_id:
-        by, before = newest_id, newest_revision
-    else:
-        by, before = contract_id, content.revision
-    return await repository.supersede(
-        conn, order_id=content.order_id, before_revision=before, by=by, at=at
-    )
+    newest = await store.newest_of_order(order_id=content.order_id)
+    by = newest.id
+    before = newest.revision if newest.id != contract_id else content.revision
+    return await store.supersede(order_id=content.order_id, before_revision=before, by=by, at=at)
 
 
 def _drafted(content: domain.ContractContent, contract_id: uuid.UUID) -> ContractDrafted:
@@ -231,7 +238,7 @@ def _drafted(content: domain.ContractContent, contract_id: uuid.UUID) -> Contrac
 
 
 async def render_failed(
-    pool: Pool,
+    begin: Begin,
     pending: domain.PendingRender,
     exc: BaseException,
     *,
@@ -242,9 +249,9 @@ async def render_failed(
     is dead-lettered with the reason, as it would have been when typesetting still happened
     in its transaction, the contract is dropped and its number handed back, for the next
     draft to take."""
-    async with transaction(pool) as conn:
-        tried = await repository.render_failed(
-            conn, contract_id=pending.contract_id, retry_in=0.2 * 2**pending.attempts
+    async with begin() as store:
+        tried = await store.render_failed(
+            contract_id=pending.contract_id, retry_in=0.2 * 2**pending.attempts
         )
     bound = log.bind(contract_number=pending.content.number, attempts=tried)
     if tried < attempts:
@@ -259,14 +266,12 @@ async def render_failed(
         # contract pending, to be tried (and dead-lettered) again; a dead letter sent twice
         # is one approval again, which the inbox makes one contract
         await dead_letter(delivery, exc)
-    async with transaction(pool) as conn:
-        if not await repository.take_pending(conn, contract_id=pending.contract_id):
+    async with begin() as store:
+        if not await store.take_pending(contract_id=pending.contract_id):
             return
-        await repository.release_number(conn, key=pending.number_key, seq=pending.number_seq)
+        await store.release_number(key=pending.number_key, seq=pending.number_seq)
         if delivery is not None:
-            await repository.forget_delivery(
-                conn, consumer=APPROVALS_CONSUMER, message_id=delivery.message_id
-            )
+            await store.forget_delivery(consumer=APPROVALS_CONSUMER, message_id=delivery.message_id)
 
 
 # --- the contract's life after drafting: sent, signed or voided ---------------------------
@@ -275,38 +280,72 @@ async def render_failed(
 #: the id in its `*_by` columns and events; the rest goes to the log line of the action.
 Actor = Mapping[str, str]
 
+#: The event each action publishes.
+_ACTED: dict[domain.Action, type[ContractSent | ContractSigned | ContractVoided]] = {
+    domain.Action.SEND: ContractSent,
+    domain.Action.SIGN: ContractSigned,
+    domain.Action.VOID: ContractVoided,
+}
 
-async def _act(conn: Connection, contract_id: uuid.UUID, action: domain.Action) -> dict[str, Any]:
-    row = await repository.lock(conn, contract_id=contract_id)
-    if row is None:
+
+async def _locked(store: Store, contract_id: uuid.UUID, action: domain.Action) -> Contract:
+    """The contract, locked, once the action is allowed in its status."""
+    contract = await store.lock(contract_id=contract_id)
+    if contract is None:
         raise ContractNotFound(contract_id)
-    domain.transition(domain.ContractStatus(row["status"]), action)
-    return row
+    domain.transition(contract.status, action)
+    return contract
 
 
-async def send(conn: Connection, *, contract_id: uuid.UUID, by: Actor, now: datetime) -> None:
-    """The contract went to the customer for signature."""
-    row = await _act(conn, contract_id, domain.Action.SEND)
-    await repository.mark_sent(conn, contract_id=contract_id, at=now, by=by["id"])
-    await outbox.publish_event(
-        conn,
-        ContractSent(
-            contract_id=contract_id,
-            contract_number=row["number"],
-            order_id=row["order_id"],
-            revision=row["revision"],
-            sent_at=now,
-            sent_by=by["id"],
-        ),
-        correlation_id=row["order_id"],
+async def _act(
+    store: Store,
+    contract: Contract,
+    action: domain.Action,
+    *,
+    by: Actor,
+    now: datetime,
+    columns: Mapping[str, Any],
+    told: Mapping[str, Any] | None = None,
+) -> None:
+    """Move the contract on and publish what happened: `columns` are what the new status
+    sets beside its time, `told` the event's fields beyond those every contract event has
+    (the same, unless named otherwise)."""
+    status = domain.transition(contract.status, action)
+    done = domain.past_tense(action)
+    await store.mark(contract_id=contract.id, status=status, at=now, **columns)
+    event = _ACTED[action].model_validate(
+        {
+            "contract_id": contract.id,
+            "contract_number": contract.number,
+            "order_id": contract.order_id,
+            "revision": contract.revision,
+            f"{done}_at": now,
+            **(columns if told is None else told),
+        }
     )
+    await store.publish_event(event, correlation_id=contract.order_id)
+    # hashes go to the log, never what a person wrote (a void's reason)
+    hashes = {k: v for k, v in columns.items() if k.endswith("_sha256")}
     log.info(
-        "contract sent", contract_number=row["number"], order_id=str(row["order_id"]), by=dict(by)
+        f"contract {done}",
+        contract_number=contract.number,
+        order_id=str(contract.order_id),
+        by=dict(by),
+        **hashes,
     )
+
+
+async def send(
+    conn: Connection | Store, *, contract_id: uuid.UUID, by: Actor, now: datetime
+) -> None:
+    """The contract went to the customer for signature."""
+    store = repository.store_of(conn)
+    contract = await _locked(store, contract_id, domain.Action.SEND)
+    await _act(store, contract, domain.Action.SEND, by=by, now=now, columns={"sent_by": by["id"]})
 
 
 async def sign(
-    conn: Connection,
+    conn: Connection | Store,
     *,
     contract_id: uuid.UUID,
     signed_copy: bytes,
@@ -315,86 +354,55 @@ async def sign(
     now: datetime,
 ) -> str:
     """Record the signed copy the customer returned; its SHA-256."""
-    row = await _act(conn, contract_id, domain.Action.SIGN)
+    store = repository.store_of(conn)
+    contract = await _locked(store, contract_id, domain.Action.SIGN)
     if not domain.is_pdf(signed_copy):
         # the entrypoint checks this too; a contract is never signed by something else
         raise ValueError("the signed copy is not a PDF")
-    digest = domain.sha256(signed_copy)
-    await repository.add_document(
-        conn,
-        document_id=uuid.uuid4(),
-        contract_id=contract_id,
-        kind=domain.DocumentKind.SIGNED_COPY,
-        media_type=domain.PDF_MEDIA_TYPE,
-        file_name=file_name,
-        data=signed_copy,
-        sha256=digest,
-        at=now,
+    document = _pdf(
+        contract_id, domain.DocumentKind.SIGNED_COPY, signed_copy, at=now, file_name=file_name
     )
-    await repository.mark_signed(conn, contract_id=contract_id, at=now, signed_copy_sha256=digest)
-    await outbox.publish_event(
-        conn,
-        ContractSigned(
-            contract_id=contract_id,
-            contract_number=row["number"],
-            order_id=row["order_id"],
-            revision=row["revision"],
-            signed_at=now,
-            signed_copy_sha256=digest,
-        ),
-        correlation_id=row["order_id"],
-    )
-    log.info(
-        "contract signed",
-        contract_number=row["number"],
-        order_id=str(row["order_id"]),
-        signed_copy_sha256=digest,
-        by=dict(by),
-    )
+    await store.add_document(document)
+    digest = document.sha256
+    columns = {"signed_copy_sha256": digest}
+    await _act(store, contract, domain.Action.SIGN, by=by, now=now, columns=columns)
     return digest
 
 
 async def void(
-    conn: Connection, *, contract_id: uuid.UUID, reason: str, by: Actor, now: datetime
+    conn: Connection | Store, *, contract_id: uuid.UUID, reason: str, by: Actor, now: datetime
 ) -> None:
     """The contract will not be signed."""
-    row = await _act(conn, contract_id, domain.Action.VOID)
-    await repository.mark_voided(conn, contract_id=contract_id, at=now, reason=reason, by=by["id"])
-    await outbox.publish_event(
-        conn,
-        ContractVoided(
-            contract_id=contract_id,
-            contract_number=row["number"],
-            order_id=row["order_id"],
-            revision=row["revision"],
-            voided_at=now,
-            reason=reason,
-            voided_by=by["id"],
-        ),
-        correlation_id=row["order_id"],
-    )
-    log.info(
-        "contract voided", contract_number=row["number"], order_id=str(row["order_id"]), by=dict(by)
+    store = repository.store_of(conn)
+    contract = await _locked(store, contract_id, domain.Action.VOID)
+    await _act(
+        store,
+        contract,
+        domain.Action.VOID,
+        by=by,
+        now=now,
+        columns={"void_reason": reason, "voided_by": by["id"]},
+        told={"reason": reason, "voided_by": by["id"]},
     )
 
 
 async def stored_document(
-    pool: Pool, *, contract_id: uuid.UUID, kind: domain.DocumentKind
+    pool: Pool | Store, *, contract_id: uuid.UUID, kind: domain.DocumentKind
 ) -> StoredDocument:
     """A document as stored, after checking its bytes against the hashes recorded when it
     was stored; domain.DocumentCorrupt when they differ, for it must never be served."""
-    row = await repository.document(pool, contract_id=contract_id, kind=kind)
-    if row is None:
-        if await repository.get(pool, contract_id=contract_id) is None:
+    store = repository.reader(pool)
+    document = await store.document(contract_id=contract_id, kind=kind)
+    if document is None:
+        if await store.get(contract_id=contract_id) is None:
             raise ContractNotFound(contract_id)
         raise DocumentNotFound(contract_id, kind)
-    data = bytes(row["content"])
-    recorded = tuple(h for h in (row["sha256"], row["recorded_sha256"]) if h is not None)
-    domain.verified(data, expected=recorded)
+    recorded = tuple(h for h in (document.sha256, document.recorded_sha256) if h is not None)
+    domain.verified(document.content, expected=recorded)
     return StoredDocument(
-        data=data,
-        sha256=row["sha256"],
-        media_type=row["media_type"],
-        contract_number=row["number"],
+        data=document.content,
+        sha256=document.sha256,
+        media_type=document.media_type,
+        contract_number=document.number,
         kind=kind,
     )

@@ -51,7 +51,13 @@ def create_app(settings: Settings | None = None, renderer: TypstRenderer | None 
         renderer.start_workers()
         try:
             async with runtime.lifespan(app):
-                worker = RenderWorker(runtime, renderer, capacity=2 * renderer.workers)
+                worker = RenderWorker(
+                    runtime,
+                    renderer,
+                    capacity=2 * renderer.workers,
+                    attempts=settings.render_attempts,
+                    lease_seconds=settings.render_lease_seconds,
+                )
                 worker.start()
                 try:
                     yield

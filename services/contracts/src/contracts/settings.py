@@ -61,6 +61,20 @@ class Settings(ServiceSettings):
         le=200 * 1024 * 1024,
         description="Largest signed copy accepted for upload, in bytes",
     )
+    render_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Tries at typesetting a contract's document before its approval is "
+        "dead-lettered and its number handed back",
+    )
+    render_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How long a replica holds a contract it typesets before another may take "
+        "it over (a crashed replica's work)",
+    )
 
     @field_validator("template_dir")
     @classmethod

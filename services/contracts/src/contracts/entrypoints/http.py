@@ -34,7 +34,7 @@ from orderflow.http import (
 from orderflow.messages import Language
 from orderflow.messages.base import Chars, Timestamp
 
-from .. import domain, handlers
+from .. import domain, handlers, store
 from ..adapters import repository
 from ..domain import ContractContent, ContractStatus, DocumentKind
 from ..settings import Settings
@@ -126,14 +126,14 @@ ServiceSettings = Annotated[Settings, Depends(_settings)]
 Now = Annotated[datetime, Depends(_now)]
 
 
-def _contract(row: dict[str, Any]) -> Contract:
-    base = f"{API}/contracts/{row['id']}"
+def _contract(record: store.Contract) -> Contract:
+    base = f"{API}/contracts/{record.id}"
     document = signed = None
-    if row["document_sha256"] is not None:
-        document = DocumentLink(sha256=row["document_sha256"], href=f"{base}/document")
-    if row["signed_copy_sha256"] is not None:
-        signed = DocumentLink(sha256=row["signed_copy_sha256"], href=f"{base}/signed-copy")
-    return Contract.model_validate({**row, "document": document, "signed_copy": signed})
+    if record.document_sha256 is not None:
+        document = DocumentLink(sha256=record.document_sha256, href=f"{base}/document")
+    if record.signed_copy_sha256 is not None:
+        signed = DocumentLink(sha256=record.signed_copy_sha256, href=f"{base}/signed-copy")
+    return Contract.model_validate({**vars(record), "document": document, "signed_copy": signed})
 
 
 def _not_found(exc: handlers.ContractNotFound | handlers.DocumentNotFound) -> Problem:
@@ -194,19 +194,19 @@ def _missing(contract_id: UUID) -> Problem:
     )
 
 
-async def _visible(request: Request, caller: Caller, contract_id: UUID) -> dict[str, Any]:
+async def _visible(request: Request, caller: Caller, contract_id: UUID) -> store.Contract:
     """The contract, if the caller may see it; 404 as for a missing one otherwise."""
-    row = await repository.get(_pool(request), contract_id=contract_id)
-    if row is None or not _sees(caller, row["salesperson_id"]):
+    record = await repository.reader(_pool(request)).get(contract_id=contract_id)
+    if record is None or not _sees(caller, record.salesperson_id):
         raise _missing(contract_id)
-    return row
+    return record
 
 
 async def _changeable(
     request: Request, caller: Caller, contract_id: UUID, *, managers_only: bool = False
 ) -> None:
-    row = await _visible(request, caller, contract_id)
-    if not _may_change(caller, row["salesperson_id"], managers_only=managers_only):
+    record = await _visible(request, caller, contract_id)
+    if not _may_change(caller, record.salesperson_id, managers_only=managers_only):
         who = (
             "the salesperson's sales manager"
             if managers_only
@@ -226,9 +226,9 @@ def _conflict(exc: domain.InvalidTransition) -> Problem:
 
 
 async def _reload(request: Request, contract_id: UUID) -> Contract:
-    row = await repository.get(_pool(request), contract_id=contract_id)
-    assert row is not None  # it was acted on in a committed transaction; never deleted
-    return _contract(row)
+    record = await repository.reader(_pool(request)).get(contract_id=contract_id)
+    assert record is not None  # it was acted on in a committed transaction; never deleted
+    return _contract(record)
 
 
 Responses = dict[int | str, dict[str, Any]]
@@ -260,8 +260,8 @@ async def list_contracts(
 ) -> ContractList:
     """The contracts of an order, newest revision first. 404 for a person who may see none of
     them (as for an order they do not have)."""
-    rows = await repository.of_order(_pool(request), order_id=order_id)
-    seen = [r for r in rows if _sees(caller, r["salesperson_id"])]
+    records = await repository.reader(_pool(request)).of_order(order_id=order_id)
+    seen = [r for r in records if _sees(caller, r.salesperson_id)]
     if not seen and not caller.has(CONTRACTS_READ, CONTRACTS_WRITE):
         raise Problem(
             404,

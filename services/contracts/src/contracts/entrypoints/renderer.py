@@ -124,16 +124,16 @@ class RenderWorker:
         self._wake.set()  # a worker is free
 
     async def _typeset(self, pending: domain.PendingRender) -> None:
-        pool = self._runtime.pool
+        begin = repository.transactions(self._runtime.pool)
         try:
             try:
                 pdf = await self._renderer.render(pending.content)
             except Exception as exc:
                 await handlers.render_failed(
-                    pool, pending, exc, attempts=self._attempts, dead_letter=self.dead_letter
+                    begin, pending, exc, attempts=self._attempts, dead_letter=self.dead_letter
                 )
                 return
-            await handlers.store_rendered(pool, pending, pdf)
+            await handlers.store_rendered(begin, pending, pdf)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the lease runs out and the contract is taken again
