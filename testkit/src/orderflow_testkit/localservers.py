@@ -204,7 +204,12 @@ class LocalPostgres:
                 check=True,
                 capture_output=True,
             )
-        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=on"
+        # room for every replica's pool: 4 replicas of 4 services at 10 connections each,
+        # their listeners and the checks exceed the default 100
+        options = (
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=on"
+            " -c max_connections=400"
+        )
         self._ctl("-o", options, "-l", str(self.base / "log"), "-w", "start")
         wait_port(self.port, up=True)
 
