@@ -15,6 +15,8 @@ import pytest
 
 from intake import domain, handlers
 from intake.adapters.projection_store import KeptEvent, ProjectedOrder
+from intake.adapters.repository import LockedOrder
+from intake.domain import Status
 from orderflow import topology
 from orderflow.messages import (
     Annotation,
@@ -23,12 +25,18 @@ from orderflow.messages import (
     Message,
     NotificationDelivered,
     OrderChangesRequested,
+    OrderSubmitted,
+    OrderWithdrawalRequested,
     OrderWithdrawn,
     Reviewer,
     ReviewRoundOpened,
     Salesperson,
+    SubmitOrder,
+    SubmitOrderReply,
     VerdictRecorded,
 )
+
+from .conftest import TODAY
 
 NO_CONNECTION: Any = None  # the fake store is given, so no connection is ever used
 
@@ -293,3 +301,207 @@ def test_each_refusal_has_its_problem(exc: Exception, status: int, type_: str) -
     problem = problems.problem_for(exc)
     assert (problem.status, problem.type) == (status, type_)
     assert isinstance(exc, problems.ANSWERED)
+
+
+# The order handlers (an `order.submit` over the bus, a revision, a withdrawal) against an
+# in-memory `OrderStore`.
+
+
+@dataclass
+class FakeOrderStore:
+    """`OrderStore` in memory: orders as the lock returns them, revisions' documents, and
+    what went to the outbox (events with their correlation id, replies)."""
+
+    projection: FakeProjectionStore = field(default_factory=FakeProjectionStore)
+    orders: dict[UUID, LockedOrder] = field(default_factory=dict)
+    revisions: dict[tuple[UUID, int], dict[str, Any]] = field(default_factory=dict)
+    events: list[tuple[Message, UUID]] = field(default_factory=list)
+    replies: list[tuple[Message, str, str | None]] = field(default_factory=list)
+    publishers: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+
+    async def lock_order(self, order_id: UUID) -> LockedOrder | None:
+        return self.orders.get(order_id)
+
+    async def lock_for_creation(self, order_id: UUID, duplicate_key: str | None) -> None:
+        pass  # one task: nothing to serialise
+
+    async def lock_duplicate_key(self, key: str) -> None:
+        pass
+
+    async def find_duplicates(
+        self, key: str, *, exclude: UUID, created_before: datetime | None
+    ) -> list[UUID]:
+        return [
+            o.id
+            for o in sorted(self.orders.values(), key=lambda o: o.created_at)
+            if o.duplicate_key == key and o.id != exclude and o.status != Status.WITHDRAWN
+        ]
+
+    async def insert_draft(self, **row: Any) -> None:
+        self.orders[row["order_id"]] = locked(
+            row["order_id"],
+            Status.DRAFT,
+            duplicate_key=row["duplicate_key"],
+            possible_duplicate_of=row["possible_duplicate_of"],
+            external_ref=row["external_ref"],
+        )
+        self.revisions[(row["order_id"], 1)] = {"document": row["document"]}
+
+    async def get_revision(self, order_id: UUID, revision: int) -> dict[str, Any] | None:
+        return self.revisions.get((order_id, revision))
+
+    async def previous_submitted(self, order_id: UUID, before: int) -> int | None:
+        return None
+
+    async def revision_attachments(self, order_id: UUID, revision: int) -> list[dict[str, Any]]:
+        return []
+
+    async def mark_submitted_by(
+        self,
+        order_id: UUID,
+        revision: int,
+        *,
+        submitted_at: datetime,
+        message_id: UUID,
+        actor: dict[str, Any],
+    ) -> None:
+        self.orders[order_id] = replace(
+            self.orders[order_id], status=Status.SUBMITTED, current_submitted=True
+        )
+        self.publishers[message_id] = actor
+
+    async def request_withdrawal(
+        self, order_id: UUID, *, held_status: str, withdrawal: dict[str, Any], at: datetime
+    ) -> None:
+        self.orders[order_id] = replace(
+            self.orders[order_id],
+            status=Status.WITHDRAWAL_REQUESTED,
+            held_status=held_status,
+            withdrawal=withdrawal,
+        )
+
+    async def record_publisher(self, message_id: UUID, actor: dict[str, Any]) -> None:
+        self.publishers[message_id] = actor
+
+    async def publish_event(self, event: Message, *, correlation_id: UUID) -> UUID:
+        self.events.append((event, correlation_id))
+        return uuid.uuid4()
+
+    async def reply(self, message: Message, *, reply_to: str, correlation_id: str | None) -> None:
+        self.replies.append((message, reply_to, correlation_id))
+
+
+def locked(order_id: UUID, status: str, revision: int = 1, **fields: Any) -> LockedOrder:
+    at = datetime.now(UTC)
+    defaults: dict[str, Any] = {
+        "salesperson_id": "zhang.wei",
+        "external_ref": None,
+        "customer_name": None,
+        "channel": handlers.BUS,
+        "submitted_revision": None,
+        "created_at": at,
+        "updated_at": at,
+        "change_request": None,
+        "approved_at": None,
+        "contract_id": None,
+        "contract_number": None,
+        "contract_signed_at": None,
+        "withdrawn_at": None,
+        "version": 1,
+        "duplicate_key": None,
+        "possible_duplicate_of": [],
+        "created_by": None,
+        "withdrawn_by": None,
+        "withdrawal": None,
+        "held_status": None,
+        "current_submitted": status != Status.DRAFT,
+    }
+    return LockedOrder(id=order_id, status=status, current_revision=revision, **(defaults | fields))
+
+
+async def submit(
+    orders: FakeOrderStore, body: dict[str, Any], *, reply_to: str | None = "erp.replies"
+) -> handlers.Outcome:
+    return await handlers.on_submit_command(
+        NO_CONNECTION,
+        command=SubmitOrder.model_validate(body),
+        today=TODAY,
+        reply_to=reply_to,
+        correlation_id="cmd-1",
+        user_id="erp",
+        orders=orders,
+    )
+
+
+def submitted_events(orders: FakeOrderStore) -> list[tuple[OrderSubmitted, UUID]]:
+    return [(e, c) for e, c in orders.events if isinstance(e, OrderSubmitted)]
+
+
+async def test_a_submission_is_stored_and_announced_once_under_the_order_id(
+    product_order: dict[str, Any],
+) -> None:
+    orders = FakeOrderStore()
+    outcome = await submit(orders, product_order)
+
+    assert outcome.status is Status.SUBMITTED and outcome.revision == 1
+    assert orders.orders[outcome.order_id].status == Status.SUBMITTED
+    [(event, correlation_id)] = submitted_events(orders)
+    assert event.order_id == outcome.order_id and event.revision == 1
+    assert correlation_id == outcome.order_id
+    assert event.channel == handlers.BUS and event.previous_revision is None
+    [(reply, to, reply_correlation)] = orders.replies
+    assert isinstance(reply, SubmitOrderReply) and reply.accepted
+    assert (reply.order_id, to, reply_correlation) == (outcome.order_id, "erp.replies", "cmd-1")
+    assert orders.publishers[next(iter(orders.publishers))]["id"] == "erp"
+
+
+async def test_a_second_order_with_the_same_reference_is_accepted_and_marked(
+    product_order: dict[str, Any],
+) -> None:
+    orders = FakeOrderStore()
+    first = await submit(orders, product_order)
+    second = await submit(orders, product_order)
+
+    # as the real code does: not refused, both accepted, the later one marked
+    assert first.possible_duplicate_of == []
+    assert second.possible_duplicate_of == [first.order_id]
+    assert orders.orders[second.order_id].possible_duplicate_of == [first.order_id]
+    assert [r.accepted for r, _, _ in orders.replies] == [True, True]  # type: ignore[attr-defined]
+    assert [c for _, c in submitted_events(orders)] == [first.order_id, second.order_id]
+
+
+async def test_a_revision_of_an_order_under_review_waits_for_the_decision(
+    product_order: dict[str, Any],
+) -> None:
+    orders = FakeOrderStore()
+    order_id = uuid.uuid4()
+    orders.orders[order_id] = locked(order_id, Status.IN_REVIEW)
+
+    with pytest.raises(domain.DecisionPending):
+        await submit(orders, {**product_order, "order_id": str(order_id)})
+    assert orders.events == [] and orders.replies == []
+    assert orders.orders[order_id].current_revision == 1
+
+
+async def test_a_withdrawal_is_requested_once(product_order: dict[str, Any]) -> None:
+    orders = FakeOrderStore()
+    order_id = uuid.uuid4()
+    orders.orders[order_id] = locked(order_id, Status.IN_REVIEW)
+    orders.revisions[(order_id, 1)] = {"document": product_order}
+    actor: handlers.Actor = {"id": "zhang.wei", "kind": "user"}
+
+    outcome = await handlers.withdraw_order(
+        NO_CONNECTION, order_id=order_id, reason="客户取消", actor=actor, orders=orders
+    )
+    again = await handlers.withdraw_order(
+        NO_CONNECTION, order_id=order_id, reason="客户取消", actor=actor, orders=orders
+    )
+
+    assert outcome.status is again.status is Status.WITHDRAWAL_REQUESTED
+    assert orders.orders[order_id].held_status == Status.IN_REVIEW
+    [(event, correlation_id)] = orders.events
+    assert isinstance(event, OrderWithdrawalRequested)
+    assert (event.order_id, event.reason, event.requested_by) == (order_id, "客户取消", "zhang.wei")
+    assert event.salesperson.id == product_order["salesperson"]["id"]
+    assert correlation_id == order_id
+    assert list(orders.publishers.values()) == [actor]

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from orderflow.messages import Department
-from orderflow.settings import ServiceSettings
-
-
-def _split(value: Any) -> Any:
-    # `a,b` or a JSON list, so a shell line stays readable
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
+from orderflow.settings import EnvList, ServiceSettings
 
 
 class Settings(ServiceSettings):
@@ -47,19 +35,14 @@ class Settings(ServiceSettings):
         default_factory=dict,
         description='More RabbitMQ users and their department, JSON: {"erp-finance": "finance"}',
     )
-    verdict_acting_users: Annotated[list[str], NoDecode] = Field(
+    verdict_acting_users: EnvList = Field(
         default_factory=list,
         description=(
             "RabbitMQ users that may act for any department (the console acting for a "
-            "logged-in reviewer); comma-separated"
+            "logged-in reviewer); comma-separated or a JSON list"
         ),
     )
     timer_poll_interval: float = Field(
         default=5.0, gt=0, description="Seconds between looks at the review deadline timers"
     )
     timer_batch: int = Field(default=100, ge=1, description="Timers fired per look, at most")
-
-    @field_validator("verdict_acting_users", mode="before")
-    @classmethod
-    def _users(cls, value: Any) -> Any:
-        return _split(value)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from typing import Any
 
 import structlog
@@ -37,28 +39,31 @@ def submit_refused(refused: refusals.Refused, _: refusals.RefusedMessage) -> Mes
     )
 
 
-def register(
-    runtime: ServiceRuntime,
-    *,
-    today: Callable[[], date],
-    decision_wait: Callable[[], float] = lambda: 20.0,
-    settings: Callable[[], Settings],
-    blobs: Callable[[], BlobStore],
-) -> None:
-    async def applied(message_id: str | None) -> bool:
+@dataclass(frozen=True)
+class _Commands:
+    """What the `order.submit` subscriber reads at each delivery (settings and the blob
+    store are read late, so a test can change them between messages)."""
+
+    runtime: ServiceRuntime
+    today: Callable[[], date]
+    decision_wait: Callable[[], float]
+    settings: Callable[[], Settings]
+    blobs: Callable[[], BlobStore]
+
+    async def applied(self, message_id: str | None) -> bool:
         return bool(message_id) and await repository.message_applied(
-            runtime.pool, consumer=COMMANDS_CONSUMER, message_id=str(message_id)
+            self.runtime.pool, consumer=COMMANDS_CONSUMER, message_id=str(message_id)
         )
 
-    async def submit_order(body: dict[str, Any], delivery: Delivery) -> None:
+    async def submit_order(self, body: dict[str, Any], delivery: Delivery) -> None:
         """Create and submit an order sent by another system, or a new revision of one."""
         async with AsyncExitStack() as stack:
             refs = bus_files.references(body)
-            if refs and await applied(delivery.message_id):
+            if refs and await self.applied(delivery.message_id):
                 # a redelivery of a command done with: nothing is fetched again (its URL
                 # may have expired), and the inbox finds it a duplicate
                 refs = []
-            rules = settings()
+            rules = self.settings()
             try:
                 files = await stack.enter_async_context(
                     bus_files.fetched(
@@ -69,56 +74,23 @@ def register(
                     )
                 )
             except PermanentError:
-                if await applied(delivery.message_id):
+                if await self.applied(delivery.message_id):
                     log.info("files not fetched for a command applied meanwhile")
                     return
                 raise
-            await _submit_order(body, delivery, files)
+            await self.submit_fetched(body, delivery, files)
 
-    async def _submit_order(
-        body: dict[str, Any], delivery: Delivery, files: list[handlers.NewFile]
+    async def submit_fetched(
+        self, body: dict[str, Any], delivery: Delivery, files: list[handlers.NewFile]
     ) -> None:
-        correlation_id = delivery.correlation_id or delivery.message_id
+        """The command with its files at hand: applied once; a revision of an order under
+        review waits for the decision; a conflict is answered and the command done with."""
         order_id = handlers.command_order_id(body)
 
-        async def effect(conn: Connection) -> None:
-            day = today()
-            try:
-                # parsed here, not by the subscriber: a type error and the rules the rest
-                # of the document breaks are refused together
-                command = await handlers.submit_command(conn, body=body, today=day, files=files)
-                await handlers.on_submit_command(
-                    conn,
-                    command=command,
-                    today=day,
-                    reply_to=delivery.reply_to,
-                    correlation_id=correlation_id,
-                    user_id=delivery.user_id,
-                    files=files,
-                    store=blobs(),
-                )
-            except domain.SelfCheckFailed as exc:
-                raise PermanentError(
-                    str(exc), problems=exc.problems, code=refusals.SELF_CHECK_FAILED
-                ) from exc
-            except domain.UnknownRevision as exc:
-                raise PermanentError(
-                    str(exc),
-                    problems=[Problem(pointer="/revises", detail=str(exc))],
-                    code=refusals.UNKNOWN_REVISION,
-                ) from exc
-            except (handlers.OrderNotFound, domain.RuleViolation) as exc:
-                code = (
-                    refusals.UNKNOWN_ORDER
-                    if isinstance(exc, handlers.OrderNotFound)
-                    else refusals.NOT_EDITABLE
-                )
-                raise PermanentError(
-                    str(exc), problems=[Problem(pointer="/order_id", detail=str(exc))], code=code
-                ) from exc
-
         async def attempt() -> None:
-            await delivery.apply_once(effect)
+            await delivery.apply_once(
+                lambda conn: self.apply_command(conn, body=body, delivery=delivery, files=files)
+            )
 
         try:
             if order_id is None:
@@ -126,33 +98,95 @@ def register(
             else:
                 # the lock is not held while waiting: the decision must be able to land
                 await handlers.when_decided(
-                    runtime.pool,
+                    self.runtime.pool,
                     order_id=order_id,
-                    seconds=decision_wait(),
+                    seconds=self.decision_wait(),
                     attempt=attempt,
                 )
         except domain.Conflict as exc:
             # answered, and the command done with: the sender reads the order and retries
-            conflict = exc
-
-            async def answer(conn: Connection) -> None:
-                await handlers.reply_conflict(
-                    conn,
-                    conflict=conflict,
+            await delivery.apply_once(
+                partial(
+                    handlers.reply_conflict,
+                    conflict=exc,
                     order_id=order_id,
                     reply_to=delivery.reply_to,
-                    correlation_id=correlation_id,
+                    correlation_id=_correlation_id(delivery),
                 )
+            )
 
-            await delivery.apply_once(answer)
+    async def apply_command(
+        self,
+        conn: Connection,
+        *,
+        body: dict[str, Any],
+        delivery: Delivery,
+        files: list[handlers.NewFile],
+    ) -> None:
+        """Inside the inbox transaction: parse the command, then create or revise."""
+        day = self.today()
+        try:
+            # parsed here, not by the subscriber: a type error and the rules the rest
+            # of the document breaks are refused together
+            command = await handlers.submit_command(conn, body=body, today=day, files=files)
+            await handlers.on_submit_command(
+                conn,
+                command=command,
+                today=day,
+                reply_to=delivery.reply_to,
+                correlation_id=_correlation_id(delivery),
+                user_id=delivery.user_id,
+                files=files,
+                store=self.blobs(),
+            )
+        except domain.SelfCheckFailed as exc:
+            raise PermanentError(
+                str(exc), problems=exc.problems, code=refusals.SELF_CHECK_FAILED
+            ) from exc
+        except domain.UnknownRevision as exc:
+            raise PermanentError(
+                str(exc),
+                problems=[Problem(pointer="/revises", detail=str(exc))],
+                code=refusals.UNKNOWN_REVISION,
+            ) from exc
+        except (handlers.OrderNotFound, domain.RuleViolation) as exc:
+            code = (
+                refusals.UNKNOWN_ORDER
+                if isinstance(exc, handlers.OrderNotFound)
+                else refusals.NOT_EDITABLE
+            )
+            raise PermanentError(
+                str(exc), problems=[Problem(pointer="/order_id", detail=str(exc))], code=code
+            ) from exc
 
-    async def project_event(conn: Connection, event: Message, delivery: Delivery) -> None:
-        """Keep the order read model and its timeline up to date with every event."""
-        await handlers.on_event(
-            conn, event=event, message_id=delivery.message_id, sent_at=delivery.timestamp
-        )
 
-    runtime.consume_in_steps(topology.INTAKE_COMMANDS, submit_order, reply=submit_refused)
+def _correlation_id(delivery: Delivery) -> str | None:
+    return delivery.correlation_id or delivery.message_id
+
+
+async def project_event(conn: Connection, event: Message, delivery: Delivery) -> None:
+    """Keep the order read model and its timeline up to date with every event."""
+    await handlers.on_event(
+        conn, event=event, message_id=delivery.message_id, sent_at=delivery.timestamp
+    )
+
+
+def register(
+    runtime: ServiceRuntime,
+    *,
+    today: Callable[[], date],
+    decision_wait: Callable[[], float] = lambda: 20.0,
+    settings: Callable[[], Settings],
+    blobs: Callable[[], BlobStore],
+) -> None:
+    commands = _Commands(
+        runtime=runtime,
+        today=today,
+        decision_wait=decision_wait,
+        settings=settings,
+        blobs=blobs,
+    )
+    runtime.consume_in_steps(topology.INTAKE_COMMANDS, commands.submit_order, reply=submit_refused)
     # every event, by its type; events intake does not know yet (a newer service's) are
     # not an error
     runtime.consume_each(

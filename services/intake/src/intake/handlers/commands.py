@@ -25,8 +25,9 @@ from orderflow.messages import (
 from .. import domain
 from ..adapters import repository
 from ..adapters.blobs import BlobStore
+from ..adapters.order_store import OrderStore, PostgresOrderStore
 from ..domain import Status
-from .common import BUS, Outcome, T, bus_actor, files_of, run_self_check
+from .common import BUS, Actor, Outcome, T, bus_actor, files_of, run_self_check
 from .files import NewFile, check_new_ids, pending_refs, store_files
 from .orders import create_order, submit_revision, write_revision
 from .revisions import locked_order
@@ -189,8 +190,54 @@ async def reply_conflict(
     )
 
 
-# Longer than 60 lines: a command is a create or a revision, with or without files, and
-# each ends in the same reply; split, the reply's cases would be spread over functions.
+async def _revise(
+    conn: Connection,
+    *,
+    command: SubmitOrder,
+    document: OrderDocument,
+    today: date,
+    actor: Actor,
+    files: Sequence[NewFile],
+    store: BlobStore | None,
+    orders: OrderStore,
+) -> Outcome:
+    """A new revision of the order the command names, its files stored with it, submitted."""
+    assert command.order_id is not None
+    order = await locked_order(conn, command.order_id, orders=orders)
+    _check_revisable(order, revises=command.revises)
+    # the new revision keeps the files of the one it replaces or follows
+    files_kept = await files_of(conn, command.order_id, order.current_revision)
+    run_self_check(
+        document,
+        today=today,
+        attachments=files_kept + pending_refs(command.order_id, files),
+    )
+    revision = await write_revision(conn, order=order, document=document, channel=BUS, actor=actor)
+    if files:
+        assert store is not None, "files are stored in a blob store"
+        await store_files(
+            conn,
+            store,
+            order_id=command.order_id,
+            revision=revision,
+            files=files,
+            document=document,
+            actor=actor,
+        )
+    files_now = await files_of(conn, command.order_id, revision)
+    await submit_revision(
+        conn,
+        order_id=command.order_id,
+        revision=revision,
+        document=document,
+        attachments=files_now,
+        channel=BUS,
+        actor=actor,
+        orders=orders,
+    )
+    return Outcome(order_id=command.order_id, revision=revision, status=Status.SUBMITTED)
+
+
 async def on_submit_command(
     conn: Connection,
     *,
@@ -201,10 +248,12 @@ async def on_submit_command(
     user_id: str | None,
     files: Sequence[NewFile] = (),
     store: BlobStore | None = None,
+    orders: OrderStore | None = None,
 ) -> Outcome:
     """`order.submit` from another system: a new order, or a new revision of one sent back;
     the broker user that published it is its actor. `files` are the ones the command named
     by URL, fetched and checked: stored with the revision, then self-checked with it."""
+    orders = orders if orders is not None else PostgresOrderStore(conn)
     actor = bus_actor(user_id)
     document = OrderDocument.model_validate(
         command.model_dump(exclude={"order_id", "revises", "attachments"})
@@ -219,55 +268,29 @@ async def on_submit_command(
             actor=actor,
             files=files,
             store=store,
+            orders=orders,
         )
     else:
-        order = await locked_order(conn, command.order_id)
-        _check_revisable(order, revises=command.revises)
-        # the new revision keeps the files of the one it replaces or follows
-        files_kept = await files_of(conn, command.order_id, order.current_revision)
-        run_self_check(
-            document,
-            today=today,
-            attachments=files_kept + pending_refs(command.order_id, files),
-        )
-        revision = await write_revision(
-            conn, order=order, document=document, channel=BUS, actor=actor
-        )
-        if files:
-            assert store is not None, "files are stored in a blob store"
-            await store_files(
-                conn,
-                store,
-                order_id=command.order_id,
-                revision=revision,
-                files=files,
-                document=document,
-                actor=actor,
-            )
-        files_now = await files_of(conn, command.order_id, revision)
-        await submit_revision(
+        outcome = await _revise(
             conn,
-            order_id=command.order_id,
-            revision=revision,
+            command=command,
             document=document,
-            attachments=files_now,
-            channel=BUS,
+            today=today,
             actor=actor,
+            files=files,
+            store=store,
+            orders=orders,
         )
-        outcome = Outcome(order_id=command.order_id, revision=revision, status=Status.SUBMITTED)
     if reply_to:
-        await outbox.enqueue(
-            conn,
+        # the sender may have gone; the order is accepted whether it hears or not
+        await orders.reply(
             SubmitOrderReply(
                 accepted=True,
                 order_id=outcome.order_id,
                 revision=outcome.revision,
                 status=outcome.status.value,
             ),
-            exchange="",
-            routing_key=reply_to,
-            # the sender may have gone; the order is accepted whether it hears or not
-            mandatory=False,
+            reply_to=reply_to,
             correlation_id=correlation_id,
         )
     return outcome

@@ -9,10 +9,11 @@ from uuid import UUID
 
 import structlog
 
-from orderflow import outbox, times
+from orderflow import times
 from orderflow.db import Connection
 from orderflow.messages import (
     AttachmentRef,
+    FieldChange,
     OrderDocument,
     OrderSubmitted,
     OrderWithdrawalRequested,
@@ -23,12 +24,14 @@ from orderflow.messages import (
 from .. import domain
 from ..adapters import repository
 from ..adapters.blobs import BlobStore
+from ..adapters.order_store import OrderStore, PostgresOrderStore
 from ..domain import Status
 from .common import (
     Actor,
     IdempotencyKeyReused,
     Outcome,
     Permits,
+    attachment_ref,
     document_json,
     files_of,
     fingerprint,
@@ -43,6 +46,36 @@ from .revisions import locked_order
 log = structlog.get_logger(__name__)
 
 
+def _orders(conn: Connection, orders: OrderStore | None) -> OrderStore:
+    # the handlers' callers pass a connection; the unit tests pass a fake store
+    return orders if orders is not None else PostgresOrderStore(conn)
+
+
+async def _changes_since_submitted(
+    orders: OrderStore,
+    *,
+    order_id: UUID,
+    revision: int,
+    document: OrderDocument,
+    attachments: list[AttachmentRef],
+) -> tuple[int | None, list[FieldChange]]:
+    """The revision submitted before this one (None for the first) and what changed since."""
+    if revision <= 1:
+        return None, []
+    previous = await orders.previous_submitted(order_id, before=revision)
+    if previous is None:
+        return None, []
+    before = await orders.get_revision(order_id, previous)
+    assert before is not None
+    old_files = await orders.revision_attachments(order_id, previous)
+    return previous, domain.revision_changes(
+        old_document=before["document"],
+        old_attachments=[attachment_ref(r) for r in old_files],
+        new_document=document_json(document),
+        new_attachments=attachments,
+    )
+
+
 async def submit_revision(
     conn: Connection,
     *,
@@ -53,25 +86,16 @@ async def submit_revision(
     channel: str,
     actor: Actor,
     created: bool = False,
+    orders: OrderStore | None = None,
 ) -> None:
     """Freeze a revision that passed the self-check, files included, and announce it to the
     departments with what changed since the revision submitted before it."""
+    orders = _orders(conn, orders)
     now = datetime.now(UTC)
-    previous = None
-    if revision > 1:
-        previous = await repository.previous_submitted(conn, order_id=order_id, before=revision)
-    changes = []
-    if previous is not None:
-        before = await repository.get_revision(conn, order_id=order_id, revision=previous)
-        assert before is not None
-        changes = domain.revision_changes(
-            old_document=before["document"],
-            old_attachments=await files_of(conn, order_id, previous),
-            new_document=document_json(document),
-            new_attachments=attachments,
-        )
-    message_id = await outbox.publish_event(
-        conn,
+    previous, changes = await _changes_since_submitted(
+        orders, order_id=order_id, revision=revision, document=document, attachments=attachments
+    )
+    message_id = await orders.publish_event(
         OrderSubmitted(
             order_id=order_id,
             revision=revision,
@@ -86,10 +110,9 @@ async def submit_revision(
         correlation_id=order_id,
     )
     # frozen, and who caused its order.submitted, in one round trip
-    await repository.mark_submitted_by(
-        conn,
-        order_id=order_id,
-        revision=revision,
+    await orders.mark_submitted_by(
+        order_id,
+        revision,
         submitted_at=now,
         message_id=message_id,
         actor=actor,
@@ -112,21 +135,21 @@ async def _duplicates_of(
     document: OrderDocument,
     created_before: datetime | None = None,
     creating: bool = False,
+    orders: OrderStore | None = None,
 ) -> tuple[str | None, list[UUID]]:
     """The order's duplicate key and the other orders with it, under the key's lock;
     `creating`: the new order's id is locked in the same round trip (`lock_for_creation`)."""
+    orders = _orders(conn, orders)
     key = domain.duplicate_key(
         customer_name=document.customer.name, external_ref=document.external_ref
     )
     if creating:
-        await repository.lock_for_creation(conn, order_id=order_id, duplicate_key=key)
+        await orders.lock_for_creation(order_id, key)
     if key is None:
         return None, []
     if not creating:
-        await repository.lock_duplicate_key(conn, key=key)
-    found = await repository.find_duplicates(
-        conn, key=key, exclude=order_id, created_before=created_before
-    )
+        await orders.lock_duplicate_key(key)
+    found = await orders.find_duplicates(key, exclude=order_id, created_before=created_before)
     if found:
         log.info(
             "possible duplicate",
@@ -160,7 +183,7 @@ async def _replayed(conn: Connection, key: str, request: str, *, order_id: UUID)
 
 
 async def _insert_draft(
-    conn: Connection,
+    orders: OrderStore,
     *,
     order_id: UUID,
     document: OrderDocument,
@@ -173,8 +196,7 @@ async def _insert_draft(
 ) -> None:
     """The order's row, its revision 1 and the timeline's `order.created`, in one
     statement."""
-    await repository.insert_draft(
-        conn,
+    await orders.insert_draft(
         order_id=order_id,
         salesperson_id=document.salesperson.id,
         external_ref=document.external_ref,
@@ -208,9 +230,11 @@ async def create_order(
     idempotency_key: str | None = None,
     files: Sequence[NewFile] = (),
     store: BlobStore | None = None,
+    orders: OrderStore | None = None,
 ) -> Outcome:
     """A new order (revision 1), as a draft or submitted at once; `files` (fetched for an
     `order.submit`, checked) are stored with revision 1 before it is submitted."""
+    orders = _orders(conn, orders)
     order_id = uuid.uuid4()
     if idempotency_key is not None:
         replayed = await _replayed(
@@ -226,10 +250,10 @@ async def create_order(
         run_self_check(document, today=today, attachments=pending_refs(order_id, files))
     now = datetime.now(UTC)
     key, duplicates = await _duplicates_of(
-        conn, order_id=order_id, document=document, creating=True
+        conn, order_id=order_id, document=document, creating=True, orders=orders
     )
     await _insert_draft(
-        conn,
+        orders,
         order_id=order_id,
         document=document,
         channel=channel,
@@ -255,9 +279,10 @@ async def create_order(
             channel=channel,
             actor=actor,
             created=True,
+            orders=orders,
         )
     # made in this transaction at revision 1: read again only if events were kept for it
-    await apply_pending_events(conn, order_id=order_id, revision=1)
+    await apply_pending_events(conn, order_id=order_id, revision=1, store=orders.projection)
     if not submit:  # a submitted one was logged as created and submitted
         log.info("order created", order_id=str(order_id), channel=channel, submitted=False)
     return Outcome(
@@ -268,8 +293,25 @@ async def create_order(
     )
 
 
-# Longer than 60 lines: replace the open revision or make a new one, its activity, and
-# the kept events it unblocks, in one place so the two cases are read side by side.
+async def _recheck_duplicates(
+    conn: Connection, *, order: repository.LockedOrder, document: OrderDocument
+) -> None:
+    """An edit that changed the order's reference: its possible duplicates found again."""
+    key = domain.duplicate_key(
+        customer_name=document.customer.name, external_ref=document.external_ref
+    )
+    if key == order.duplicate_key:
+        return
+    # another reference: compared with the orders that came before this one only, so
+    # the later of two orders is the one marked, whichever was edited
+    key, duplicates = await _duplicates_of(
+        conn, order_id=order.id, document=document, created_before=order.created_at
+    )
+    await repository.set_duplicates(
+        conn, order_id=order.id, key=key, possible_duplicate_of=duplicates
+    )
+
+
 async def write_revision(
     conn: Connection,
     *,
@@ -309,18 +351,7 @@ async def write_revision(
     )
     if not target.replace:
         await apply_pending_events(conn, order_id=order.id)
-    key = domain.duplicate_key(
-        customer_name=document.customer.name, external_ref=document.external_ref
-    )
-    if key != order.duplicate_key:
-        # another reference: compared with the orders that came before this one only, so
-        # the later of two orders is the one marked, whichever was edited
-        key, duplicates = await _duplicates_of(
-            conn, order_id=order.id, document=document, created_before=order.created_at
-        )
-        await repository.set_duplicates(
-            conn, order_id=order.id, key=key, possible_duplicate_of=duplicates
-        )
+    await _recheck_duplicates(conn, order=order, document=document)
     await repository.add_activity(
         conn,
         order_id=order.id,
@@ -403,12 +434,14 @@ async def withdraw_order(
     actor: Actor,
     if_match: str | None = None,
     permits: Permits | None = None,
+    orders: OrderStore | None = None,
 ) -> Outcome:
     """Ask for the order to be withdrawn before approval. The review-router decides it
     against the round's decision, under one lock, and answers `order.withdrawn` or
     `order.withdrawal_refused`; until then the order is `withdrawal_requested`. Asking
     again meanwhile changes nothing."""
-    order = await locked_order(conn, order_id, if_match=if_match, permits=permits)
+    orders = _orders(conn, orders)
+    order = await locked_order(conn, order_id, if_match=if_match, permits=permits, orders=orders)
     status = Status(order.status)
     revision = order.current_revision
     if domain.withdrawal_pending(status):
@@ -416,11 +449,10 @@ async def withdraw_order(
         return Outcome(order_id=order_id, revision=revision, status=status)
     domain.check_withdrawable(status)
     now = datetime.now(UTC)
-    stored = await repository.get_revision(conn, order_id=order_id, revision=revision)
+    stored = await orders.get_revision(order_id, revision)
     assert stored is not None
-    await repository.request_withdrawal(
-        conn,
-        order_id=order_id,
+    await orders.request_withdrawal(
+        order_id,
         held_status=status.value,
         withdrawal={
             "requested_at": times.format_time(now),
@@ -430,8 +462,7 @@ async def withdraw_order(
         },
         at=now,
     )
-    message_id = await outbox.publish_event(
-        conn,
+    message_id = await orders.publish_event(
         OrderWithdrawalRequested(
             order_id=order_id,
             revision=revision,
@@ -442,6 +473,6 @@ async def withdraw_order(
         ),
         correlation_id=order_id,
     )
-    await repository.record_publisher(conn, message_id=message_id, actor=actor)
+    await orders.record_publisher(message_id, actor)
     log.info("withdrawal requested", order_id=str(order_id), status=status.value)
     return Outcome(order_id=order_id, revision=revision, status=Status.WITHDRAWAL_REQUESTED)

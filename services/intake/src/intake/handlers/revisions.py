@@ -8,6 +8,7 @@ from orderflow.db import Connection
 
 from .. import domain
 from ..adapters import repository
+from ..adapters.order_store import OrderStore
 from ..domain import Status
 from .common import NotPermitted, OrderNotFound, Permits
 from .projection import apply_pending_events
@@ -19,8 +20,13 @@ async def locked_order(
     *,
     if_match: str | None = None,
     permits: Permits | None = None,
+    orders: OrderStore | None = None,
 ) -> repository.LockedOrder:
-    order = await repository.lock_order(conn, order_id=order_id)
+    order = await (
+        orders.lock_order(order_id)
+        if orders is not None
+        else repository.lock_order(conn, order_id=order_id)
+    )
     if order is None:
         raise OrderNotFound(order_id)
     if permits is not None and not permits(order.salesperson_id):
