@@ -282,27 +282,7 @@ async def upload_attachment(
             upload = await read_multipart(request, incoming)
         except TooLarge as exc:
             raise _too_large(limit) from exc
-        kind, problems = _kind(upload)
-        problems += upload.problems
-        if not upload.file_seen:
-            problems.append(FieldProblem(pointer="/file", detail="the file is required"))
-        elif incoming.size == 0:
-            problems.append(FieldProblem(pointer="/file", detail="the file is empty"))
-        if problems or kind is None:
-            raise _invalid(problems)
-        accepted = domain.accept_file(
-            detected=incoming.detect(),
-            declared=upload.declared_type,
-            filename=upload.filename,
-        )
-        new_file = handlers.NewFile(
-            kind=kind,
-            name=accepted.name,
-            content_type=accepted.content_type,
-            size=incoming.size,
-            sha256=incoming.sha256,
-            chunks=lambda: incoming.chunks(CHUNK_BYTES),
-        )
+        new_file = _checked_file(upload, incoming)
 
         async def attempt() -> tuple[AttachmentRef, int]:
             return await handlers.add_attachment(
@@ -328,6 +308,32 @@ async def upload_attachment(
     response.headers["ETag"] = order
     response.headers["Location"] = ref.download_path
     return AttachmentAdded(order_id=order_id, revision=revision, attachment=ref, etag=order)
+
+
+def _checked_file(upload: Upload, incoming: IncomingFile) -> handlers.NewFile:
+    """The uploaded file as the handlers store it, or every problem of the form at once;
+    its type is read from its bytes."""
+    kind, problems = _kind(upload)
+    problems += upload.problems
+    if not upload.file_seen:
+        problems.append(FieldProblem(pointer="/file", detail="the file is required"))
+    elif incoming.size == 0:
+        problems.append(FieldProblem(pointer="/file", detail="the file is empty"))
+    if problems or kind is None:
+        raise _invalid(problems)
+    accepted = domain.accept_file(
+        detected=incoming.detect(),
+        declared=upload.declared_type,
+        filename=upload.filename,
+    )
+    return handlers.NewFile(
+        kind=kind,
+        name=accepted.name,
+        content_type=accepted.content_type,
+        size=incoming.size,
+        sha256=incoming.sha256,
+        chunks=lambda: incoming.chunks(CHUNK_BYTES),
+    )
 
 
 async def _load_etag(pool: Pool, order_id: UUID) -> str:
